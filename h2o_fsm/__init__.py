@@ -1,0 +1,73 @@
+"""h2o-fsm: an explicit state-machine conversation engine for the H2O (HuggingChat chat-ui) chat API.
+
+Public API:
+
+* :class:`H2o` — the deprecated provider's API (``create_async_generator``, ``create_async``,
+  ``create_completion``), compatible with existing callers.
+* :class:`H2oClient` and :class:`Conversation` — the native API for services: one connection pool,
+  many concurrent multi-turn conversations, inspectable state and history, step-by-step driving.
+* :class:`Phase` — the machine's states; :data:`TRANSITIONS` — its table.
+* :class:`H2oError` and its subclasses — see ``h2o_fsm._exceptions`` for the tree.
+"""
+
+from __future__ import annotations
+
+from ._client import ClientState, H2oClient, TransitionObserver
+from ._config import Limits, Timeouts
+from ._conversation import Conversation, StepResult, TransitionRecord
+from ._exceptions import (
+    H2oCleanupError,
+    H2oError,
+    H2oLimitError,
+    H2oProtocolError,
+    H2oStateError,
+    H2oStatusError,
+    H2oTimeoutError,
+    H2oTransportError,
+    H2oUpstreamError,
+)
+from ._journal import Journal, JournalEntry
+from ._machine import STATES, TRANSITIONS, Edge, StateSpec
+from ._phase import Phase
+from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
+from ._provider import H2o
+from ._retry import Retries
+from ._stream import Final
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "DEFAULT_PARAMETERS",
+    "STATES",
+    "TRANSITIONS",
+    "ClientState",
+    "Conversation",
+    "Edge",
+    "Final",
+    "H2o",
+    "H2oCleanupError",
+    "H2oClient",
+    "H2oError",
+    "H2oLimitError",
+    "H2oProtocolError",
+    "H2oStateError",
+    "H2oStatusError",
+    "H2oTimeoutError",
+    "H2oTransportError",
+    "H2oUpstreamError",
+    "Journal",
+    "JournalEntry",
+    "Limits",
+    "Message",
+    "Messages",
+    "Phase",
+    "Retries",
+    "StateSpec",
+    "StepResult",
+    "Timeouts",
+    "TransitionObserver",
+    "TransitionRecord",
+    "__version__",
+]

@@ -1,0 +1,57 @@
+"""Timeouts and limits of a client. Plain frozen dataclasses, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["Limits", "Timeouts"]
+
+
+def _positive(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Seconds allowed for each step. ``total`` is an overall deadline per conversation turn set
+    (settings to the last token), ``token`` the longest gap between two chunks of the stream.
+    ``delete`` bounds one DELETE attempt, ``cleanup`` the whole cleanup including retries; the
+    cleanup runs shielded from cancellation but never longer than ``cleanup``."""
+
+    connect: float = 10.0
+    settings: float = 30.0
+    create: float = 30.0
+    send: float = 60.0
+    token: float = 60.0
+    delete: float = 10.0
+    cleanup: float = 30.0
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _positive(f"Timeouts.{field.name}", getattr(self, field.name), optional=field.name == "total")
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds on what the server may send back: a hostile or broken server cannot make the client
+    use unbounded memory or run forever."""
+
+    max_line_bytes: int = 1 << 20
+    max_stream_bytes: int = 64 << 20
+    max_tokens: int = 1_000_000
+    max_error_body_bytes: int = 4096
+    max_json_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Limits.{field.name} must be an int, not {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"Limits.{field.name} must be > 0, got {value!r}")

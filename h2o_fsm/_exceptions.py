@@ -1,0 +1,154 @@
+"""The exception hierarchy of h2o-fsm.
+
+Every error the engine raises about a conversation is an :class:`H2oError`::
+
+    H2oError                      phase, status, conversation_id, cleanup_error
+    ├── H2oStatusError            the server answered an error status (4xx/5xx, or an unexpected one)
+    ├── H2oTransportError         the request could not be completed (connect, read, dropped connection)
+    │   └── H2oTimeoutError       one of *our* timeouts fired (a step, the token gap, the deadline)
+    ├── H2oProtocolError          the answer broke the protocol (HTML instead of JSON, malformed stream line,
+    │   │                         stream ended without its final event, oversized line)
+    │   └── H2oLimitError         the stream exceeded a configured limit (bytes, tokens)
+    ├── H2oUpstreamError          the model server sent an error event in the stream
+    ├── H2oCleanupError           the DELETE of a conversation failed (only raised on its own when
+    │                             nothing else failed; otherwise attached as ``cleanup_error``)
+    └── H2oStateError             misuse: a step asked of a conversation in a state that does not allow it
+                                  (also a ``RuntimeError``)
+
+Bad input (messages, parameters, base URL) is refused *before* any request with a plain
+``ValueError`` or ``TypeError``; those are not ``H2oError``s.
+
+The caller's own ``asyncio.CancelledError`` and ``TimeoutError`` (from ``asyncio.timeout`` or
+``asyncio.wait_for`` around our calls) are never converted: they propagate unchanged, after the
+conversation has been deleted.
+
+Lower-level ``httpx`` errors are translated exactly once, at the boundary, with
+``raise H2o… from exc``; the original is in ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from ._phase import Phase
+
+__all__ = [
+    "H2oCleanupError",
+    "H2oError",
+    "H2oLimitError",
+    "H2oProtocolError",
+    "H2oStateError",
+    "H2oStatusError",
+    "H2oTimeoutError",
+    "H2oTransportError",
+    "H2oUpstreamError",
+]
+
+
+class H2oError(Exception):
+    """Base of every h2o-fsm error.
+
+    Attributes:
+        phase: the step that failed (settings, create, send, stream, delete), or ``None``.
+        status: the HTTP status of the failing answer, where there was one.
+        conversation_id: the server-side conversation id, where one existed.
+        cleanup_error: set when deleting the conversation after this error failed too.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: Phase | None = None,
+        status: int | None = None,
+        conversation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.phase = phase
+        self.status = status
+        self.conversation_id = conversation_id
+        self.cleanup_error: H2oError | None = None
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        ctx = []
+        if self.phase is not None:
+            ctx.append(f"phase={self.phase.value}")
+        if self.status is not None:
+            ctx.append(f"status={self.status}")
+        if self.conversation_id is not None:
+            ctx.append(f"conversation_id={self.conversation_id}")
+        if ctx:
+            parts.append(f"({', '.join(ctx)})")
+        if self.cleanup_error is not None:
+            parts.append(f"[cleanup also failed: {self.cleanup_error.message}]")
+        return " ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, phase={self.phase}, status={self.status})"
+
+
+class H2oStatusError(H2oError):
+    """The server answered a step with an error status.
+
+    Attributes:
+        body: the first bytes of the error body, decoded leniently (never includes request secrets).
+        retry_after: seconds from a ``Retry-After`` header, if the server sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: Phase | None = None,
+        status: int | None = None,
+        conversation_id: str | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id)
+        self.body = body
+        self.retry_after = retry_after
+
+
+class H2oTransportError(H2oError):
+    """The request could not be completed: connection refused or dropped, read failure."""
+
+
+class H2oTimeoutError(H2oTransportError):
+    """One of the engine's own timeouts fired (per step, between tokens, or the overall deadline)."""
+
+
+class H2oProtocolError(H2oError):
+    """The server's answer does not follow the protocol."""
+
+
+class H2oLimitError(H2oProtocolError):
+    """The stream exceeded a configured limit (bytes, tokens or line length)."""
+
+
+class H2oUpstreamError(H2oError):
+    """The model server reported an error inside the stream.
+
+    Attributes:
+        error_type: the ``error_type`` field of the event (e.g. ``"overloaded"``), if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: Phase | None = None,
+        status: int | None = None,
+        conversation_id: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id)
+        self.error_type = error_type
+
+
+class H2oCleanupError(H2oError):
+    """Deleting the conversation failed. The conversation may still exist on the server."""
+
+
+class H2oStateError(H2oError, RuntimeError):
+    """A conversation was asked for a step its current state does not allow."""

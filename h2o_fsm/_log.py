@@ -1,0 +1,54 @@
+"""Logging seam: the host injects a structlog logger; without one we stay silent.
+
+A library must not configure logging, and an unconfigured structlog prints to stdout. So the default
+is: structlog's ``get_logger("h2o_fsm")`` when the host has configured structlog, a no-op otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import structlog
+
+__all__ = ["Logger", "default_logger", "redact"]
+
+
+class Logger(Protocol):
+    """The part of a structlog bound logger that h2o-fsm uses."""
+
+    def bind(self, **new_values: object) -> Logger: ...
+    def debug(self, event: str, **kw: object) -> object: ...
+    def info(self, event: str, **kw: object) -> object: ...
+    def warning(self, event: str, **kw: object) -> object: ...
+
+
+class _NullLogger:
+    __slots__ = ()
+
+    def bind(self, **new_values: object) -> _NullLogger:
+        return self
+
+    def debug(self, event: str, **kw: object) -> None:
+        return None
+
+    info = warning = debug
+
+
+NULL_LOGGER: Logger = _NullLogger()
+
+
+def default_logger() -> Logger:
+    """``structlog.get_logger("h2o_fsm")`` if the host configured structlog, else a silent logger."""
+    if structlog.is_configured():
+        logger: Logger = structlog.get_logger("h2o_fsm")
+        return logger
+    return NULL_LOGGER
+
+
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Remove ``user:password@`` from any URL inside ``text``."""
+    return _USERINFO.sub("***@", text)

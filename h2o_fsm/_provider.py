@@ -1,0 +1,172 @@
+"""``H2o``: the deprecated provider's public API, running on the state machine.
+
+Same class attributes and classmethods as the old g4f provider, so existing callers keep working::
+
+    async for chunk in H2o.create_async_generator(model, messages, proxy, temperature=0.5):
+        print(chunk, end="")
+
+What changed underneath: every created conversation is deleted whatever happens, statuses are
+checked, the stream is parsed properly, and one ``httpx.AsyncClient`` is reused per event loop (and
+per proxy/base URL) instead of a new session per call. That client is closed when the loop shuts its
+async generators down (``asyncio.run`` does) or by ``await H2o.aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
+from typing import ClassVar, TypeVar
+
+from ._client import H2oClient
+from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, Messages, normalize_base_url, prompt_text
+
+__all__ = ["H2o"]
+
+T = TypeVar("T")
+
+_Key = tuple[str, "str | None"]
+
+
+class _LoopClients:
+    """The clients of one event loop, closed by the loop's async-generator shutdown."""
+
+    def __init__(self) -> None:
+        self.clients: dict[_Key, H2oClient] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    async def aclose(self) -> None:
+        clients, self.clients = list(self.clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+_REGISTRY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = weakref.WeakKeyDictionary()
+
+
+async def _closer(entry: _LoopClients) -> AsyncGenerator[None, None]:
+    # Registered with the loop's asyncgen hooks: ``loop.shutdown_asyncgens()`` closes it.
+    try:
+        yield
+    finally:
+        await entry.aclose()
+
+
+async def _client_for(url: str, proxy: str | None) -> H2oClient:
+    loop = asyncio.get_running_loop()
+    entry = _REGISTRY.get(loop)
+    if entry is None:
+        entry = _REGISTRY[loop] = _LoopClients()
+        entry.closer = _closer(entry)
+        await entry.closer.__anext__()
+    key = (url, proxy)
+    client = entry.clients.get(key)
+    if client is None:
+        client = entry.clients[key] = H2oClient(url, proxy=proxy)
+    return client
+
+
+class H2o:
+    """The old provider's API. Assign ``H2o.url`` to use another deployment."""
+
+    url: ClassVar[str] = DEFAULT_BASE_URL
+    model: ClassVar[str] = DEFAULT_MODEL
+    working: ClassVar[bool] = True
+    supports_stream: ClassVar[bool] = True
+    supports_message_history: ClassVar[bool] = True
+
+    @classmethod
+    async def create_async_generator(
+        cls,
+        model: str,
+        messages: Messages,
+        proxy: str | None = None,
+        **kwargs: object,
+    ) -> AsyncIterator[str]:
+        """Yield the answer's text chunks. ``model`` empty → the default; ``kwargs`` are generation
+        parameters merged over the defaults (``stream`` is ignored); ``proxy`` goes to httpx."""
+        url = normalize_base_url(cls.url)
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"model must be a str, not {type(model).__name__}")
+        text = prompt_text(messages)
+        client = await _client_for(url, proxy)
+        async with client.conversation(model or cls.model, parameters=kwargs) as conv:
+            turn = conv.stream(text)
+            try:
+                async for chunk in turn:
+                    yield chunk
+            finally:
+                await turn.aclose()
+
+    @classmethod
+    async def create_async(cls, model: str, messages: Messages, **kwargs: object) -> str:
+        """The whole answer as one string."""
+        kwargs.pop("stream", None)
+        parts = [chunk async for chunk in cls.create_async_generator(model, messages, **kwargs)]  # type: ignore[arg-type]
+        return "".join(parts)
+
+    @classmethod
+    def create_completion(
+        cls, model: str, messages: Messages, stream: bool = True, **kwargs: object
+    ) -> Generator[str, None, None]:
+        """Synchronous generator: the chunks (``stream=True``) or the whole answer at once.
+
+        Runs on a private event loop in a background thread, so its client is reused across calls.
+        Closing the generator early deletes the conversation before ``close()`` returns.
+        """
+        runner = _SyncRunner.get()
+        if not stream:
+            yield runner.run(cls.create_async(model, messages, **kwargs))
+            return
+        it = cls.create_async_generator(model, messages, **kwargs).__aiter__()  # type: ignore[arg-type]
+        try:
+            while True:
+                try:
+                    chunk = runner.run(_anext(it))
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            runner.run(_aclose(it))
+
+    @classmethod
+    async def aclose(cls) -> None:
+        """Close the clients this event loop uses for the classmethods (optional: loop shutdown does it)."""
+        entry = _REGISTRY.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry.aclose()
+            if entry.closer is not None:
+                await entry.closer.aclose()
+
+
+async def _anext(it: AsyncIterator[str]) -> str:
+    return await it.__anext__()
+
+
+async def _aclose(it: AsyncIterator[str]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _SyncRunner:
+    """One event loop in a daemon thread for the synchronous API."""
+
+    _instance: ClassVar[_SyncRunner | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="h2o-fsm-sync", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> _SyncRunner:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = _SyncRunner()
+            return cls._instance
+
+    def run(self, coro: Coroutine[object, object, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

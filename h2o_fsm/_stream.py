@@ -1,0 +1,195 @@
+"""Incremental parser of the text-generation-inference event stream (step 4). Pure: no I/O.
+
+Feed it the body's bytes as they arrive, in chunks of any size; it returns the events completed by
+each chunk. It accepts ``data:`` with or without a space, ``\\n`` or ``\\r\\n`` line ends, lines split
+across chunks, blank lines, ``:`` keep-alive comments, the other SSE fields (``event:``, ``id:``,
+``retry:``) and unknown JSON fields. It refuses a line that is not JSON, a line longer than
+``max_line_bytes``, and a stream that ends without its final event, with :class:`StreamSyntaxError`
+carrying the offending text truncated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Final as _Final
+from typing import Union
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "Event",
+    "Final",
+    "StreamError",
+    "StreamParser",
+    "StreamSyntaxError",
+    "Token",
+]
+
+DEFAULT_MAX_LINE_BYTES: _Final = 1 << 20
+_SNIPPET: _Final = 120
+_IGNORED_FIELDS: _Final = (b"event:", b"id:", b"retry:")
+
+_JSONLoader = Callable[[bytes], object]
+
+try:  # orjson is optional (the ``fast`` extra); both raise a ValueError subclass on bad input.
+    from orjson import loads as _orjson_loads
+
+    _loads: _JSONLoader = _orjson_loads
+except ImportError:  # pragma: no cover - exercised when orjson is absent
+    _loads = json.loads
+
+
+class StreamSyntaxError(ValueError):
+    """The stream broke the protocol. ``text`` holds the offending input, truncated."""
+
+    def __init__(self, message: str, text: str = "") -> None:
+        super().__init__(f"{message}: {text!r}" if text else message)
+        self.reason = message
+        self.text = text
+
+
+class Token:
+    """A generated token to show (``special`` tokens are not reported)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Token({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Token) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Final:
+    """The last event: the whole text and, when asked for, the generation details."""
+
+    __slots__ = ("details", "generated_text")
+
+    def __init__(self, generated_text: str, details: Mapping[str, object] | None) -> None:
+        self.generated_text = generated_text
+        self.details = details
+
+    @property
+    def finish_reason(self) -> str | None:
+        reason = self.details.get("finish_reason") if self.details else None
+        return reason if isinstance(reason, str) else None
+
+    def __repr__(self) -> str:
+        return f"Final({self.generated_text!r}, details={self.details!r})"
+
+
+class StreamError:
+    """An error event of the model server (text-generation-inference's ``ErrorResponse``)."""
+
+    __slots__ = ("error_type", "message")
+
+    def __init__(self, message: str, error_type: str | None) -> None:
+        self.message = message
+        self.error_type = error_type
+
+    def __repr__(self) -> str:
+        return f"StreamError({self.message!r}, error_type={self.error_type!r})"
+
+
+Event = Union[Token, Final, StreamError]  # noqa: UP007
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw[: _SNIPPET * 4].decode("utf-8", "replace")
+    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+
+
+class StreamParser:
+    """Turns body bytes into :data:`Event` objects. One parser per streamed answer."""
+
+    __slots__ = ("_buf", "_final", "_loads", "_max_line", "bytes_seen")
+
+    def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, loads: _JSONLoader | None = None) -> None:
+        self._buf = b""
+        self._final: Final | None = None
+        self._max_line = max_line_bytes
+        self._loads: _JSONLoader = loads or _loads
+        self.bytes_seen = 0
+
+    @property
+    def final(self) -> Final | None:
+        """The final event, once seen."""
+        return self._final
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse one chunk; return the events it completed (possibly none)."""
+        self.bytes_seen += len(data)
+        if self._buf:
+            data = self._buf + data
+        if b"\n" not in data:
+            self._buf = data
+            if len(data) > self._max_line:
+                raise StreamSyntaxError(f"stream line longer than {self._max_line} bytes", _snippet(data))
+            return []
+        lines = data.split(b"\n")
+        self._buf = lines.pop()
+        if len(self._buf) > self._max_line:
+            raise StreamSyntaxError(f"stream line longer than {self._max_line} bytes", _snippet(self._buf))
+        events: list[Event] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def close(self) -> list[Event]:
+        """Signal the end of the body: parse a last line without a newline; require the final event."""
+        events: list[Event] = []
+        if self._buf:
+            line, self._buf = self._buf, b""
+            self._line(line, events)
+        if self._final is None and not any(isinstance(e, StreamError) for e in events):
+            raise StreamSyntaxError("stream ended without its final event (connection dropped?)")
+        return events
+
+    def _line(self, line: bytes, events: list[Event]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line or line[:1] == b":":
+            return
+        if line[:5] != b"data:":
+            if line.startswith(_IGNORED_FIELDS):
+                return
+            raise StreamSyntaxError("unexpected line in stream", _snippet(line))
+        if len(line) > self._max_line:
+            raise StreamSyntaxError(f"stream line longer than {self._max_line} bytes", _snippet(line))
+        payload = line[5:]
+        try:
+            obj = self._loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise StreamSyntaxError("stream line is not valid JSON", _snippet(payload)) from exc
+        if not isinstance(obj, dict):
+            raise StreamSyntaxError("stream event is not a JSON object", _snippet(payload))
+        if self._final is not None:
+            raise StreamSyntaxError("event after the final event", _snippet(payload))
+        token = obj.get("token")
+        if token is not None:
+            if not isinstance(token, dict):
+                raise StreamSyntaxError("'token' is not an object", _snippet(payload))
+            text = token.get("text")
+            if not token.get("special", False):
+                if not isinstance(text, str):
+                    raise StreamSyntaxError("token without text", _snippet(payload))
+                events.append(Token(text))
+            generated = obj.get("generated_text")
+            if generated is not None:
+                if not isinstance(generated, str):
+                    raise StreamSyntaxError("'generated_text' is not a string", _snippet(payload))
+                details = obj.get("details")
+                self._final = Final(generated, details if isinstance(details, dict) else None)
+                events.append(self._final)
+            return
+        error = obj.get("error")
+        if error is not None:
+            error_type = obj.get("error_type")
+            events.append(StreamError(str(error), error_type if isinstance(error_type, str) else None))
+            return
+        raise StreamSyntaxError("event has neither 'token' nor 'error'", _snippet(payload))

@@ -1,0 +1,139 @@
+"""Run the emulator: in a background thread (tests, demo) or in the foreground (``h2o-fsm serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from ._app import Accounting, ServerConfig, create_app
+from ._faults import Fault, FaultPlan
+
+__all__ = ["LocalServer", "bind_socket", "serve_forever"]
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket (``port=0``: an ephemeral port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP, and
+    # without it small responses written in two parts wait ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn(app: object, **kw: object) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        **kw,  # type: ignore[arg-type]
+    )
+    return uvicorn.Server(config)
+
+
+class LocalServer:
+    """The bundled chat-ui emulator on loopback, in a background thread.
+
+    ::
+
+        with LocalServer(faults=[Fault("stream", "drop", at_token=3)]) as server:
+            H2o.url = server.url
+            ...
+            assert server.accounting.live == 0      # nothing leaked
+
+    Works as a sync or async context manager; ``start()``/``stop()`` for fixtures.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        faults: FaultPlan | list[Fault] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults or [])
+        self.accounting = Accounting()
+        self.app = create_app(self.config, self.faults, self.accounting)
+        self._host, self._port = host, port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def __repr__(self) -> str:
+        return f"<LocalServer {self.url or 'stopped'}>"
+
+    def start(self, timeout: float = 10.0) -> LocalServer:
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        sock = bind_socket(self._host, self._port)
+        self.url = _url(sock)
+        server = self._server = _uvicorn(self.app)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(server.serve(sockets=[sock]))
+            except BaseException as exc:  # report start-up failures to start()
+                errors.append(exc)
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=run, name=f"h2o-fsm-server {self.url}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if errors or not self._thread.is_alive():
+                raise RuntimeError(f"the local server failed to start: {errors[:1]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the local server did not start in time")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout / 2)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout / 2)
+        self._server = self._thread = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> LocalServer:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def serve_forever(
+    host: str = "127.0.0.1", port: int = 0, config: ServerConfig | None = None, faults: FaultPlan | None = None
+) -> tuple[str, uvicorn.Server, object]:
+    """Prepare a foreground server: returns (url, server, socket); run with ``server.run(sockets=[sock])``."""
+    sock = bind_socket(host, port)
+    app = create_app(config or ServerConfig(), faults or FaultPlan())
+    return _url(sock), _uvicorn(app), sock
