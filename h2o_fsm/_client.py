@@ -28,6 +28,7 @@ from ._session import Session
 
 if TYPE_CHECKING:
     from ._journal import Journal
+    from ._sweep import SweepReport
 
 __all__ = ["ClientState", "H2oClient", "TransitionObserver"]
 
@@ -219,6 +220,12 @@ class H2oClient:
         self._live.discard(conv)
         if not self._live and self._idle is not None:
             self._idle.set()
+
+    async def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
+        """Delete the conversations of this deployment that a dead process left in ``journal``."""
+        from ._sweep import sweep
+
+        return await sweep(self, journal, include_live_processes=include_live_processes)
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer, delete it."""

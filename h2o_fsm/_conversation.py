@@ -751,6 +751,14 @@ class Conversation:
             return "deleted"
         raise H2oStateError(f"the conversation already ended ({s.value})", phase=s)
 
+    def diagram(self, fmt: str = "mermaid") -> str:
+        """The machine's diagram with this conversation's current state highlighted."""
+        from ._diagram import render
+
+        if fmt not in ("mermaid", "dot"):
+            raise ValueError(f"unknown diagram format {fmt!r}; expected 'mermaid' or 'dot'")
+        return render("mermaid" if fmt == "mermaid" else "dot", highlight=self.state)
+
     def describe_next(self) -> str:
         """What the next step will send, with secrets redacted (for ``--step``)."""
         trigger = self.next_trigger()

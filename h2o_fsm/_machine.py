@@ -61,12 +61,12 @@ STATES: Final[tuple[StateSpec, ...]] = (
     StateSpec(P.NEW, "nothing sent yet"),
     StateSpec(P.SETTINGS, "POST /settings (skipped when the session already sent them)", "_enter_settings"),
     StateSpec(P.CREATE, "POST /conversation → conversationId", "_enter_create"),
-    StateSpec(P.SEND, "POST /conversation/{id}: the turn's prompt", "_enter_send"),
+    StateSpec(P.SEND, "POST /conversation/ID with the turn's prompt", "_enter_send"),
     StateSpec(P.STREAM, "the consumer reads the event stream", "_enter_stream", "_exit_stream"),
-    StateSpec(P.READY, "answer complete; another turn may be sent"),
-    StateSpec(P.DELETE, "DELETE /conversation/{id} (shielded, bounded, retried)", "_enter_delete"),
+    StateSpec(P.READY, "answer complete, another turn may be sent"),
+    StateSpec(P.DELETE, "DELETE /conversation/ID (shielded, bounded, retried)", "_enter_delete"),
     StateSpec(P.CLOSED, "done, nothing left on the server"),
-    StateSpec(P.FAILED, "ended by an error; the conversation was deleted if it existed"),
+    StateSpec(P.FAILED, "ended by an error, the conversation deleted if it existed"),
 )
 
 TRANSITIONS: Final[tuple[Edge, ...]] = (

@@ -26,17 +26,22 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .._protocol import DEFAULT_MODEL
-from ._faults import Fault, FaultPhase, FaultPlan
+from ._faults import Fault, FaultPlan
 
 __all__ = ["Accounting", "RequestRecord", "ServerConfig", "create_app"]
 
-_WORDS = (
-    "the state machine keeps every conversation in order and deletes it when the work is done so "
-    "nothing leaks a careful client checks each status reads each event and cleans up after failure "
-    "tokens arrive one by one over a stream that may end early or carry an error"
-).split()
+_WORDS = tuple(
+    (
+        "the state machine keeps every conversation in order and deletes it when the work is done so "
+        "nothing leaks a careful client checks each status reads each event and cleans up after failure "
+        "tokens arrive one by one over a stream that may end early or carry an error"
+    ).split()  # noqa: SIM905
+)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-_HTML = "<!doctype html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+_HTML = (
+    "<!doctype html><html><head><title>502 Bad Gateway</title></head>"
+    "<body><h1>Bad Gateway</h1></body></html>"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +137,9 @@ def generate(history: list[tuple[str, str]], n_tokens: int) -> list[str]:
     return [(" " if i else "") + rng.choice(_WORDS) for i in range(n_tokens)]
 
 
-def _event(token_id: int, text: str, *, special: bool = False, final: str | None = None, details: object = None) -> bytes:
+def _event(
+    token_id: int, text: str, *, special: bool = False, final: str | None = None, details: object = None
+) -> bytes:
     payload = {
         "token": {"id": token_id, "text": text, "logprob": -0.25, "special": special},
         "generated_text": final,
@@ -240,7 +247,8 @@ def create_app(
             acct.created += 1
             acct.live_ids.add(cid)
         if fault is not None and fault.kind == "create_then_error":
-            return finish(request, error(fault.status, "injected fault: created, then failed", as_json=True), sid, new, cid)
+            failed = error(fault.status, "injected fault: created, then failed", as_json=True)
+            return finish(request, failed, sid, new, cid)
         return finish(request, JSONResponse({"conversationId": cid}), sid, new, cid)
 
     def owned(sid: str, cid: str) -> _Conversation | None:

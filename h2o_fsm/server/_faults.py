@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-__all__ = ["PHASES", "Fault", "FaultKind", "FaultPlan", "FaultPhase"]
+__all__ = ["PHASES", "Fault", "FaultKind", "FaultPhase", "FaultPlan"]
 
 FaultPhase = Literal["settings", "create", "send", "stream", "delete"]
 FaultKind = Literal["status", "html", "stall", "drop", "malformed", "error_event", "create_then_error"]
@@ -126,9 +126,9 @@ class FaultPlan:
         path = Path(path)
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".toml":
-            if sys.version_info < (3, 11):
-                raise ValueError("TOML fault files need Python 3.11+ (tomllib); use JSON")
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
 
-            return cls.from_data(tomllib.loads(text))
+                return cls.from_data(tomllib.loads(text))
+            raise ValueError("TOML fault files need Python 3.11+ (tomllib); use JSON")
         return cls.from_data(json.loads(text))
