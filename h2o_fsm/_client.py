@@ -233,9 +233,7 @@ class H2oClient:
         async with self.conversation(model, parameters=params) as conv:
             return await conv.ask(text)
 
-    async def stream(
-        self, messages: str | Messages, model: str | None = None, **params: object
-    ) -> AsyncIterator[str]:
+    async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
         """One-shot, streamed: yield the answer's chunks; the conversation is deleted at the end,
         on error, or when the consumer stops early."""
         text = prompt_text(messages)

@@ -32,6 +32,7 @@ T = TypeVar("T")
 _IDEMPOTENT = frozenset({Phase.SETTINGS, Phase.DELETE})
 _NOT_REACHED = (httpx.ConnectError, httpx.ConnectTimeout)
 
+
 @dataclasses.dataclass(frozen=True)
 class Retries:
     """Retry policy. ``attempts`` counts the first try; ``attempts=1`` disables retries.
@@ -53,6 +54,7 @@ class Retries:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"Retries.{name} must be a number >= 0, got {value!r}")
 
+
 def is_retryable(phase: Phase, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
     if isinstance(exc, H2oStatusError):
@@ -66,6 +68,7 @@ def is_retryable(phase: Phase, exc: BaseException) -> bool:
         return phase in (Phase.CREATE, Phase.SEND) and isinstance(exc.__cause__, _NOT_REACHED)
     return False
 
+
 def _wait(policy: Retries) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         delay = policy.backoff * (2 ** (state.attempt_number - 1))
@@ -76,9 +79,8 @@ def _wait(policy: Retries) -> Callable[[RetryCallState], float]:
 
     return wait
 
-async def retry_after_failure(
-    call: Callable[[], Awaitable[T]], phase: Phase, policy: Retries, first: H2oError
-) -> T:
+
+async def retry_after_failure(call: Callable[[], Awaitable[T]], phase: Phase, policy: Retries, first: H2oError) -> T:
     """Retry ``call`` after its first attempt failed with ``first``; re-raise the last error."""
     if policy.attempts <= 1 or not is_retryable(phase, first):
         raise first

@@ -222,8 +222,10 @@ async def _sweep(args: argparse.Namespace, out: TextIO) -> int:
             report = await sweep(client, journal, include_live_processes=args.all)
     finally:
         journal.close()
-    out.write(f"swept: deleted={report.deleted} already_gone={report.already_gone} failed={report.failed} "
-              f"skipped_live_process={report.skipped}\n")
+    out.write(
+        f"swept: deleted={report.deleted} already_gone={report.already_gone} failed={report.failed} "
+        f"skipped_live_process={report.skipped}\n"
+    )
     return 0 if report.failed == 0 else EXIT_FAILED
 
 
@@ -238,8 +240,13 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--base-url", default=env_url, help="deployment URL (env H2O_FSM_BASE_URL)")
     chat.add_argument("--model", default=DEFAULT_MODEL)
     chat.add_argument("--system", help="a system message before the prompt")
-    chat.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
-                      help="generation parameter (VALUE parsed as JSON when it is JSON)")
+    chat.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        metavar="KEY=VALUE",
+        help="generation parameter (VALUE parsed as JSON when it is JSON)",
+    )
     chat.add_argument("--timeout", type=float, help="overall deadline in seconds")
     chat.add_argument("--step", action="store_true", help="pause before each phase (Enter runs it, q quits)")
     chat.add_argument("--trace", metavar="FILE", help="write every transition as a JSON line to FILE")

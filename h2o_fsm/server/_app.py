@@ -35,13 +35,10 @@ _WORDS = tuple(
         "the state machine keeps every conversation in order and deletes it when the work is done so "
         "nothing leaks a careful client checks each status reads each event and cleans up after failure "
         "tokens arrive one by one over a stream that may end early or carry an error"
-    ).split()  # noqa: SIM905
+    ).split()
 )
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-_HTML = (
-    "<!doctype html><html><head><title>502 Bad Gateway</title></head>"
-    "<body><h1>Bad Gateway</h1></body></html>"
-)
+_HTML = "<!doctype html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +99,7 @@ class Accounting:
     def requests_for(self, method: str | None = None, path_prefix: str = "") -> list[RequestRecord]:
         with self._lock:
             return [
-                r
-                for r in self.requests
-                if (method is None or r.method == method) and r.path.startswith(path_prefix)
+                r for r in self.requests if (method is None or r.method == method) and r.path.startswith(path_prefix)
             ]
 
 
@@ -166,9 +161,7 @@ def create_app(
 
     def finish(request: Request, response: Response, sid: str, new: bool, cid: str | None = None) -> Response:
         if new:
-            response.set_cookie(
-                cfg.cookie_name, sid, httponly=True, samesite="lax", secure=cfg.secure_cookie, path="/"
-            )
+            response.set_cookie(cfg.cookie_name, sid, httponly=True, samesite="lax", secure=cfg.secure_cookie, path="/")
         if cfg.keep_request_log:
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
             with acct._lock:
