@@ -160,6 +160,7 @@ class Conversation:
         # per transition, reset by _prepare
         self._t0 = 0.0
         self._stream_t0 = 0.0
+        self._send_status: int | None = None
         self._status: int | None = None
         self._skipped = False
         self._request: str | None = None
@@ -427,6 +428,7 @@ class Conversation:
             self._log.debug("send_prompt", prompt=self._prompt, parameters=self.parameters)
         self._prompt_pending = False
         response = await self._call(Phase.SEND, "POST", path, json=body)
+        self._send_status = response.status_code
         ctype = response.headers.get("content-type", "")
         if ctype.startswith("text/html"):
             snippet = (await self._read_snippet(response)).strip()
@@ -523,7 +525,7 @@ class Conversation:
         raise H2oUpstreamError(
             f"the model server reported an error: {ev.message}",
             phase=Phase.STREAM,
-            status=self._status,
+            status=self._send_status,
             conversation_id=self._cid,
             error_type=ev.error_type,
         )
@@ -537,6 +539,8 @@ class Conversation:
         cause: BaseException | None = None,
         status: int | None = None,
     ) -> NoReturn:
+        if status is None and phase is Phase.STREAM:
+            status = self._send_status  # the stream is the body of the send step's answer
         raise cls(message, phase=phase, status=status, conversation_id=self._cid) from cause
 
     def _timeout(self, phase: Phase) -> httpx.Timeout:

@@ -107,11 +107,12 @@ def _snippet(raw: bytes) -> str:
 class StreamParser:
     """Turns body bytes into :data:`Event` objects. One parser per streamed answer."""
 
-    __slots__ = ("_buf", "_final", "_loads", "_max_line", "bytes_seen")
+    __slots__ = ("_buf", "_errored", "_final", "_loads", "_max_line", "bytes_seen")
 
     def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, loads: _JSONLoader | None = None) -> None:
         self._buf = b""
         self._final: Final | None = None
+        self._errored = False
         self._max_line = max_line_bytes
         self._loads: _JSONLoader = loads or _loads
         self.bytes_seen = 0
@@ -146,7 +147,7 @@ class StreamParser:
         if self._buf:
             line, self._buf = self._buf, b""
             self._line(line, events)
-        if self._final is None and not any(isinstance(e, StreamError) for e in events):
+        if self._final is None and not self._errored:
             raise StreamSyntaxError("stream ended without its final event (connection dropped?)")
         return events
 
@@ -190,6 +191,7 @@ class StreamParser:
         error = obj.get("error")
         if error is not None:
             error_type = obj.get("error_type")
+            self._errored = True
             events.append(StreamError(str(error), error_type if isinstance(error_type, str) else None))
             return
         raise StreamSyntaxError("event has neither 'token' nor 'error'", _snippet(payload))
