@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import httpx
@@ -157,6 +157,8 @@ class Conversation:
         self._prompt_pending = False
         self._holds_slot = False
         self._deleted = False
+        self._ending: asyncio.Future[None] | None = None
+        self._transitioning = False
         # per transition, reset by _prepare
         self._t0 = 0.0
         self._stream_t0 = 0.0
@@ -309,9 +311,24 @@ class Conversation:
                 phase=self.state,
                 conversation_id=self._cid,
             )
-        await MACHINE.events[trigger].trigger(self)
+        if self._transitioning:
+            raise H2oStateError(
+                f"trigger {trigger!r} while another transition is running", phase=self.state, conversation_id=self._cid
+            )
+        self._transitioning = True
+        try:
+            await MACHINE.events[trigger].trigger(self)
+        finally:
+            self._transitioning = False
 
-    async def _end(self, trigger: str) -> None:
+    def _end(self, trigger: str) -> asyncio.Future[None]:
+        """The one task that ends this conversation. Every path that ends it (close, abort, the
+        consumer's aclose, a generator finalised by the GC) shares it, so DELETE runs exactly once."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._run_end(trigger))
+        return self._ending
+
+    async def _run_end(self, trigger: str) -> None:
         await self._fire(trigger)
         if self.state is Phase.DELETE:
             await self._fire("deleted")
@@ -405,11 +422,19 @@ class Conversation:
             response = await self._call(
                 Phase.SETTINGS, "POST", "/settings", data=settings_form(self.model), ok=range(200, 400)
             )
+            html = response.status_code == 200 and "html" in response.headers.get("content-type", "")
             await self._drain(response, self._client.limits.max_error_body_bytes)
+            if html:  # chat-ui answers 303; a 200 page is a proxy's, and the settings were not taken
+                self._raise(H2oProtocolError, Phase.SETTINGS, "settings answered an HTML page, not the 303", None, 200)
             session.settings_model = self.model
 
     async def _enter_create(self, event: EventData) -> None:
         self._request = "POST /conversation"
+        # Shielded: a cancellation that arrives while the create is in flight waits for its answer
+        # (bounded by Timeouts.create), so the id is known and the conversation can be deleted.
+        await _shielded(asyncio.ensure_future(self._create()))
+
+    async def _create(self) -> None:
         response = await self._call(Phase.CREATE, "POST", "/conversation", json=create_body(self.model))
         raw = await self._read_body(response, Phase.CREATE)
         cid = self._parse_conversation_id(raw)
@@ -606,6 +631,8 @@ class Conversation:
         self._status = response.status_code
         self._session.update(response)
         if response.status_code not in ok:
+            if response.status_code == 405:  # the session lost its accepted settings: send them again next time
+                self._session.settings_model = None
             await self._status_error(response, phase)
         return response
 
@@ -790,10 +817,9 @@ def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text}" if str(exc) else text)
 
 
-async def _shielded(coro: Awaitable[None]) -> None:
-    """Run ``coro`` to completion in its own task even if the caller is cancelled meanwhile; then
-    re-raise that cancellation. Nothing is left running behind the caller's back."""
-    task = asyncio.ensure_future(coro)
+async def _shielded(task: asyncio.Future[None]) -> None:
+    """Wait for ``task`` to complete even if the caller is cancelled meanwhile; then re-raise that
+    cancellation. Nothing is left running behind the caller's back."""
     interrupted = False
     while not task.done():
         try:

@@ -79,6 +79,13 @@ class LocalServer:
     def __repr__(self) -> str:
         return f"<LocalServer {self.url or 'stopped'}>"
 
+    def set_faults(self, faults: FaultPlan | list[Fault]) -> FaultPlan:
+        """Replace the fault plan of a running server (e.g. one plan per hypothesis example)."""
+        plan = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
+        self.faults = plan
+        self.app.state.h2o.faults = plan
+        return plan
+
     def start(self, timeout: float = 10.0) -> LocalServer:
         if self._thread is not None:
             raise RuntimeError("server already started")
