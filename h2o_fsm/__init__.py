@@ -12,7 +12,7 @@ Public API:
 
 from __future__ import annotations
 
-from ._client import ClientState, H2oClient, TransitionObserver
+from ._client import ClientState, H2oClient, TransitionObserver, fast_transport
 from ._config import Limits, Timeouts
 from ._conversation import Conversation, StepResult, TransitionRecord
 from ._exceptions import (
@@ -70,4 +70,5 @@ __all__ = [
     "TransitionObserver",
     "TransitionRecord",
     "__version__",
+    "fast_transport",
 ]

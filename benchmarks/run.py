@@ -1,0 +1,276 @@
+"""Benchmarks for h2o-fsm (issue 6). Prints ratios measured side by side in one run.
+
+    pip install '.[bench]' && python benchmarks/run.py [--quick]
+
+The server is the bundled emulator in *another process* (``h2o-fsm serve``) on loopback, so the
+client CPU measured here (``time.process_time`` of this process) excludes the server. Variants run
+in alternating rounds; medians over rounds are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from h2o_fsm import H2o, H2oClient, Retries
+from h2o_fsm._protocol import DEFAULT_MODEL, create_body, merge_parameters, send_body, settings_form
+from h2o_fsm._stream import StreamParser
+
+MSGS = [{"role": "user", "content": "Hello, how are you?"}]
+
+
+def start_server(max_tokens: int, token_delay: float = 0.0) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h2o_fsm.cli", "serve", "--max-tokens", str(max_tokens), "--no-request-log",
+         "--token-delay", str(token_delay)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+# ---------------------------------------------------------------- the baselines
+async def raw_httpx(client: httpx.AsyncClient, url: str) -> str:
+    """A minimal client doing the same four requests (settings every time, like the old provider)."""
+    await client.post(url + "/settings", data=settings_form(DEFAULT_MODEL), headers={"Referer": url + "/"})
+    r = await client.post(url + "/conversation", json=create_body(DEFAULT_MODEL))
+    cid = r.json()["conversationId"]
+    out = []
+    async with client.stream("POST", f"{url}/conversation/{cid}", json=send_body("Hello", merge_parameters())) as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("data:"):
+                ev = json.loads(line[5:])
+                if not ev["token"]["special"]:
+                    out.append(ev["token"]["text"])
+    await client.delete(f"{url}/conversation/{cid}")
+    return "".join(out)
+
+
+async def old_aiohttp(url: str) -> str:
+    """The old provider's way: a new aiohttp session per call, four requests."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(url + "/settings", data=settings_form(DEFAULT_MODEL),
+                                headers={"Referer": url + "/"}, allow_redirects=False) as r:
+            await r.read()
+        async with session.post(url + "/conversation", json=create_body(DEFAULT_MODEL)) as r:
+            cid = (await r.json())["conversationId"]
+        out = []
+        async with session.post(f"{url}/conversation/{cid}", json=send_body("Hello", merge_parameters())) as r:
+            async for raw in r.content:
+                line = raw.decode()
+                if line.startswith("data:"):
+                    ev = json.loads(line[5:])
+                    if not ev["token"]["special"]:
+                        out.append(ev["token"]["text"])
+        async with session.delete(f"{url}/conversation/{cid}") as r:
+            await r.read()
+        return "".join(out)
+
+
+def fast_transport() -> httpx.AsyncBaseTransport | None:
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:
+        return None
+    return AiohttpTransport()  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- 1. client CPU per conversation
+async def cpu_per_conversation(url: str, rounds: int, per_round: int) -> dict[str, float]:
+    H2o.url = url
+    shared = httpx.AsyncClient()
+    shared_fast = httpx.AsyncClient(transport=fast_transport()) if fast_transport() else None
+    native = H2oClient(url, retries=Retries(attempts=1))
+    native_fast = H2oClient(url, transport=fast_transport()) if fast_transport() else None
+
+    async def compat() -> str:
+        return "".join([c async for c in H2o.create_async_generator("", MSGS)])
+
+    variants: dict[str, Callable[[], Awaitable[str]]] = {
+        "aiohttp old provider (new session per call)": lambda: old_aiohttp(url),
+        "raw httpx, shared client": lambda: raw_httpx(shared, url),
+        "h2o-fsm H2o.create_async_generator": compat,
+        "h2o-fsm H2oClient.ask": lambda: native.ask(MSGS),
+    }
+    if shared_fast is not None and native_fast is not None:
+        variants["raw httpx + httpx-aiohttp transport"] = lambda: raw_httpx(shared_fast, url)
+        variants["h2o-fsm H2oClient.ask + httpx-aiohttp transport"] = lambda: native_fast.ask(MSGS)
+    for fn in variants.values():  # warm up: connections, imports, the settings of the shared session
+        for _ in range(5):
+            await fn()
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            gc.collect()
+            t0 = time.process_time()
+            for _ in range(per_round):
+                await fn()
+            samples[name].append((time.process_time() - t0) / per_round * 1e6)
+    await shared.aclose()
+    if shared_fast:
+        await shared_fast.aclose()
+    await native.aclose()
+    if native_fast:
+        await native_fast.aclose()
+    await H2o.aclose()
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# ---------------------------------------------------------------- 2. throughput
+async def throughput(url: str, levels: list[int]) -> dict[int, float]:
+    out = {}
+    async with H2oClient(url, max_connections=200, max_concurrency=1000) as client:
+        await client.ask(MSGS)
+        for n in levels:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client.ask(MSGS) for _ in range(n)))
+            out[n] = n / (time.perf_counter() - t0)
+    return out
+
+
+# ---------------------------------------------------------------- 3. parser
+def parser_ratio(tokens: int = 20000, rounds: int = 7) -> tuple[float, float]:
+    line = b'data:{"token":{"id":31,"text":" Hello","logprob":-0.3,"special":false},"generated_text":null,"details":null}\n\n'
+    body = line * tokens
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+
+    def ours() -> int:
+        p = StreamParser()
+        n = 0
+        for c in chunks:
+            n += len(p.feed(c))
+        return n
+
+    def bare() -> int:
+        n = 0
+        for ln in body.split(b"\n"):
+            if ln:
+                json.loads(ln[5:])
+                n += 1
+        return n
+
+    def bench(fn: Callable[[], int]) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return tokens / statistics.median(times)
+
+    a, b = [], []
+    for _ in range(3):
+        a.append(bench(ours))
+        b.append(bench(bare))
+    return statistics.median(a), statistics.median(b)
+
+
+# ---------------------------------------------------------------- 4. memory per in-flight conversation
+async def memory_in_flight(url: str, n: int) -> float:
+    async with H2oClient(url, max_connections=n + 10) as client:
+        await client.ask(MSGS)  # warm: the session, a connection
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        started = asyncio.Event()
+        count = 0
+
+        async def one() -> None:
+            nonlocal count
+            async for _ in client.stream(MSGS):
+                count += 1
+                if count >= n:
+                    started.set()
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(one()) for _ in range(n)]
+        await asyncio.wait_for(started.wait(), 60)
+        gc.collect()
+        current = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return (current - base) / n / 1024
+
+
+# ---------------------------------------------------------------- 5. construction
+def construction(n: int = 5000) -> tuple[float, float]:
+    from transitions.extensions.asyncio import AsyncMachine
+
+    from h2o_fsm._machine import STATES, TRANSITIONS
+
+    client = H2oClient("http://127.0.0.1:9")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        client.conversation()
+    ours = (time.perf_counter() - t0) / n * 1e6
+    states = [s.phase.value for s in STATES]
+    trans = [[e.trigger, [s.value for s in e.sources], e.dest.value] for e in TRANSITIONS]
+    class Model:
+        pass
+
+    t0 = time.perf_counter()
+    for _ in range(n // 10):
+        AsyncMachine(model=Model(), states=states, transitions=trans, initial="new", auto_transitions=False)
+    per_machine = (time.perf_counter() - t0) / (n // 10) * 1e6
+    asyncio.run(client.aclose())
+    return ours, per_machine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rounds, per_round = (5, 20) if args.quick else (11, 40)
+    print(f"# h2o-fsm benchmarks — Python {platform.python_version()} on {platform.machine()}, "
+          f"{platform.system()}; server: bundled emulator in another process, loopback")
+    proc, url = start_server(64)
+    try:
+        cpu = asyncio.run(cpu_per_conversation(url, rounds, per_round))
+        base_old = cpu["aiohttp old provider (new session per call)"]
+        base_raw = cpu["raw httpx, shared client"]
+        print(f"\n## 1. client CPU per one-shot conversation (64 tokens), median of {rounds} rounds × {per_round}")
+        print(f"{'variant':52} {'µs CPU':>9} {'vs old aiohttp':>15} {'vs raw httpx':>13}")
+        for name, us in cpu.items():
+            print(f"{name:52} {us:9.0f} {us / base_old:14.2f}× {us / base_raw:12.2f}×")
+        if "raw httpx + httpx-aiohttp transport" in cpu:
+            ratio = cpu["h2o-fsm H2oClient.ask + httpx-aiohttp transport"] / cpu["raw httpx + httpx-aiohttp transport"]
+            print(f"h2o-fsm vs raw client on the same (httpx-aiohttp) transport: {ratio:.2f}×")
+        levels = [1, 10, 100] if args.quick else [1, 10, 100, 1000]
+        tput = asyncio.run(throughput(url, levels))
+        print("\n## 2. throughput (conversations/s, one client)")
+        for n, rate in tput.items():
+            print(f"  {n:>5} concurrent: {rate:8.0f}/s")
+    finally:
+        proc.terminate()
+        proc.wait()
+    ours, bare = parser_ratio()
+    print(f"\n## 3. stream parsing: ours {ours:,.0f} tokens/s, bare json.loads loop {bare:,.0f} tokens/s → {ours / bare:.2f}×")
+    proc, url = start_server(64, token_delay=0.05)
+    try:
+        n = 100 if args.quick else 300
+        kib = asyncio.run(memory_in_flight(url, n))
+        print(f"\n## 4. memory per in-flight conversation (mid-stream, {n} at once): {kib:.1f} KiB above the shared client")
+    finally:
+        proc.terminate()
+        proc.wait()
+    ours_c, machine_c = construction()
+    print(f"\n## 5. creating a conversation object: {ours_c:.1f} µs (a new transitions AsyncMachine per conversation: "
+          f"{machine_c:.1f} µs → {ours_c / machine_c:.2f}×)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Crash-safe cleanup (journal + sweep after SIGKILL), load, and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from h2o_fsm import H2oClient, Journal
+from h2o_fsm.cli import main
+from h2o_fsm.server import LocalServer, ServerConfig
+from h2o_fsm.testing import assert_nothing_leaked
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_sigkill_mid_stream_then_sweep_leaves_nothing(tmp_path: Path) -> None:
+    journal_path = tmp_path / "live.sqlite"
+    with LocalServer(ServerConfig(max_tokens=400, token_delay=0.05)) as server:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "h2o_fsm.cli", "chat", "hello", "--base-url", server.url, "--journal", str(journal_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            child.stdout.read(20)  # it is streaming now
+            assert server.accounting.live == 1
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        assert server.accounting.live == 1  # killed: nothing could delete it
+        assert stat.S_IMODE(os.stat(journal_path).st_mode) == 0o600
+        journal = Journal(journal_path)
+        entries = journal.entries(server.url)
+        assert len(entries) == 1 and entries[0].pid == child.pid
+        assert "cookies" not in repr(entries[0]) and entries[0].cookies["hf-chat"] not in repr(entries[0])
+        journal.close()
+
+        code = main(["sweep", "--base-url", server.url, "--journal", str(journal_path)])
+        assert code == 0
+        assert_nothing_leaked(server)
+        assert Journal(journal_path).entries() == []
+
+
+async def test_journal_rows_come_and_go_with_the_conversation(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    with LocalServer(ServerConfig(max_tokens=4)) as server:
+        async with H2oClient(server.url, journal=journal) as client:
+            async with client.conversation() as conv:
+                await conv.ask("x")
+                assert [e.conversation_id for e in journal.entries()] == [conv.conversation_id]
+            assert journal.entries() == []
+            report = await client.sweep(journal)
+            assert report.deleted == 0
+    journal.close()
+
+
+async def test_load_200_concurrent_conversations_one_client_bounded() -> None:
+    """The suite's smaller size of benchmarks/load.py (1,000 there)."""
+    n = 200
+    with LocalServer(ServerConfig(max_tokens=16, keep_request_log=False)) as server:
+        tracemalloc.start()
+        async with H2oClient(server.url, max_concurrency=50, max_connections=50) as client:
+            started = time.monotonic()
+            answers = await asyncio.gather(*(client.ask(f"q{i}") for i in range(n)))
+            elapsed = time.monotonic() - started
+            assert client.live_conversations == 0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(answers) == n and all(answers)
+        assert server.accounting.created == n
+        assert_nothing_leaked(server)
+    assert elapsed < 60
+    assert peak < 64 * 1024 * 1024  # bounded: the pool and the semaphore cap what is in flight
+
+
+async def test_cookie_never_in_reprs_or_errors() -> None:
+    with LocalServer(ServerConfig(max_tokens=4)) as server:
+        async with H2oClient(server.url) as client:
+            conv = client.conversation()
+            async with conv:
+                await conv.ask("x")
+            cookie = client._session.cookies["hf-chat"]
+            for text in (repr(client), repr(conv), repr(client._session), str(conv.history)):
+                assert cookie not in text
+
+
+def test_tls_verification_is_on_by_default() -> None:
+    client = H2oClient("https://example.invalid")
+    pool = client._http._transport._pool  # type: ignore[attr-defined]
+    assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
+    asyncio.run(client.aclose())
+
+
+@pytest.mark.parametrize("fault_kind", ["none", "drop", "error_event"])
+async def test_fast_transport_behaves_the_same(fault_kind: str) -> None:
+    from h2o_fsm import H2oError, fast_transport
+    from h2o_fsm.server import Fault
+
+    faults = [] if fault_kind == "none" else [Fault("stream", fault_kind, at_token=2)]  # type: ignore[arg-type]
+    with LocalServer(ServerConfig(max_tokens=8), faults=faults) as server:
+        async with H2oClient(server.url, transport=fast_transport()) as client:
+            if fault_kind == "none":
+                assert await client.ask("x")
+            else:
+                with pytest.raises(H2oError) as info:
+                    await client.ask("x")
+                assert info.value.phase is not None and info.value.phase.value == "stream"
+        assert_nothing_leaked(server)
