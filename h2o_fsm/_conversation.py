@@ -250,8 +250,8 @@ class Conversation:
         """
         if self.state.is_terminal:
             return
-        if self._busy and self.state is Phase.STREAM:
-            raise H2oStateError("aclose() while a turn is being streamed; leave the loop first", phase=self.state)
+        # A turn still suspended mid-stream (the consumer broke out of its loop without closing it)
+        # is ended here; when that generator is finalised later it finds the conversation ended.
         await _shielded(self._end("close"))
         if self._cleanup_error is not None and self._error is None:
             raise self._cleanup_error

@@ -8,6 +8,7 @@ no task is left behind. Run against one real bundled server over loopback, one p
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -52,6 +53,15 @@ async def test_invariants_hold_under_random_faults(shared_server: LocalServer, s
     async with H2oClient(shared_server.url, retries=FAST_RETRIES, timeouts=TIMEOUTS, max_connections=8) as client:
 
         async def consume() -> None:
+            if s["timeout"] is not None and sys.version_info >= (3, 11):
+                # asyncio.timeout, not wait_for: on CPython < 3.12, cancelling wait_for while it cancels
+                # its inner task abandons that task (a CPython behaviour, not ours; see benchmarks/soak.py).
+                async with asyncio.timeout(s["timeout"]):  # type: ignore[arg-type]
+                    await turns()
+            else:
+                await turns()
+
+        async def turns() -> None:
             async with client.conversation() as conv:
                 convs.append(conv)
                 for _ in range(s["turns"]):  # type: ignore[call-overload]
@@ -63,8 +73,10 @@ async def test_invariants_hold_under_random_faults(shared_server: LocalServer, s
                     if conv.state.is_terminal:
                         break
 
-        runner = consume() if s["timeout"] is None else asyncio.wait_for(consume(), s["timeout"])  # type: ignore[arg-type]
-        task = asyncio.ensure_future(runner)
+        if s["timeout"] is not None and sys.version_info < (3, 11):
+            task = asyncio.ensure_future(asyncio.wait_for(consume(), s["timeout"]))  # type: ignore[arg-type]
+        else:
+            task = asyncio.ensure_future(consume())
         if s["cancel_after"] is not None:
             await asyncio.sleep(s["cancel_after"])  # type: ignore[arg-type]
             task.cancel()
