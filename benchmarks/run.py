@@ -233,6 +233,7 @@ def construction(n: int = 5000) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-cpu", action="store_true", help="only section 1")
     args = ap.parse_args()
     rounds, per_round = (5, 20) if args.quick else (11, 40)
     print(f"# h2o-fsm benchmarks — Python {platform.python_version()} on {platform.machine()}, "
@@ -249,6 +250,8 @@ def main() -> None:
         if "raw httpx + httpx-aiohttp transport" in cpu:
             ratio = cpu["h2o-fsm H2oClient.ask + httpx-aiohttp transport"] / cpu["raw httpx + httpx-aiohttp transport"]
             print(f"h2o-fsm vs raw client on the same (httpx-aiohttp) transport: {ratio:.2f}×")
+        if args.only_cpu:
+            return
         levels = [1, 10, 100] if args.quick else [1, 10, 100, 1000]
         tput = asyncio.run(throughput(url, levels))
         print("\n## 2. throughput (conversations/s, one client)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import AsyncIterator, Callable, Mapping
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -40,14 +39,19 @@ class ClientState(enum.Enum):
     CLOSED = "closed"
 
 
-class _RejectAllCookies(DefaultCookiePolicy):
-    """httpx's jar must not keep our session cookies: the session object does (see ``_session``)."""
+class _NoCookies(httpx.Cookies):
+    """The cookies of a client we create: none. The session object keeps them (see ``_session``), so
+    httpx's jar must neither store nor send any; and skipping its extraction saves ~12 µs a response
+    (it builds urllib request objects even when there is no Set-Cookie)."""
 
-    def set_ok(self, cookie: object, request: object) -> bool:
-        return False
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
 
-    def return_ok(self, cookie: object, request: object) -> bool:
-        return False
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        return None
 
 
 def _check_proxy(proxy: object) -> str | None:
@@ -139,6 +143,7 @@ class H2oClient:
         self._observer = on_transition
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._live: set[Conversation] = set()
+        self._urls: dict[str, httpx.URL] = {}
         self._idle: asyncio.Event | None = None
         origin = self.base_url
         self._headers = {"Referer": origin + "/", "Origin": _origin(origin), "User-Agent": "h2o-fsm/0.1"}
@@ -151,11 +156,21 @@ class H2oClient:
                 proxy=_check_proxy(proxy),
                 verify=verify,
                 follow_redirects=False,
-                cookies=CookieJar(policy=_RejectAllCookies()),
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             )
+            if isinstance(getattr(self._http, "_cookies", None), httpx.Cookies):
+                self._http._cookies = _NoCookies()  # the public setter would copy it into a plain Cookies
             self._owns_http = True
         self.state = ClientState.OPEN
+
+    def _url(self, path: str) -> httpx.URL:
+        """The URL of ``path``: parsed once per path (httpx's URL parsing costs ~8 µs a request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(self.base_url + path)
+            if len(self._urls) < 4096:
+                self._urls[path] = url
+        return url
 
     def __repr__(self) -> str:
         return f"<H2oClient {redact(self.base_url)} live={len(self._live)} {self.state.value}>"

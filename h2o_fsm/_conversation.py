@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import httpx
@@ -476,7 +477,7 @@ class Conversation:
         path = conversation_path(cid)
         self._request = f"DELETE {path}"
         try:
-            await asyncio.wait_for(self._delete(path), timeout=self._client.timeouts.cleanup)
+            await _bounded(self._delete(path), self._client.timeouts.cleanup)
         except asyncio.TimeoutError as exc:
             err = H2oCleanupError(
                 f"DELETE did not finish within {self._client.timeouts.cleanup}s",
@@ -619,8 +620,13 @@ class Conversation:
         if cookie is not None:
             headers["Cookie"] = cookie
         http = client._http
+        if json is not None:  # encoded here (orjson when installed), not by httpx's slower json.dumps
+            headers["Content-Type"] = "application/json"
+            content: bytes | None = _dumps(json)
+        else:
+            content = None
         request = http.build_request(
-            method, client.base_url + path, json=json, data=data, headers=headers, timeout=self._timeout(phase)
+            method, client._url(path), content=content, data=data, headers=headers, timeout=self._timeout(phase)
         )
         try:
             response = await http.send(request, stream=True)
@@ -810,6 +816,30 @@ class Conversation:
         if trigger in ("close", "deleted"):
             return f"DELETE {base}/conversation/{cid}" if self._cid and trigger == "close" else "end"
         return trigger
+
+
+try:
+    from orjson import dumps as _orjson_dumps
+
+    def _dumps(obj: object) -> bytes:
+        return _orjson_dumps(obj)
+
+except ImportError:  # pragma: no cover - without the fast extra
+
+    def _dumps(obj: object) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(coro: Coroutine[object, object, None], seconds: float) -> None:
+        async with asyncio.timeout(seconds):  # no extra task, unlike wait_for before 3.12
+            await coro
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(coro: Coroutine[object, object, None], seconds: float) -> None:
+        await asyncio.wait_for(coro, seconds)
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,11 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
-from transitions.extensions.asyncio import AsyncMachine
+from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
 
 from ._phase import Phase
+
+if TYPE_CHECKING:  # these aliases exist only in transitions' stubs
+    from transitions.core import Callback
+    from transitions.extensions.asyncio import AsyncCallback
 
 __all__ = ["MACHINE", "STATES", "TRANSITIONS", "VALID_TRIGGERS", "Edge", "StateSpec"]
 
@@ -97,6 +101,14 @@ class _Machine(AsyncMachine):
     @staticmethod
     async def await_all(callables: Iterable[Callable[[], Awaitable[bool | None]]]) -> list[bool | None]:
         return [await func() for func in callables]
+
+    async def callbacks(  # type: ignore[override]  # as in transitions' own stub
+        self, funcs: Iterable[Callback], event_data: AsyncEventData
+    ) -> None:
+        # In order, in this task; and no list/partial/coroutine built for the many empty lists
+        # (nine callback lists per transition, most of them empty).
+        for func in funcs:
+            await self.callback(cast("AsyncCallback", func), event_data)
 
     async def process_context(self, func: Callable[[], Awaitable[None]], model: object) -> bool:
         # 0.9.3 registers the task in a class-level dict and turns CancelledError into False.
