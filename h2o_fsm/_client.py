@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib.util
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from ._journal import Journal
     from ._sweep import SweepReport
 
-__all__ = ["ClientState", "H2oClient", "TransitionObserver", "fast_transport"]
+__all__ = ["ClientState", "H2oClient", "TransitionObserver", "TransportChoice", "fast_available", "fast_transport"]
 
 TransitionObserver = Callable[[TransitionRecord], None]
 
@@ -81,7 +82,9 @@ class H2oClient:
         base_url: the deployment (``http://`` or ``https://``).
         model: default model of new conversations.
         http_client: an ``httpx.AsyncClient`` to use; otherwise one is created (and closed by us).
-        transport: an ``httpx.AsyncBaseTransport`` for the client we create (tests, ``httpx-aiohttp``).
+        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default:
+            ``httpx-aiohttp`` when the ``fast`` extra is installed and no proxy is given, else httpx's own),
+            ``"httpx"`` (httpx's own, e.g. for respx), ``"aiohttp"`` (:func:`fast_transport`).
         proxy: proxy URL for the client we create.
         verify: TLS verification for the client we create (on by default).
         timeouts, limits, retries: see :class:`Timeouts`, :class:`Limits`, :class:`Retries`.
@@ -102,7 +105,7 @@ class H2oClient:
         *,
         model: str = DEFAULT_MODEL,
         http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | TransportChoice | None = "auto",
         proxy: str | None = None,
         verify: bool = True,
         timeouts: Timeouts | None = None,
@@ -119,9 +122,12 @@ class H2oClient:
         self.base_url = normalize_base_url(base_url)
         if not isinstance(model, str) or not model.strip():
             raise TypeError("model must be a non-empty str")
-        if http_client is not None and (transport is not None or proxy is not None):
+        custom = transport not in (None, "auto")
+        if http_client is not None and (custom or proxy is not None):
             raise ValueError("give either http_client or transport/proxy, not both")
-        if transport is not None and proxy is not None:
+        if isinstance(transport, str) and transport not in ("auto", "httpx", "aiohttp"):
+            raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
+        if custom and transport != "httpx" and proxy is not None:
             raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
         for name, value in (("timeouts", timeouts), ("limits", limits), ("retries", retries)):
             expected = {"timeouts": Timeouts, "limits": Limits, "retries": Retries}[name]
@@ -151,8 +157,15 @@ class H2oClient:
             self._http = http_client
             self._owns_http = False
         else:
+            chosen: httpx.AsyncBaseTransport | None
+            if transport == "aiohttp" or (transport in (None, "auto") and proxy is None and fast_available()):
+                chosen = fast_transport(verify=verify, max_connections=max_connections)
+            elif isinstance(transport, httpx.AsyncBaseTransport):
+                chosen = transport
+            else:
+                chosen = None  # httpx's own
             self._http = httpx.AsyncClient(
-                transport=transport,
+                transport=chosen,
                 proxy=_check_proxy(proxy),
                 verify=verify,
                 follow_redirects=False,
@@ -261,14 +274,31 @@ class H2oClient:
                 await turn.aclose()
 
 
-def fast_transport() -> httpx.AsyncBaseTransport:
+TransportChoice = Literal["auto", "httpx", "aiohttp"]
+
+
+def fast_available() -> bool:
+    """Whether the ``fast`` extra (``httpx-aiohttp``) is installed."""
+    return importlib.util.find_spec("httpx_aiohttp") is not None
+
+
+def fast_transport(*, verify: bool = True, max_connections: int = 100) -> httpx.AsyncBaseTransport:
     """An ``httpx-aiohttp`` transport (the ``fast`` extra): about 40 % less client CPU per conversation
-    than httpx's default transport in ``benchmarks/run.py``. ``H2oClient(url, transport=fast_transport())``."""
+    than httpx's own transport (``benchmarks/run.py``). Its aiohttp session keeps no cookies (ours
+    does), like the httpx clients we create."""
     try:
+        import aiohttp
         from httpx_aiohttp import AiohttpTransport
     except ImportError as exc:
         raise ImportError("fast_transport() needs the 'fast' extra: pip install 'h2o-fsm[fast]'") from exc
-    transport: httpx.AsyncBaseTransport = AiohttpTransport()
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    ssl_context = httpx.create_ssl_context(verify=verify)
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=max_connections, ssl=ssl_context, keepalive_timeout=5.0)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(verify=verify, limits=limits, client=session)
     return transport
 
 

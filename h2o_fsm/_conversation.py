@@ -48,7 +48,7 @@ from ._protocol import (
     send_body,
     settings_form,
 )
-from ._retry import retry_after_failure
+from ._retry import is_timeout, retry_after_failure
 from ._session import Session
 from ._stream import Final, StreamError, StreamParser, StreamSyntaxError, Token
 
@@ -516,9 +516,9 @@ class Conversation:
                 chunk = await body.__anext__()
             except StopAsyncIteration:
                 break
-            except httpx.TimeoutException as exc:
-                self._raise(H2oTimeoutError, Phase.STREAM, "no data from the stream within the token timeout", exc)
             except httpx.HTTPError as exc:
+                if is_timeout(exc):
+                    self._raise(H2oTimeoutError, Phase.STREAM, "no data from the stream within the token timeout", exc)
                 self._raise(H2oTransportError, Phase.STREAM, f"stream interrupted: {_describe(exc)}", exc)
             try:
                 events = parser.feed(chunk)
@@ -630,9 +630,9 @@ class Conversation:
         )
         try:
             response = await http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            self._raise(H2oTimeoutError, phase, f"{phase.value} timed out: {_describe(exc)}", exc)
         except httpx.HTTPError as exc:
+            if is_timeout(exc):
+                self._raise(H2oTimeoutError, phase, f"{phase.value} timed out: {_describe(exc)}", exc)
             self._raise(H2oTransportError, phase, f"{phase.value} failed: {_describe(exc)}", exc)
         self._status = response.status_code
         self._session.update(response)
@@ -696,9 +696,9 @@ class Conversation:
                 buf += chunk
                 if len(buf) > limit:
                     self._raise(H2oLimitError, phase, f"{phase.value} answer larger than {limit} bytes")
-        except httpx.TimeoutException as exc:
-            self._raise(H2oTimeoutError, phase, f"{phase.value} timed out reading the answer", exc)
         except httpx.HTTPError as exc:
+            if is_timeout(exc):
+                self._raise(H2oTimeoutError, phase, f"{phase.value} timed out reading the answer", exc)
             self._raise(H2oTransportError, phase, f"{phase.value} answer interrupted: {_describe(exc)}", exc)
         finally:
             await response.aclose()

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from ._exceptions import H2oError, H2oStatusError, H2oTransportError
 from ._phase import Phase
 
-__all__ = ["Retries", "is_retryable", "retry_after_failure"]
+__all__ = ["Retries", "is_retryable", "is_timeout", "never_reached", "retry_after_failure"]
 
 T = TypeVar("T")
 _IDEMPOTENT = frozenset({Phase.SETTINGS, Phase.DELETE})
@@ -55,6 +55,31 @@ class Retries:
                 raise ValueError(f"Retries.{name} must be a number >= 0, got {value!r}")
 
 
+def _from_aiohttp(exc: BaseException | None) -> bool:
+    return exc is not None and type(exc).__module__.split(".", 1)[0] == "aiohttp"
+
+
+def is_timeout(exc: httpx.HTTPError) -> bool:
+    """Whether an httpx error really is a timeout. httpx-aiohttp 0.2 maps *every* aiohttp
+    ``ClientConnectionError`` (refused, reset, server disconnected) to ``httpx.ConnectTimeout``; its
+    cause tells the truth."""
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    cause = exc.__cause__
+    return not (_from_aiohttp(cause) and not isinstance(cause, asyncio.TimeoutError))
+
+
+def never_reached(exc: BaseException) -> bool:
+    """Whether the request provably never reached the server (no connection was made)."""
+    cause = exc.__cause__
+    if not isinstance(cause, _NOT_REACHED):
+        return False
+    inner = cause.__cause__
+    if _from_aiohttp(inner):
+        return any(c.__name__ == "ClientConnectorError" for c in type(inner).__mro__)
+    return True
+
+
 def is_retryable(phase: Phase, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
     if isinstance(exc, H2oStatusError):
@@ -65,7 +90,7 @@ def is_retryable(phase: Phase, exc: BaseException) -> bool:
     if isinstance(exc, H2oTransportError):
         if phase in _IDEMPOTENT:
             return True
-        return phase in (Phase.CREATE, Phase.SEND) and isinstance(exc.__cause__, _NOT_REACHED)
+        return phase in (Phase.CREATE, Phase.SEND) and never_reached(exc)
     return False
 
 

@@ -92,10 +92,12 @@ async def test_cookie_never_in_reprs_or_errors() -> None:
                 assert cookie not in text
 
 
-def test_tls_verification_is_on_by_default() -> None:
-    client = H2oClient("https://example.invalid")
-    pool = client._http._transport._pool  # type: ignore[attr-defined]
-    assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+def test_tls_verification_is_on_by_default(transport: str) -> None:
+    client = H2oClient("https://example.invalid", transport=transport)  # type: ignore[arg-type]
+    t = client._http._transport  # type: ignore[attr-defined]
+    ctx = t._pool._ssl_context if transport == "httpx" else t.ssl_context
+    assert ctx.verify_mode.name == "CERT_REQUIRED" and ctx.check_hostname
     asyncio.run(client.aclose())
 
 

@@ -50,7 +50,7 @@ def routes(router: respx.MockRouter, stream: bytes | httpx.Response = ok_stream(
 async def test_the_four_requests_as_sent() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router, ok_stream("Hi", " there", crlf=True))
-        async with H2oClient(BASE) as client:
+        async with H2oClient(BASE, transport="httpx") as client:
             assert await client.ask([{"role": "user", "content": "Hello"}], temperature=0.5) == "Hi there"
         settings = r["settings"].calls.last.request
         assert settings.headers["content-type"] == "application/x-www-form-urlencoded"
@@ -73,7 +73,7 @@ async def test_status_errors_before_create_leave_nothing(step: str, status: int)
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router)
         r[step].respond(status, text="nope")
-        async with H2oClient(BASE, retries=NO_RETRY) as client:
+        async with H2oClient(BASE, retries=NO_RETRY, transport="httpx") as client:
             with pytest.raises(H2oStatusError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase(step) and info.value.status == status
@@ -85,7 +85,7 @@ async def test_status_errors_before_create_leave_nothing(step: str, status: int)
 async def test_send_status_errors_delete(status: int) -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router, httpx.Response(status, json={"error": "bad", "error_type": "validation"}))
-        async with H2oClient(BASE, retries=NO_RETRY) as client:
+        async with H2oClient(BASE, retries=NO_RETRY, transport="httpx") as client:
             with pytest.raises(H2oStatusError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.SEND and info.value.conversation_id == CID
@@ -97,7 +97,7 @@ async def test_create_without_conversation_id_is_a_protocol_error() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router)
         r["create"].respond(200, json={"id": "x"})
-        async with H2oClient(BASE) as client:
+        async with H2oClient(BASE, transport="httpx") as client:
             with pytest.raises(H2oProtocolError, match="conversationId"):
                 await client.ask("x")
 
@@ -111,7 +111,7 @@ class Broken(httpx.AsyncByteStream):
 async def test_stream_read_error_is_a_transport_error_and_deletes() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router, httpx.Response(200, stream=Broken(), headers={"content-type": "text/event-stream"}))
-        async with H2oClient(BASE) as client:
+        async with H2oClient(BASE, transport="httpx") as client:
             with pytest.raises(H2oTransportError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.STREAM and isinstance(info.value.__cause__, httpx.ReadError)
@@ -122,7 +122,7 @@ async def test_connect_timeout_on_create_is_retried_then_reported() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router)
         r["create"].side_effect = [httpx.ConnectTimeout("slow"), httpx.Response(200, json={"conversationId": CID})]
-        async with H2oClient(BASE, retries=Retries(backoff=0.001)) as client:
+        async with H2oClient(BASE, retries=Retries(backoff=0.001), transport="httpx") as client:
             assert await client.ask("x") == "Hi there"
         assert r["create"].call_count == 2
 
@@ -131,7 +131,7 @@ async def test_read_timeout_on_send_is_not_retried() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router)
         r["send"].side_effect = httpx.ReadTimeout("slow")
-        async with H2oClient(BASE, retries=Retries(backoff=0.001)) as client:
+        async with H2oClient(BASE, retries=Retries(backoff=0.001), transport="httpx") as client:
             with pytest.raises(H2oTimeoutError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.SEND
@@ -142,7 +142,7 @@ async def test_delete_404_counts_as_deleted() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router:
         r = routes(router)
         r["delete"].respond(404)
-        async with H2oClient(BASE) as client:
+        async with H2oClient(BASE, transport="httpx") as client:
             conv = client.conversation()
             async with conv:
                 await conv.ask("x")
