@@ -19,8 +19,9 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import AsyncGenerator, Coroutine, Sequence
+from contextlib import aclosing
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import httpx
 from transitions.core import EventData
@@ -287,8 +288,9 @@ class Conversation:
             self._prompt = prompt
             await self._fire("send")
             await self._fire("stream")
-            async for text in self._read():
-                yield text
+            async with aclosing(self._read()) as reader:
+                async for text in reader:
+                    yield text
             await self._fire("finish")
             completed = True
         except GeneratorExit:
@@ -503,48 +505,54 @@ class Conversation:
         await self._drain(response, self._client.limits.max_error_body_bytes)
 
     # ------------------------------------------------------------------ stream reading
-    async def _read(self) -> AsyncIterator[str]:
+    async def _read(self) -> AsyncGenerator[str, None]:
         response, parser = self._response, self._parser
         assert response is not None and parser is not None
         limits = self._client.limits
         max_bytes, max_tokens = limits.max_stream_bytes, limits.max_tokens
         deadline = self._deadline
-        body = response.aiter_bytes().__aiter__()
-        tokens = 0
-        while True:
+        # closed explicitly (not left to the GC's asyncgen finaliser task) however we leave
+        body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        try:
+            tokens = 0
+            while True:
+                try:
+                    chunk = await body.__anext__()
+                except StopAsyncIteration:
+                    break
+                except httpx.HTTPError as exc:
+                    if is_timeout(exc):
+                        self._raise(
+                            H2oTimeoutError, Phase.STREAM, "no data from the stream within the token timeout", exc
+                        )
+                    self._raise(H2oTransportError, Phase.STREAM, f"stream interrupted: {_describe(exc)}", exc)
+                try:
+                    events = parser.feed(chunk)
+                except StreamSyntaxError as exc:
+                    self._raise(H2oProtocolError, Phase.STREAM, str(exc), exc)
+                if parser.bytes_seen > max_bytes:
+                    self._raise(H2oLimitError, Phase.STREAM, f"stream exceeded {max_bytes} bytes")
+                if deadline is not None and time.monotonic() > deadline:
+                    self._raise(H2oTimeoutError, Phase.STREAM, "the conversation's deadline passed while streaming")
+                for ev in events:
+                    if type(ev) is Token:
+                        tokens += 1
+                        if tokens > max_tokens:
+                            self._raise(H2oLimitError, Phase.STREAM, f"stream exceeded {max_tokens} tokens")
+                        yield ev.text
+                    elif type(ev) is StreamError:
+                        self._upstream(ev)
             try:
-                chunk = await body.__anext__()
-            except StopAsyncIteration:
-                break
-            except httpx.HTTPError as exc:
-                if is_timeout(exc):
-                    self._raise(H2oTimeoutError, Phase.STREAM, "no data from the stream within the token timeout", exc)
-                self._raise(H2oTransportError, Phase.STREAM, f"stream interrupted: {_describe(exc)}", exc)
-            try:
-                events = parser.feed(chunk)
+                tail = parser.close()
             except StreamSyntaxError as exc:
                 self._raise(H2oProtocolError, Phase.STREAM, str(exc), exc)
-            if parser.bytes_seen > max_bytes:
-                self._raise(H2oLimitError, Phase.STREAM, f"stream exceeded {max_bytes} bytes")
-            if deadline is not None and time.monotonic() > deadline:
-                self._raise(H2oTimeoutError, Phase.STREAM, "the conversation's deadline passed while streaming")
-            for ev in events:
+            for ev in tail:
                 if type(ev) is Token:
-                    tokens += 1
-                    if tokens > max_tokens:
-                        self._raise(H2oLimitError, Phase.STREAM, f"stream exceeded {max_tokens} tokens")
                     yield ev.text
                 elif type(ev) is StreamError:
                     self._upstream(ev)
-        try:
-            tail = parser.close()
-        except StreamSyntaxError as exc:
-            self._raise(H2oProtocolError, Phase.STREAM, str(exc), exc)
-        for ev in tail:
-            if type(ev) is Token:
-                yield ev.text
-            elif type(ev) is StreamError:
-                self._upstream(ev)
+        finally:
+            await body.aclose()
         self._final = parser.final
 
     def _upstream(self, ev: StreamError) -> NoReturn:
@@ -667,10 +675,11 @@ class Conversation:
         limit = self._client.limits.max_error_body_bytes
         buf = bytearray()
         try:
-            async for chunk in response.aiter_bytes():
-                buf += chunk
-                if len(buf) >= limit:
-                    break
+            async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as chunks:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) >= limit:
+                        break
         except httpx.HTTPError:
             pass
         return bytes(buf[:limit]).decode("utf-8", "replace")
@@ -679,10 +688,11 @@ class Conversation:
         """Read (and discard) a small body so the connection goes back to the pool."""
         seen = 0
         try:
-            async for chunk in response.aiter_bytes():
-                seen += len(chunk)
-                if seen > limit:
-                    break
+            async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as chunks:
+                async for chunk in chunks:
+                    seen += len(chunk)
+                    if seen > limit:
+                        break
         except httpx.HTTPError:
             pass
         finally:
@@ -692,10 +702,11 @@ class Conversation:
         limit = self._client.limits.max_json_body_bytes
         buf = bytearray()
         try:
-            async for chunk in response.aiter_bytes():
-                buf += chunk
-                if len(buf) > limit:
-                    self._raise(H2oLimitError, phase, f"{phase.value} answer larger than {limit} bytes")
+            async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as chunks:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) > limit:
+                        self._raise(H2oLimitError, phase, f"{phase.value} answer larger than {limit} bytes")
         except httpx.HTTPError as exc:
             if is_timeout(exc):
                 self._raise(H2oTimeoutError, phase, f"{phase.value} timed out reading the answer", exc)
