@@ -7,6 +7,8 @@ import pytest
 from h2o_fsm import Retries, Timeouts
 from h2o_fsm.server import LocalServer, ServerConfig
 
+pytest_plugins = ["h2o_fsm.testing.plugin"]
+
 # Fast but real: small waits so that fault tests stay quick.
 FAST_RETRIES = Retries(attempts=3, backoff=0.01, max_wait=0.05, max_time=2.0)
 FAST_TIMEOUTS = Timeouts(connect=2.0, settings=5.0, create=5.0, send=5.0, token=5.0, delete=2.0, cleanup=5.0)
