@@ -70,6 +70,7 @@ class LocalServer:
         self.config = config or ServerConfig()
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults or [])
         self.accounting = Accounting()
+        self.earlier_leaks_by_design = 0
         self.app = create_app(self.config, self.faults, self.accounting)
         self._host, self._port = host, port
         self._server: uvicorn.Server | None = None
@@ -82,6 +83,8 @@ class LocalServer:
     def set_faults(self, faults: FaultPlan | list[Fault]) -> FaultPlan:
         """Replace the fault plan of a running server (e.g. one plan per hypothesis example)."""
         plan = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
+        # conversations earlier plans made undeletable by design (see h2o_fsm.testing.expected_leaks)
+        self.earlier_leaks_by_design += sum(1 for f in self.faults.fired if f.kind == "create_then_error")
         self.faults = plan
         self.app.state.h2o.faults = plan
         return plan

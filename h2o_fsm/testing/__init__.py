@@ -29,7 +29,7 @@ def assert_nothing_leaked(server: LocalServer | Accounting, *, allowed: int | No
     if isinstance(server, LocalServer):
         acct = server.accounting
         if allowed is None:
-            allowed = expected_leaks(server.faults)
+            allowed = server.earlier_leaks_by_design + expected_leaks(server.faults)
     else:
         acct = server
     snap = acct.snapshot()
