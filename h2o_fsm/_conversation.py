@@ -328,6 +328,12 @@ class Conversation:
         """The one task that ends this conversation. Every path that ends it (close, abort, the
         consumer's aclose, a generator finalised by the GC) shares it, so DELETE runs exactly once."""
         if self._ending is None:
+            if self._transitioning:  # another task is inside a step right now: ending it is that task's job
+                raise H2oStateError(
+                    "cannot end the conversation while another task runs one of its steps; cancel that task",
+                    phase=self.state,
+                    conversation_id=self._cid,
+                )
             self._ending = asyncio.ensure_future(self._run_end(trigger))
         return self._ending
 
@@ -377,29 +383,18 @@ class Conversation:
             request=self._request,
         )
         self._history.append(record)
-        log = self._log
+        fields = {
+            "conversation_id": self._cid,
+            "source": record.source.value,
+            "dest": record.dest.value,
+            "trigger": record.trigger,
+            "duration_ms": round(record.duration_ms, 3),
+            "status": record.status,
+        }
         if err is None:
-            log.debug(
-                "transition",
-                conversation_id=self._cid,
-                source=record.source.value,
-                dest=record.dest.value,
-                trigger=record.trigger,
-                duration_ms=round(record.duration_ms, 3),
-                status=record.status,
-                skipped=record.skipped,
-            )
+            self._log.debug("transition", skipped=record.skipped, **fields)
         else:
-            log.warning(
-                "transition_failed",
-                conversation_id=self._cid,
-                source=record.source.value,
-                dest=record.dest.value,
-                trigger=record.trigger,
-                duration_ms=round(record.duration_ms, 3),
-                status=record.status,
-                error=record.error,
-            )
+            self._log.warning("transition_failed", error=record.error, **fields)
         if self.state.is_terminal:
             self._on_terminal()
         observer = self._client._observer

@@ -102,3 +102,17 @@ async def test_describe_next_redacts_and_diagram_highlights(server: LocalServer)
             assert "top secret" not in conv.describe_next() and "<10 chars>" in conv.describe_next()
             assert "class create current" in conv.diagram()
             assert "fillcolor" in conv.diagram("dot")
+
+
+async def test_aclose_from_another_task_during_a_step_is_refused_then_works() -> None:
+    with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("create", "stall", seconds=0.3)]) as server:
+        async with H2oClient(server.url) as client:
+            conv = client.conversation()
+            opening = asyncio.create_task(conv.open())
+            await asyncio.sleep(0.1)
+            with pytest.raises(H2oStateError, match="another task"):
+                await conv.aclose()
+            await opening
+            await conv.aclose()
+            assert conv.state is Phase.CLOSED
+        assert server.accounting.live == 0

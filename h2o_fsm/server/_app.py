@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import random
 import re
 import secrets
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -338,6 +339,18 @@ def _check_send(body: object) -> str | None:
 
 class _Dropped(Exception):
     """Raised inside the body iterator: uvicorn then closes the connection mid-body."""
+
+
+class _QuietExpected(logging.Filter):
+    """Drop uvicorn's tracebacks for what the emulator does on purpose (an injected dropped
+    connection) or what clients legitimately do (disconnect while we read their body)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (_Dropped, ClientDisconnect))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietExpected())
 
 
 async def _stream(
