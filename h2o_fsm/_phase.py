@@ -26,7 +26,7 @@ class Phase(str, enum.Enum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (Phase.CLOSED, Phase.FAILED)
+        return self is Phase.CLOSED or self is Phase.FAILED
 
     def __str__(self) -> str:
         return self.value

@@ -41,10 +41,13 @@ class Session:
 
     def update(self, response: httpx.Response) -> None:
         """Take the cookies a response sets."""
-        values = response.headers.get_list("set-cookie")
+        # Scan the raw header list: httpx's decoded lookups re-detect the encoding of every header
+        # on each call, and this runs for every response.
+        values = [v for k, v in response.headers.raw if k.lower() == b"set-cookie"]
         if not values:
             return
-        for value in values:
+        for raw in values:
+            value = raw.decode("latin-1")
             pair = value.split(";", 1)[0]
             name, sep, val = pair.partition("=")
             name = name.strip()

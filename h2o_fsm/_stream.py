@@ -137,8 +137,10 @@ class StreamParser:
         if len(self._buf) > self._max_line:
             raise StreamSyntaxError(f"stream line longer than {self._max_line} bytes", _snippet(self._buf))
         events: list[Event] = []
+        line_ = self._line
         for line in lines:
-            self._line(line, events)
+            if line and line != b"\r":  # half of the lines are the blank separators: skip them here
+                line_(line, events)
         return events
 
     def close(self) -> list[Event]:
