@@ -19,8 +19,8 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import AsyncGenerator, Coroutine, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, NamedTuple, NoReturn, cast
 
 import httpx
@@ -51,7 +51,7 @@ from ._protocol import (
 )
 from ._retry import is_timeout, retry_after_failure
 from ._session import Session
-from ._stream import Final, StreamError, StreamParser, StreamSyntaxError, Token
+from ._stream import Final, StreamError, StreamParser, StreamSyntaxError
 
 if TYPE_CHECKING:
     from ._client import H2oClient
@@ -230,7 +230,9 @@ class Conversation:
 
     async def ask(self, prompt: str | Messages) -> str:
         """Send one turn and return the whole answer."""
-        parts = [chunk async for chunk in self.stream(prompt)]
+        text = prompt_text(prompt)
+        async with self._turn_scope(text) as reader:
+            parts = [chunk async for chunk in reader]
         return "".join(parts)
 
     async def open(self) -> None:
@@ -276,7 +278,10 @@ class Conversation:
             await self._client._slots.acquire()
             self._holds_slot = True
 
-    async def _turn(self, prompt: str) -> AsyncGenerator[str, None]:
+    @asynccontextmanager
+    async def _turn_scope(self, prompt: str) -> AsyncIterator[AsyncGenerator[str, None]]:
+        """One turn's steps around the caller's reading of the stream, with the cleanup guarantee.
+        Shared by :meth:`stream` (a generator) and :meth:`ask` (which collects without one)."""
         self._check_can_send()
         self._busy = True
         completed = False
@@ -289,8 +294,7 @@ class Conversation:
             await self._fire("send")
             await self._fire("stream")
             async with aclosing(self._read()) as reader:
-                async for text in reader:
-                    yield text
+                yield reader
             await self._fire("finish")
             completed = True
         except GeneratorExit:
@@ -304,8 +308,13 @@ class Conversation:
         finally:
             self._busy = False
             if not completed and not self.state.is_terminal:
-                # e.g. the generator was never exhausted and is being garbage-collected
+                # e.g. the turn was never read to its end and is being garbage-collected
                 await _shielded(self._end("close"))
+
+    async def _turn(self, prompt: str) -> AsyncGenerator[str, None]:
+        async with self._turn_scope(prompt) as reader:
+            async for text in reader:
+                yield text
 
     async def _fire(self, trigger: str) -> None:
         if trigger not in VALID_TRIGGERS[self.state]:
@@ -537,11 +546,11 @@ class Conversation:
                 if deadline is not None and time.monotonic() > deadline:
                     self._raise(H2oTimeoutError, Phase.STREAM, "the conversation's deadline passed while streaming")
                 for ev in events:
-                    if type(ev) is Token:
+                    if type(ev) is str:
                         tokens += 1
                         if tokens > max_tokens:
                             self._raise(H2oLimitError, Phase.STREAM, f"stream exceeded {max_tokens} tokens")
-                        yield ev.text
+                        yield ev
                     elif type(ev) is StreamError:
                         self._upstream(ev)
             try:
@@ -549,8 +558,8 @@ class Conversation:
             except StreamSyntaxError as exc:
                 self._raise(H2oProtocolError, Phase.STREAM, str(exc), exc)
             for ev in tail:
-                if type(ev) is Token:
-                    yield ev.text
+                if type(ev) is str:
+                    yield ev
                 elif type(ev) is StreamError:
                     self._upstream(ev)
         finally:

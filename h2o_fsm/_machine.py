@@ -30,7 +30,13 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Final, cast
 
-from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
+from transitions.extensions.asyncio import (
+    AsyncCondition,
+    AsyncEventData,
+    AsyncMachine,
+    AsyncState,
+    AsyncTransition,
+)
 
 from ._phase import Phase
 
@@ -95,8 +101,41 @@ VALID_TRIGGERS: Final[dict[Phase, frozenset[str]]] = {
 }
 
 
+class _State(AsyncState):
+    """Same enter/exit callbacks, without transitions' two stdlib log calls per enter and exit."""
+
+    async def enter(self, event_data: AsyncEventData) -> None:  # type: ignore[override]  # as the stub
+        await event_data.machine.callbacks(self.on_enter, event_data)
+
+    async def exit(self, event_data: AsyncEventData) -> None:  # type: ignore[override]  # as the stub
+        await event_data.machine.callbacks(self.on_exit, event_data)
+
+
+class _Transition(AsyncTransition):
+    """transitions' execution order, unchanged (prepare → conditions → before_state_change → before →
+    on_exit → on_enter → after → after_state_change), without its per-step debug logging, the
+    gather of an empty condition list, or the 0.9.3 cancellation of the model's other tasks."""
+
+    async def execute(self, event_data: AsyncEventData) -> bool:  # type: ignore[override]  # as the stub
+        machine = event_data.machine
+        await machine.callbacks(self.prepare, event_data)
+        for condition in self.conditions:
+            if not await cast("AsyncCondition", condition).check(event_data):
+                return False
+        await machine.callbacks(machine.before_state_change, event_data)
+        await machine.callbacks(self.before, event_data)
+        if self.dest:
+            await self._change_state(event_data)
+        await machine.callbacks(self.after, event_data)
+        await machine.callbacks(machine.after_state_change, event_data)
+        return True
+
+
 class _Machine(AsyncMachine):
     """``AsyncMachine`` with in-order callbacks and cancellation that propagates."""
+
+    state_cls = _State  # type: ignore[assignment]  # the stub names NestedAsyncState here
+    transition_cls = _Transition
 
     @staticmethod
     async def await_all(callables: Iterable[Callable[[], Awaitable[bool | None]]]) -> list[bool | None]:

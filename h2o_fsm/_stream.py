@@ -1,11 +1,12 @@
 """Incremental parser of the text-generation-inference event stream (step 4). Pure: no I/O.
 
 Feed it the body's bytes as they arrive, in chunks of any size; it returns the events completed by
-each chunk. It accepts ``data:`` with or without a space, ``\\n`` or ``\\r\\n`` line ends, lines split
-across chunks, blank lines, ``:`` keep-alive comments, the other SSE fields (``event:``, ``id:``,
-``retry:``) and unknown JSON fields. It refuses a line that is not JSON, a line longer than
-``max_line_bytes``, and a stream that ends without its final event, with :class:`StreamSyntaxError`
-carrying the offending text truncated.
+each chunk: a ``str`` per token to show, a :class:`Final`, or a :class:`StreamError`. It accepts
+``data:`` with or without a space, ``\\n`` or ``\\r\\n`` line ends, lines split across chunks, blank
+lines, ``:`` keep-alive comments, the other SSE fields (``event:``, ``id:``, ``retry:``) and unknown
+JSON fields. It refuses a line that is not JSON, a line longer than ``max_line_bytes``, and a stream
+that ends without its final event, with :class:`StreamSyntaxError` carrying the offending text
+truncated.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ __all__ = [
     "StreamError",
     "StreamParser",
     "StreamSyntaxError",
-    "Token",
 ]
 
 DEFAULT_MAX_LINE_BYTES: _Final = 1 << 20
@@ -46,23 +46,6 @@ class StreamSyntaxError(ValueError):
         super().__init__(f"{message}: {text!r}" if text else message)
         self.reason = message
         self.text = text
-
-
-class Token:
-    """A generated token to show (``special`` tokens are not reported)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"Token({self.text!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Token) and other.text == self.text
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class Final:
@@ -96,7 +79,8 @@ class StreamError:
         return f"StreamError({self.message!r}, error_type={self.error_type!r})"
 
 
-Event = Union[Token, Final, StreamError]  # noqa: UP007
+Event = Union[str, Final, StreamError]  # noqa: UP007
+"""A token to show is its text (a plain ``str``: no object per token); special tokens are not reported."""
 
 
 def _snippet(raw: bytes) -> str:
@@ -181,7 +165,7 @@ class StreamParser:
             if not token.get("special", False):
                 if not isinstance(text, str):
                     raise StreamSyntaxError("token without text", _snippet(payload))
-                events.append(Token(text))
+                events.append(text)
             generated = obj.get("generated_text")
             if generated is not None:
                 if not isinstance(generated, str):
