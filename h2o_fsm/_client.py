@@ -15,6 +15,7 @@ from ._config import Limits, Timeouts
 from ._conversation import Conversation, TransitionRecord
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
+from ._phase import Phase
 from ._protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -141,6 +142,17 @@ class H2oClient:
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
+        t = self.timeouts
+        # per-step httpx timeouts, built once (the deadline, when set, narrows them per request)
+        self._step_timeouts = {
+            phase: httpx.Timeout(step, connect=t.connect, read=t.token if phase is Phase.SEND else step)
+            for phase, step in (
+                (Phase.SETTINGS, t.settings),
+                (Phase.CREATE, t.create),
+                (Phase.SEND, t.send),
+                (Phase.DELETE, t.delete),
+            )
+        }
         self.log_content = bool(log_content)
         self._log: Logger = logger if logger is not None else default_logger()
         self._share_session = share_session

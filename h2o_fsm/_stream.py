@@ -138,12 +138,12 @@ class StreamParser:
         return events
 
     def _line(self, line: bytes, events: list[Event]) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line or line[:1] == b":":
-            return
+        # The common case first: a data line. A trailing "\r" needs no stripping there (JSON allows
+        # trailing whitespace); only the rare lines below look at it.
         if line[:5] != b"data:":
-            if line.startswith(_IGNORED_FIELDS):
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if not line or line[:1] == b":" or line.startswith(_IGNORED_FIELDS):
                 return
             raise StreamSyntaxError("unexpected line in stream", _snippet(line))
         if len(line) > self._max_line:
@@ -153,31 +153,31 @@ class StreamParser:
             obj = self._loads(payload)
         except (ValueError, RecursionError) as exc:
             raise StreamSyntaxError("stream line is not valid JSON", _snippet(payload)) from exc
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise StreamSyntaxError("stream event is not a JSON object", _snippet(payload))
         if self._final is not None:
             raise StreamSyntaxError("event after the final event", _snippet(payload))
         token = obj.get("token")
         if token is not None:
-            if not isinstance(token, dict):
+            if type(token) is not dict:
                 raise StreamSyntaxError("'token' is not an object", _snippet(payload))
-            text = token.get("text")
-            if not token.get("special", False):
-                if not isinstance(text, str):
+            if not token.get("special"):
+                text = token.get("text")
+                if type(text) is not str:
                     raise StreamSyntaxError("token without text", _snippet(payload))
                 events.append(text)
             generated = obj.get("generated_text")
             if generated is not None:
-                if not isinstance(generated, str):
+                if type(generated) is not str:
                     raise StreamSyntaxError("'generated_text' is not a string", _snippet(payload))
                 details = obj.get("details")
-                self._final = Final(generated, details if isinstance(details, dict) else None)
+                self._final = Final(generated, details if type(details) is dict else None)
                 events.append(self._final)
             return
         error = obj.get("error")
         if error is not None:
             error_type = obj.get("error_type")
             self._errored = True
-            events.append(StreamError(str(error), error_type if isinstance(error_type, str) else None))
+            events.append(StreamError(str(error), error_type if type(error_type) is str else None))
             return
         raise StreamSyntaxError("event has neither 'token' nor 'error'", _snippet(payload))
