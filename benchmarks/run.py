@@ -94,6 +94,7 @@ async def cpu_per_conversation(url: str, rounds: int, per_round: int) -> dict[st
     shared = httpx.AsyncClient()
     shared_fast = httpx.AsyncClient(transport=fast_transport()) if fast_transport() else None
     native = H2oClient(url, retries=Retries(attempts=1))
+    native_httpx = H2oClient(url, transport="httpx")
     native_fast = H2oClient(url, transport=fast_transport()) if fast_transport() else None
 
     async def compat() -> str:
@@ -104,6 +105,7 @@ async def cpu_per_conversation(url: str, rounds: int, per_round: int) -> dict[st
         "raw httpx, shared client": lambda: raw_httpx(shared, url),
         "h2o-fsm H2o.create_async_generator": compat,
         "h2o-fsm H2oClient.ask": lambda: native.ask(MSGS),
+        "h2o-fsm H2oClient.ask, transport='httpx'": lambda: native_httpx.ask(MSGS),
     }
     if shared_fast is not None and native_fast is not None:
         variants["raw httpx + httpx-aiohttp transport"] = lambda: raw_httpx(shared_fast, url)
@@ -123,6 +125,7 @@ async def cpu_per_conversation(url: str, rounds: int, per_round: int) -> dict[st
     if shared_fast:
         await shared_fast.aclose()
     await native.aclose()
+    await native_httpx.aclose()
     if native_fast:
         await native_fast.aclose()
     await H2o.aclose()
@@ -142,13 +145,15 @@ async def throughput(url: str, levels: list[int]) -> dict[int, float]:
 
 
 # ---------------------------------------------------------------- 3. parser
-def parser_ratio(tokens: int = 20000, rounds: int = 7) -> tuple[float, float, float]:
+def parser_ratio(
+    tokens: int = 20000, rounds: int = 7, loads: Callable[[bytes], object] | None = None
+) -> tuple[float, float, float]:
     line = b'data:{"token":{"id":31,"text":" Hello","logprob":-0.3,"special":false},"generated_text":null,"details":null}\n\n'
     body = line * tokens
     chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
 
     def ours() -> int:
-        p = StreamParser()
+        p = StreamParser(loads=loads)
         n = 0
         for c in chunks:
             n += len(p.feed(c))
@@ -258,6 +263,8 @@ def main() -> None:
         print(f"{'variant':52} {'µs CPU':>9} {'vs old aiohttp':>15} {'vs raw httpx':>13}")
         for name, us in cpu.items():
             print(f"{name:52} {us:9.0f} {us / base_old:14.2f}× {us / base_raw:12.2f}×")
+        ratio = cpu["h2o-fsm H2oClient.ask, transport='httpx'"] / base_raw
+        print(f"h2o-fsm vs raw client on the same (httpx default) transport: {ratio:.2f}×")
         if "raw httpx + httpx-aiohttp transport" in cpu:
             ratio = cpu["h2o-fsm H2oClient.ask + httpx-aiohttp transport"] / cpu["raw httpx + httpx-aiohttp transport"]
             print(f"h2o-fsm vs raw client on the same (httpx-aiohttp) transport: {ratio:.2f}×")
@@ -271,9 +278,12 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
+    ours_json = parser_ratio(loads=json.loads)[0]
     ours, bare, bare_or = parser_ratio()
     print(f"\n## 3. stream parsing: ours {ours:,.0f} tokens/s; a bare loop of json.loads per line {bare:,.0f}/s "
           f"→ {ours / bare:.2f}×; of orjson.loads per line {bare_or:,.0f}/s → {ours / bare_or:.2f}×")
+    print(f"   ours with the stdlib json decoder (no fast extra): {ours_json:,.0f} tokens/s → {ours_json / bare:.2f}× "
+          "the bare json.loads loop")
     proc, url = start_server(64, token_delay=0.05)
     try:
         n = 100 if args.quick else 300
