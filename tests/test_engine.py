@@ -417,3 +417,39 @@ async def test_prompt_is_logged_only_when_opted_in(server: LocalServer) -> None:
         async with client_for(server, logger=log, log_content=True) as client:
             await client.ask("visible prompt")
     assert "visible prompt" in repr(logs)
+
+
+# ---------------------------------------------------------------- client options
+async def test_proxy_is_used(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The emulator doubles as an HTTP forward proxy target: a host name that does not resolve can
+    # only be reached through it, so an answer proves the proxy was used.
+    monkeypatch.setattr(H2o, "url", "http://h2o-fsm-proxied.invalid")
+    text = "".join([c async for c in H2o.create_async_generator("", USER, server.url)])
+    assert text == expected(USER[0]["content"])
+    assert_clean(server)
+    await H2o.aclose()
+
+
+async def test_fresh_session_per_conversation_posts_settings_each_time(server: LocalServer) -> None:
+    async with client_for(server, share_session=False) as client:
+        await asyncio.gather(*(client.ask(f"q{i}") for i in range(3)))
+    assert len(server.accounting.requests_for("POST", "/settings")) == 3
+    assert len({r.session for r in server.accounting.requests}) == 3
+    assert_clean(server)
+
+
+async def test_shared_session_under_concurrency_posts_settings_once(server: LocalServer) -> None:
+    async with client_for(server) as client:
+        await asyncio.gather(*(client.ask(f"q{i}") for i in range(10)))
+    assert len(server.accounting.requests_for("POST", "/settings")) == 1
+    assert len({r.session for r in server.accounting.requests}) == 1
+    assert_clean(server)
+
+
+async def test_a_handed_in_http_client_stays_open(server: LocalServer) -> None:
+    async with httpx.AsyncClient() as http:
+        async with H2oClient(server.url, http_client=http) as client:
+            assert await client.ask("x") == expected("x")
+        assert not http.is_closed
+        assert (await http.get(server.url + "/")).status_code == 200
+    assert_clean(server)

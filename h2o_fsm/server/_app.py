@@ -22,9 +22,11 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._protocol import DEFAULT_MODEL
 from ._faults import Fault, FaultPlan
@@ -303,6 +305,7 @@ def create_app(
         return JSONResponse(acct.snapshot())
 
     app = Starlette(
+        middleware=[Middleware(_AbsoluteForm)],
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/settings", settings, methods=["POST"]),
@@ -310,10 +313,25 @@ def create_app(
             Route("/conversation/{cid}", send, methods=["POST"]),
             Route("/conversation/{cid}", delete, methods=["DELETE"]),
             Route("/_emulator/accounting", accounting_view, methods=["GET"]),
-        ]
+        ],
     )
     app.state.h2o = st
     return app
+
+
+class _AbsoluteForm:
+    """Serve requests sent *through* the emulator as an HTTP proxy (absolute-form targets such as
+    ``POST http://name.invalid/settings``), so tests can prove a client's proxy setting is used."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(("http://", "https://")):
+            target = urlsplit(path)
+            scope = dict(scope, path=target.path or "/", raw_path=(target.path or "/").encode())
+        await self.app(scope, receive, send)
 
 
 def _check_send(body: object) -> str | None:
