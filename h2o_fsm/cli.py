@@ -124,8 +124,9 @@ async def _chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: IO[st
                 else:
                     first = True
                     async for chunk in conv.stream(prompt):
-                        if first:
+                        if first:  # from here the answer owns the line: no more status
                             status.clear()
+                            status.enabled = False
                             first = False
                         out.write(chunk)
                         out.flush()

@@ -134,3 +134,33 @@ def test_serve_prints_its_url_first_and_serves(tmp_path: Path) -> None:
 def test_diagram_command() -> None:
     code, out, _ = run_cli("diagram", "--format", "dot", "--highlight", "send")
     assert code == 0 and out.startswith("digraph h2o_fsm") and "fillcolor" in out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pty")
+def test_status_line_on_a_terminal(server: LocalServer) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "h2o_fsm.cli", "chat", "Hi", "--base-url", server.url],
+            stdout=subprocess.PIPE, stderr=slave, timeout=60,
+        )
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert result.returncode == 0
+    for phase in (b"[settings]", b"[create]", b"[send]", b"[stream]"):
+        assert phase in shown
+    # cleared at the first token, and never redrawn over the answer after it
+    assert shown.endswith(b"[stream]\r\x1b[2K")
+    assert result.stdout.decode() == "".join(generate([("user", "Hi")], 8)) + "\n"  # stdout stays clean
