@@ -14,6 +14,7 @@ async generators down (``asyncio.run`` does) or by ``await H2o.aclose()``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
@@ -160,6 +161,7 @@ class _SyncRunner:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="h2o-fsm-sync", daemon=True)
         self.thread.start()
+        atexit.register(self.close)
 
     @classmethod
     def get(cls) -> _SyncRunner:
@@ -167,6 +169,20 @@ class _SyncRunner:
             if cls._instance is None:
                 cls._instance = _SyncRunner()
             return cls._instance
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close this loop's clients and stop the thread (registered with ``atexit``)."""
+        if not self.loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(H2o.aclose(), self.loop).result(timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
+            self.loop.close()
+            with _SyncRunner._lock:
+                if _SyncRunner._instance is self:
+                    _SyncRunner._instance = None
 
     def run(self, coro: Coroutine[object, object, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

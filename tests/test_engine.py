@@ -453,3 +453,18 @@ async def test_a_handed_in_http_client_stays_open(server: LocalServer) -> None:
         assert not http.is_closed
         assert (await http.get(server.url + "/")).status_code == 200
     assert_clean(server)
+
+
+def test_sync_runner_closes_its_clients(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from h2o_fsm._provider import _REGISTRY, _SyncRunner
+
+    monkeypatch.setattr(H2o, "url", server.url)
+    assert list(H2o.create_completion("", USER))
+    runner = _SyncRunner.get()
+    clients = list(_REGISTRY[runner.loop].clients.values())
+    assert clients and all(not c._http.is_closed for c in clients)
+    runner.close()  # what atexit does
+    assert all(c._http.is_closed for c in clients)
+    assert not runner.thread.is_alive()
+    assert list(H2o.create_completion("", USER))  # a new runner starts on demand
+    assert_clean(server)

@@ -158,3 +158,31 @@ async def test_proxy_credentials_never_in_errors_or_repr() -> None:
         assert "s3cret" not in str(info.value)
     finally:
         await client.aclose()
+
+
+async def test_retry_after_is_honoured() -> None:
+    import time
+
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        r = routes(router)
+        r["settings"].side_effect = [
+            httpx.Response(429, headers={"Retry-After": "0.3"}),
+            httpx.Response(303, headers={"Location": "/", "Set-Cookie": "hf-chat=abc; Path=/"}),
+        ]
+        async with H2oClient(BASE, transport="httpx", retries=Retries(backoff=0.001, max_wait=2)) as client:
+            t0 = time.monotonic()
+            assert await client.ask("x") == "Hi there"
+            assert time.monotonic() - t0 >= 0.3
+        assert r["settings"].call_count == 2
+
+
+async def test_oversized_create_answer_is_refused() -> None:
+    from h2o_fsm import H2oLimitError, Limits
+
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        r = routes(router)
+        r["create"].respond(200, content=b"{" + b" " * 5000 + b"}")
+        async with H2oClient(BASE, transport="httpx", limits=Limits(max_json_body_bytes=1024)) as client:
+            with pytest.raises(H2oLimitError) as info:
+                await client.ask("x")
+        assert info.value.phase is Phase.CREATE
