@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ._client import ClientState, H2oClient, TransitionObserver, fast_transport
 from ._config import Limits, Timeouts
-from ._conversation import Conversation, StepResult, TransitionRecord
+from ._conversation import Conversation
 from ._exceptions import (
     H2oCleanupError,
     H2oError,
@@ -31,6 +31,7 @@ from ._machine import STATES, TRANSITIONS, Edge, StateSpec
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
 from ._provider import H2o
+from ._records import StepResult, TransitionRecord
 from ._retry import Retries
 from ._stream import Final
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._config import Limits, Timeouts
-from ._conversation import Conversation, TransitionRecord
+from ._conversation import Conversation
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
 from ._phase import Phase
@@ -24,6 +24,7 @@ from ._protocol import (
     normalize_base_url,
     prompt_text,
 )
+from ._records import TransitionRecord
 from ._retry import Retries
 from ._session import Session
 

@@ -15,17 +15,16 @@ methods (``_turn``, ``_abort``, ``_end``) fire triggers and guarantee the cleanu
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import TYPE_CHECKING, NamedTuple, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn
 
 import httpx
 from transitions.core import EventData
 
+from ._aio import body_chunks, bounded, describe, dumps_json, retry_after, shielded
 from ._exceptions import (
     H2oCleanupError,
     H2oError,
@@ -49,6 +48,7 @@ from ._protocol import (
     send_body,
     settings_form,
 )
+from ._records import StepResult, TransitionRecord
 from ._retry import is_timeout, retry_after_failure
 from ._session import Session
 from ._stream import Final, StreamError, StreamParser, StreamSyntaxError
@@ -56,65 +56,9 @@ from ._stream import Final, StreamError, StreamParser, StreamSyntaxError
 if TYPE_CHECKING:
     from ._client import H2oClient
 
-__all__ = ["Conversation", "StepResult", "TransitionRecord"]
+__all__ = ["Conversation"]
 
 _CONV_ID_MAX = 128
-
-
-class TransitionRecord(NamedTuple):
-    """One entry of a conversation's history (and one log line / trace record). Immutable; a
-    ``NamedTuple`` because seven are made per conversation (a frozen dataclass costs ~6x more).
-
-    ``duration_ms`` is the time the transition took, which includes the HTTP request performed on
-    entering ``dest``; for ``finish`` (leaving ``stream``) it is the time spent reading the stream.
-    """
-
-    source: Phase
-    dest: Phase
-    trigger: str
-    duration_ms: float
-    status: int | None = None
-    error: str | None = None
-    skipped: bool = False
-    conversation_id: str | None = None
-    request: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-ready dict (the ``--trace`` record)."""
-        return {
-            "conversation_id": self.conversation_id,
-            "source": self.source.value,
-            "dest": self.dest.value,
-            "trigger": self.trigger,
-            "duration_ms": round(self.duration_ms, 3),
-            "status": self.status,
-            "error": self.error,
-            "skipped": self.skipped,
-            "request": self.request,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class StepResult:
-    """What one :meth:`Conversation.step` did."""
-
-    state: Phase
-    trigger: str
-    request: str | None
-    status: int | None
-    elapsed_ms: float
-    skipped: bool = False
-    text: str | None = None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 class Conversation:
@@ -158,7 +102,6 @@ class Conversation:
         self._busy = False
         self._prompt_pending = False
         self._holds_slot = False
-        self._deleted = False
         self._ending: asyncio.Future[None] | None = None
         self._transitioning = False
         # per transition, reset by _prepare
@@ -256,7 +199,7 @@ class Conversation:
             return
         # A turn still suspended mid-stream (the consumer broke out of its loop without closing it)
         # is ended here; when that generator is finalised later it finds the conversation ended.
-        await _shielded(self._end("close"))
+        await shielded(self._end("close"))
         if self._cleanup_error is not None and self._error is None:
             raise self._cleanup_error
 
@@ -300,7 +243,7 @@ class Conversation:
         except GeneratorExit:
             # The consumer left the loop (aclose): not an error, but the answer is cut, so we end.
             if not self.state.is_terminal:
-                await _shielded(self._end("close"))
+                await shielded(self._end("close"))
             raise
         except BaseException as exc:
             await self._abort(exc)
@@ -309,7 +252,7 @@ class Conversation:
             self._busy = False
             if not completed and not self.state.is_terminal:
                 # e.g. the turn was never read to its end and is being garbage-collected
-                await _shielded(self._end("close"))
+                await shielded(self._end("close"))
 
     async def _turn(self, prompt: str) -> AsyncGenerator[str, None]:
         async with self._turn_scope(prompt) as reader:
@@ -358,7 +301,7 @@ class Conversation:
             return
         if self._error is None:
             self._error = exc
-        await _shielded(self._end("abort"))
+        await shielded(self._end("abort"))
         cleanup = self._cleanup_error
         if cleanup is not None:
             if isinstance(exc, H2oError):
@@ -440,7 +383,7 @@ class Conversation:
         self._request = "POST /conversation"
         # Shielded: a cancellation that arrives while the create is in flight waits for its answer
         # (bounded by Timeouts.create), so the id is known and the conversation can be deleted.
-        await _shielded(asyncio.ensure_future(self._create()))
+        await shielded(asyncio.ensure_future(self._create()))
 
     async def _create(self) -> None:
         response = await self._call(Phase.CREATE, "POST", "/conversation", json=create_body(self.model))
@@ -484,7 +427,7 @@ class Conversation:
         path = conversation_path(cid)
         self._request = f"DELETE {path}"
         try:
-            await _bounded(self._delete(path), self._client.timeouts.cleanup)
+            await bounded(self._delete(path), self._client.timeouts.cleanup)
         except asyncio.TimeoutError as exc:
             err = H2oCleanupError(
                 f"DELETE did not finish within {self._client.timeouts.cleanup}s",
@@ -500,7 +443,6 @@ class Conversation:
             err.__cause__ = exc
             self._cleanup_error = err
         else:
-            self._deleted = True
             journal = self._client._journal
             if journal is not None:
                 journal.remove(self._client.base_url, cid)
@@ -517,7 +459,7 @@ class Conversation:
         max_bytes, max_tokens = limits.max_stream_bytes, limits.max_tokens
         deadline = self._deadline
         # closed explicitly (not left to the GC's asyncgen finaliser task) however we leave
-        body = _body(response)
+        body = body_chunks(response)
         try:
             tokens = 0
             while True:
@@ -530,7 +472,7 @@ class Conversation:
                         self._raise(
                             H2oTimeoutError, Phase.STREAM, "no data from the stream within the token timeout", exc
                         )
-                    self._raise(H2oTransportError, Phase.STREAM, f"stream interrupted: {_describe(exc)}", exc)
+                    self._raise(H2oTransportError, Phase.STREAM, f"stream interrupted: {describe(exc)}", exc)
                 try:
                     events = parser.feed(chunk)
                 except StreamSyntaxError as exc:
@@ -628,7 +570,7 @@ class Conversation:
         http = client._http
         if json is not None:  # encoded here (orjson when installed), not by httpx's slower json.dumps
             headers["Content-Type"] = "application/json"
-            content: bytes | None = _dumps(json)
+            content: bytes | None = dumps_json(json)
         else:
             content = None
         request = http.build_request(
@@ -638,8 +580,8 @@ class Conversation:
             response = await http.send(request, stream=True)
         except httpx.HTTPError as exc:
             if is_timeout(exc):
-                self._raise(H2oTimeoutError, phase, f"{phase.value} timed out: {_describe(exc)}", exc)
-            self._raise(H2oTransportError, phase, f"{phase.value} failed: {_describe(exc)}", exc)
+                self._raise(H2oTimeoutError, phase, f"{phase.value} timed out: {describe(exc)}", exc)
+            self._raise(H2oTransportError, phase, f"{phase.value} failed: {describe(exc)}", exc)
         self._status = response.status_code
         self._session.update(response)
         if response.status_code not in ok:
@@ -666,14 +608,14 @@ class Conversation:
             status=status,
             conversation_id=self._cid,
             body=snippet,
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response),
         )
 
     async def _read_snippet(self, response: httpx.Response) -> str:
         limit = self._client.limits.max_error_body_bytes
         buf = bytearray()
         try:
-            async with aclosing(_body(response)) as chunks:
+            async with aclosing(body_chunks(response)) as chunks:
                 async for chunk in chunks:
                     buf += chunk
                     if len(buf) >= limit:
@@ -686,7 +628,7 @@ class Conversation:
         """Read (and discard) a small body so the connection goes back to the pool."""
         seen = 0
         try:
-            async with aclosing(_body(response)) as chunks:
+            async with aclosing(body_chunks(response)) as chunks:
                 async for chunk in chunks:
                     seen += len(chunk)
                     if seen > limit:
@@ -700,7 +642,7 @@ class Conversation:
         limit = self._client.limits.max_json_body_bytes
         buf = bytearray()
         try:
-            async with aclosing(_body(response)) as chunks:
+            async with aclosing(body_chunks(response)) as chunks:
                 async for chunk in chunks:
                     buf += chunk
                     if len(buf) > limit:
@@ -708,7 +650,7 @@ class Conversation:
         except httpx.HTTPError as exc:
             if is_timeout(exc):
                 self._raise(H2oTimeoutError, phase, f"{phase.value} timed out reading the answer", exc)
-            self._raise(H2oTransportError, phase, f"{phase.value} answer interrupted: {_describe(exc)}", exc)
+            self._raise(H2oTransportError, phase, f"{phase.value} answer interrupted: {describe(exc)}", exc)
         finally:
             await response.aclose()
         return bytes(buf)
@@ -749,7 +691,7 @@ class Conversation:
             if trigger == "start":
                 await self._start_deadline()
             if trigger in ("close",):
-                await _shielded(self._end("close"))
+                await shielded(self._end("close"))
             elif trigger == "finish":
                 parts = [chunk async for chunk in self._read()]
                 text = "".join(parts)
@@ -825,58 +767,3 @@ class Conversation:
         if trigger in ("close", "deleted"):
             return f"DELETE {base}/conversation/{cid}" if self._cid and trigger == "close" else "end"
         return trigger
-
-
-try:
-    from orjson import dumps as _orjson_dumps
-
-    def _dumps(obj: object) -> bytes:
-        return _orjson_dumps(obj)
-
-except ImportError:  # pragma: no cover - without the fast extra
-
-    def _dumps(obj: object) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-if sys.version_info >= (3, 11):
-
-    async def _bounded(coro: Coroutine[object, object, None], seconds: float) -> None:
-        async with asyncio.timeout(seconds):  # no extra task, unlike wait_for before 3.12
-            await coro
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _bounded(coro: Coroutine[object, object, None], seconds: float) -> None:
-        await asyncio.wait_for(coro, seconds)
-
-
-def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The body's chunks, closed by the caller. Without a content-encoding (chat-ui and TGI send
-    none) straight from the transport's stream: httpx's aiter_bytes/aiter_raw add two generator
-    layers per chunk and change nothing here (measured: -1.5 % client CPU)."""
-    raw = response.stream
-    if isinstance(raw, httpx.AsyncByteStream) and "content-encoding" not in response.headers:
-        return cast("AsyncGenerator[bytes, None]", raw.__aiter__())
-    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}" if str(exc) else text)
-
-
-async def _shielded(task: asyncio.Future[None]) -> None:
-    """Wait for ``task`` to complete even if the caller is cancelled meanwhile; then re-raise that
-    cancellation. Nothing is left running behind the caller's back."""
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            interrupted = True
-    if interrupted:
-        raise asyncio.CancelledError
-    task.result()

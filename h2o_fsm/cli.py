@@ -18,13 +18,14 @@ from typing import IO, TextIO
 from . import __version__
 from ._client import H2oClient
 from ._config import Timeouts
-from ._conversation import Conversation, TransitionRecord
+from ._conversation import Conversation
 from ._diagram import render
 from ._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
 from ._journal import Journal
 from ._log import redact
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, Message
+from ._records import TransitionRecord
 
 __all__ = ["main"]
 

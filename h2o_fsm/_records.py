@@ -1,0 +1,56 @@
+"""What a conversation reports about itself: one record per transition, one result per step."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+from ._phase import Phase
+
+__all__ = ["StepResult", "TransitionRecord"]
+
+
+class TransitionRecord(NamedTuple):
+    """One entry of a conversation's history (and one log line / trace record). Immutable; a
+    ``NamedTuple`` because seven are made per conversation (a frozen dataclass costs ~6x more).
+
+    ``duration_ms`` is the time the transition took, which includes the HTTP request performed on
+    entering ``dest``; for ``finish`` (leaving ``stream``) it is the time spent reading the stream.
+    """
+
+    source: Phase
+    dest: Phase
+    trigger: str
+    duration_ms: float
+    status: int | None = None
+    error: str | None = None
+    skipped: bool = False
+    conversation_id: str | None = None
+    request: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict (the ``--trace`` record)."""
+        return {
+            "conversation_id": self.conversation_id,
+            "source": self.source.value,
+            "dest": self.dest.value,
+            "trigger": self.trigger,
+            "duration_ms": round(self.duration_ms, 3),
+            "status": self.status,
+            "error": self.error,
+            "skipped": self.skipped,
+            "request": self.request,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """What one :meth:`Conversation.step` did."""
+
+    state: Phase
+    trigger: str
+    request: str | None
+    status: int | None
+    elapsed_ms: float
+    skipped: bool = False
+    text: str | None = None
