@@ -147,7 +147,14 @@ class _Machine(AsyncMachine):
         # In order, in this task; and no list/partial/coroutine built for the many empty lists
         # (nine callback lists per transition, most of them empty).
         for func in funcs:
-            await self.callback(cast("AsyncCallback", func), event_data)
+            if type(func) is str:
+                # Our table names model methods; call them without transitions' generic resolution
+                # (getattr, property wrapping, import fallback) and inspect.isawaitable per call.
+                result = getattr(event_data.model, func)(event_data)
+                if result is not None:
+                    await result
+            else:
+                await self.callback(cast("AsyncCallback", func), event_data)
 
     async def process_context(self, func: Callable[[], Awaitable[None]], model: object) -> bool:
         # 0.9.3 registers the task in a class-level dict and turns CancelledError into False.
