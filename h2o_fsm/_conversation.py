@@ -227,7 +227,6 @@ class Conversation:
         Shared by :meth:`stream` (a generator) and :meth:`ask` (which collects without one)."""
         self._check_can_send()
         self._busy = True
-        completed = False
         try:
             await self._start_deadline()
             if self.state is Phase.NEW:
@@ -239,7 +238,6 @@ class Conversation:
             async with aclosing(self._read()) as reader:
                 yield reader
             await self._fire("finish")
-            completed = True
         except GeneratorExit:
             # The consumer left the loop (aclose): not an error, but the answer is cut, so we end.
             if not self.state.is_terminal:
@@ -250,9 +248,6 @@ class Conversation:
             raise
         finally:
             self._busy = False
-            if not completed and not self.state.is_terminal:
-                # e.g. the turn was never read to its end and is being garbage-collected
-                await shielded(self._end("close"))
 
     async def _turn(self, prompt: str) -> AsyncGenerator[str, None]:
         async with self._turn_scope(prompt) as reader:
@@ -301,7 +296,13 @@ class Conversation:
             return
         if self._error is None:
             self._error = exc
-        await shielded(self._end("abort"))
+        try:
+            ending = self._end("abort")
+        except H2oStateError as misuse:  # another task is inside a step: never hide ``exc`` behind that
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"h2o-fsm: the conversation was not ended here: {misuse}")
+            return
+        await shielded(ending)
         cleanup = self._cleanup_error
         if cleanup is not None:
             if isinstance(exc, H2oError):
