@@ -688,10 +688,11 @@ class Conversation:
         t0 = time.perf_counter()
         text: str | None = None
         before = len(self._history)
+        self._busy = True  # one step at a time, and no turn meanwhile
         try:
-            if trigger == "start":
-                await self._start_deadline()
-            if trigger in ("close",):
+            if trigger == "start" or (trigger == "send" and state is Phase.READY):
+                await self._start_deadline()  # a new turn: its own deadline
+            if trigger == "close":
                 await shielded(self._end("close"))
             elif trigger == "finish":
                 parts = [chunk async for chunk in self._read()]
@@ -702,6 +703,8 @@ class Conversation:
         except BaseException as exc:
             await self._abort(exc)
             raise
+        finally:
+            self._busy = False
         new = self._history[before:]
         last = new[0] if new else None
         return StepResult(

@@ -116,3 +116,16 @@ async def test_aclose_from_another_task_during_a_step_is_refused_then_works() ->
             await conv.aclose()
             assert conv.state is Phase.CLOSED
         assert server.accounting.live == 0
+
+
+async def test_two_steps_at_once_are_refused(server: LocalServer) -> None:
+    async with H2oClient(server.url) as client:
+        async with client.conversation() as conv:
+            conv.queue("x")
+            first = asyncio.create_task(conv.step())
+            await asyncio.sleep(0)
+            with pytest.raises(H2oStateError):
+                await conv.step()
+            await first
+            assert conv.state is Phase.SETTINGS
+    assert server.accounting.live == 0
