@@ -127,3 +127,44 @@ def test_arbitrary_bytes_never_raise_anything_but_syntax_errors(data: bytes) -> 
         parser.close()
     except StreamSyntaxError:
         pass
+
+
+token_texts = st.lists(st.text(max_size=8), max_size=20)
+
+
+@given(
+    texts_=token_texts,
+    space=st.booleans(),
+    crlf=st.booleans(),
+    comments=st.lists(st.sampled_from([b": keep-alive", b"event: message", b"id: 7", b"retry: 100"]), max_size=3),
+    data=st.data(),
+)
+def test_generated_streams_parse_to_their_tokens(
+    texts_: list[str], space: bool, crlf: bool, comments: list[bytes], data: st.DataObject
+) -> None:
+    """Any stream PROTOCOL.md allows — either data prefix, either line end, comments and other SSE
+    fields anywhere, the last line with or without its newline, any chunking — gives its tokens."""
+    nl = b"\r\n" if crlf else b"\n"
+    prefix = b"data: " if space else b"data:"
+    ascii_only = data.draw(st.booleans())  # raw UTF-8 split across chunks must survive too
+    lines: list[bytes] = []
+    for t in texts_:
+        if comments and data.draw(st.booleans()):
+            lines.append(data.draw(st.sampled_from(comments)))
+        event = {"token": {"id": 1, "text": t, "special": False}, "generated_text": None}
+        lines.append(prefix + json.dumps(event, ensure_ascii=ascii_only).encode())
+        lines.append(b"")
+    final = {"token": {"id": 2, "text": "</s>", "special": True}, "generated_text": "".join(texts_), "details": None}
+    lines.append(prefix + json.dumps(final, ensure_ascii=ascii_only).encode())
+    body = nl.join(lines) + (nl if data.draw(st.booleans()) else b"")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=10)))
+    parser = StreamParser()
+    events: list[object] = []
+    pos = 0
+    for cut in cuts:
+        events += parser.feed(body[pos:cut])
+        pos = cut
+    events += parser.feed(body[pos:])
+    events += parser.close()
+    assert [e for e in events if isinstance(e, str)] == texts_
+    assert isinstance(events[-1], Final) and events[-1].generated_text == "".join(texts_)
