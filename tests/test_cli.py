@@ -164,3 +164,22 @@ def test_status_line_on_a_terminal(server: LocalServer) -> None:
     # cleared at the first token, and never redrawn over the answer after it
     assert shown.endswith(b"[stream]\r\x1b[2K")
     assert result.stdout.decode() == "".join(generate([("user", "Hi")], 8)) + "\n"  # stdout stays clean
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_mid_stream_deletes_and_exits_130() -> None:
+    import signal
+
+    with LocalServer(ServerConfig(max_tokens=300, token_delay=0.02)) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "h2o_fsm.cli", "chat", "Hi", "--base-url", server.url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        proc.stdout.read(10)  # streaming now
+        assert server.accounting.live == 1
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert b"interrupted" in err and b"Traceback" not in err
+        assert server.accounting.live == 0 and server.accounting.deleted == 1
