@@ -12,6 +12,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import httpx
 import pytest
 
 from h2o_fsm import H2oClient, Journal
@@ -116,3 +117,34 @@ async def test_fast_transport_behaves_the_same(fault_kind: str) -> None:
                     await client.ask("x")
                 assert info.value.phase is not None and info.value.phase.value == "stream"
         assert_nothing_leaked(server)
+
+
+async def test_sweep_skips_live_processes_and_reports_each_outcome(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    journal = Journal(tmp_path / "j.sqlite")
+    with LocalServer(ServerConfig(max_tokens=4)) as server:
+        # a real leftover: created by a "dead" client, then journalled under the dead pid
+        async with httpx.AsyncClient(base_url=server.url) as raw:
+            await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",
+                                              "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+            cid = (await raw.post("/conversation", json={"model": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"})).json()["conversationId"]
+            cookies = dict(raw.cookies)
+        journal.add(server.url, cid, cookies)
+        journal.add(server.url, "0" * 24, cookies)  # already gone on the server
+        journal._db.execute("UPDATE conversations SET pid = ?", (dead.pid,))
+        journal.add(server.url, "1" * 24, cookies)  # this (live) process's: skipped by default
+        async with H2oClient(server.url) as client:
+            report = await client.sweep(journal)
+            assert (report.deleted, report.already_gone, report.skipped, report.failed) == (1, 1, 1, 0)
+            assert [e.conversation_id for e in journal.entries()] == ["1" * 24]
+            report = await client.sweep(journal, include_live_processes=True)
+            assert (report.already_gone, report.skipped) == (1, 0)
+        assert_nothing_leaked(server)
+        url = server.url
+    journal.add(url, "2" * 24, {})
+    journal._db.execute("UPDATE conversations SET pid = ?", (dead.pid,))
+    async with H2oClient(url, transport="httpx") as client:  # server gone: the entry stays
+        report = await client.sweep(journal)
+    assert report.failed == 1 and len(journal.entries()) == 1
+    journal.close()
