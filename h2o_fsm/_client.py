@@ -279,12 +279,10 @@ class H2oClient:
         on error, or when the consumer stops early."""
         text = prompt_text(messages)
         async with self.conversation(model, parameters=params) as conv:
-            turn = conv.stream(text)
-            try:
-                async for chunk in turn:
+            # the turn's scope directly, not conv.stream(): one generator layer less per token
+            async with conv._turn_scope(text) as reader:
+                async for chunk in reader:
                     yield chunk
-            finally:
-                await turn.aclose()
 
 
 TransportChoice = Literal["auto", "httpx", "aiohttp"]

@@ -117,7 +117,8 @@ def validate_messages(messages: object) -> list[Message]:
         if not isinstance(content, str):
             raise TypeError(f"messages[{i}]['content'] must be a str, not {type(content).__name__}")
         out.append({"role": role, "content": content})
-    if not format_prompt(out).strip():
+    # The prompt is empty only when it is one blank message (several always carry "Role:" prefixes).
+    if len(out) == 1 and not out[0]["content"].strip():
         raise ValueError("messages contain no text: the server refuses an empty prompt")
     return out
 

@@ -93,12 +93,10 @@ class H2o:
         text = prompt_text(messages)
         client = await _client_for(url, proxy)
         async with client.conversation(model or cls.model, parameters=kwargs) as conv:
-            turn = conv.stream(text)
-            try:
-                async for chunk in turn:
+            # the turn's scope directly, not conv.stream(): one generator layer less per token
+            async with conv._turn_scope(text) as reader:
+                async for chunk in reader:
                     yield chunk
-            finally:
-                await turn.aclose()
 
     @classmethod
     async def create_async(cls, model: str, messages: Messages, **kwargs: object) -> str:
