@@ -92,11 +92,10 @@ class H2o:
             raise TypeError(f"model must be a str, not {type(model).__name__}")
         text = prompt_text(messages)
         client = await _client_for(url, proxy)
-        async with client.conversation(model or cls.model, parameters=kwargs) as conv:
-            # the turn's scope directly, not conv.stream(): one generator layer less per token
-            async with conv._turn_scope(text) as reader:
-                async for chunk in reader:
-                    yield chunk
+        # the turn's scope directly, not conv.stream(): one generator layer less per token
+        async with client.conversation(model or cls.model, parameters=kwargs) as conv, conv._turn_scope(text) as reader:
+            async for chunk in reader:
+                yield chunk
 
     @classmethod
     async def create_async(cls, model: str, messages: Messages, **kwargs: object) -> str:
