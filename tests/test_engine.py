@@ -159,7 +159,7 @@ async def test_bad_input_is_refused_before_any_request(server: LocalServer) -> N
             await client.ask(USER, temperature="hot")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         H2oClient("ftp://example.com")
-    assert server.accounting.requests == []
+    assert list(server.accounting.requests) == []
 
 
 # ---------------------------------------------------------------- defects of the old provider

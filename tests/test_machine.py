@@ -130,4 +130,4 @@ async def test_invalid_step_is_a_state_error_and_does_not_touch_the_conversation
                 await conv.ask("late")
             with pytest.raises(H2oStateError):
                 await conv.step()
-        assert server.accounting.requests == []
+        assert list(server.accounting.requests) == []

@@ -84,3 +84,14 @@ async def test_the_pytest_plugin_fixture(h2o_server: LocalServer) -> None:
             await client.ask("x")
         assert len(await client.ask("y")) > 0
     assert_nothing_leaked(h2o_server)
+
+
+def test_request_log_is_bounded_but_counters_are_not() -> None:
+    from h2o_fsm.server import ServerConfig
+
+    with LocalServer(ServerConfig(request_log_size=5, max_tokens=2)) as server:
+        with httpx.Client(base_url=server.url) as c:
+            for _ in range(12):
+                c.get("/")
+        assert len(server.accounting.requests) == 5  # the newest five records
+        assert server.accounting.snapshot()["requests"] == 12

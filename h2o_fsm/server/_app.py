@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -59,6 +60,7 @@ class ServerConfig:
     cookie_name: str = "hf-chat"
     secure_cookie: bool = False
     keep_request_log: bool = True
+    request_log_size: int = 100_000  # the newest records are kept; counters are never truncated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +76,15 @@ class RequestRecord:
 class Accounting:
     """What happened on the server, for tests to assert on. Thread-safe snapshots."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_log_size: int = 100_000) -> None:
         self._lock = threading.Lock()
         self.created = 0
         self.deleted = 0
         self.deleted_twice = 0
         self.live_ids: set[str] = set()
         self.gone_ids: set[str] = set()
-        self.requests: list[RequestRecord] = []
+        self.requests: deque[RequestRecord] = deque(maxlen=request_log_size)  # bounded in long runs
+        self.requests_total = 0
 
     @property
     def live(self) -> int:
@@ -95,7 +98,7 @@ class Accounting:
                 "deleted": self.deleted,
                 "live": len(self.live_ids),
                 "deleted_twice": self.deleted_twice,
-                "requests": len(self.requests),
+                "requests": self.requests_total,
                 "live_ids": sorted(self.live_ids),
             }
 
@@ -150,7 +153,8 @@ def create_app(
     config: ServerConfig | None = None, faults: FaultPlan | None = None, accounting: Accounting | None = None
 ) -> Starlette:
     """The Starlette app. ``app.state.h2o`` holds its config, faults and accounting."""
-    st = _State(config or ServerConfig(), faults or FaultPlan(), accounting or Accounting())
+    config = config or ServerConfig()
+    st = _State(config, faults or FaultPlan(), accounting or Accounting(config.request_log_size))
     cfg = st.config
     acct = st.accounting
 
@@ -169,6 +173,10 @@ def create_app(
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
             with acct._lock:
                 acct.requests.append(record)
+                acct.requests_total += 1
+        else:
+            with acct._lock:
+                acct.requests_total += 1
         return response
 
     def error(status: int, message: str, *, as_json: bool) -> Response:

@@ -69,7 +69,7 @@ class LocalServer:
     ) -> None:
         self.config = config or ServerConfig()
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults or [])
-        self.accounting = Accounting()
+        self.accounting = Accounting(self.config.request_log_size)
         self.earlier_leaks_by_design = 0
         self.app = create_app(self.config, self.faults, self.accounting)
         self._host, self._port = host, port
