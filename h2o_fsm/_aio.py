@@ -6,13 +6,14 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncGenerator, Coroutine
+from contextlib import aclosing
 from typing import cast
 
 import httpx
 
 from ._log import redact
 
-__all__ = ["body_chunks", "bounded", "describe", "dumps_json", "retry_after", "shielded"]
+__all__ = ["body_chunks", "bounded", "describe", "dumps_json", "read_up_to", "retry_after", "shielded"]
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -57,6 +58,20 @@ def body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     if isinstance(raw, httpx.AsyncByteStream) and "content-encoding" not in response.headers:
         return cast("AsyncGenerator[bytes, None]", raw.__aiter__())
     return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+
+async def read_up_to(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body; a transport error just ends it. Does not close it."""
+    buf = bytearray()
+    try:
+        async with aclosing(body_chunks(response)) as chunks:
+            async for chunk in chunks:
+                buf += chunk
+                if len(buf) >= limit:
+                    break
+    except httpx.HTTPError:
+        pass
+    return bytes(buf[:limit])
 
 
 def describe(exc: BaseException) -> str:

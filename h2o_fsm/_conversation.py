@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 import httpx
 from transitions.core import EventData
 
-from ._aio import body_chunks, bounded, describe, dumps_json, retry_after, shielded
+from ._aio import body_chunks, bounded, describe, dumps_json, read_up_to, retry_after, shielded
 from ._exceptions import (
     H2oCleanupError,
     H2oError,
@@ -614,28 +614,12 @@ class Conversation:
 
     async def _read_snippet(self, response: httpx.Response) -> str:
         limit = self._client.limits.max_error_body_bytes
-        buf = bytearray()
-        try:
-            async with aclosing(body_chunks(response)) as chunks:
-                async for chunk in chunks:
-                    buf += chunk
-                    if len(buf) >= limit:
-                        break
-        except httpx.HTTPError:
-            pass
-        return bytes(buf[:limit]).decode("utf-8", "replace")
+        return (await read_up_to(response, limit)).decode("utf-8", "replace")
 
     async def _drain(self, response: httpx.Response, limit: int) -> None:
         """Read (and discard) a small body so the connection goes back to the pool."""
-        seen = 0
         try:
-            async with aclosing(body_chunks(response)) as chunks:
-                async for chunk in chunks:
-                    seen += len(chunk)
-                    if seen > limit:
-                        break
-        except httpx.HTTPError:
-            pass
+            await read_up_to(response, limit)
         finally:
             await response.aclose()
 
