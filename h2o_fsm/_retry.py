@@ -94,30 +94,28 @@ def is_retryable(phase: Phase, exc: BaseException) -> bool:
     return False
 
 
-def _wait(policy: Retries) -> Callable[[RetryCallState], float]:
-    def wait(state: RetryCallState) -> float:
-        delay = policy.backoff * (2 ** (state.attempt_number - 1))
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, H2oStatusError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
-        return float(min(delay, policy.max_wait))
-
-    return wait
+def _delay(policy: Retries, failures: int, exc: BaseException | None) -> float:
+    """The wait after the ``failures``-th failure: backoff doubling from ``policy.backoff``, at least
+    a ``Retry-After``, at most ``policy.max_wait``."""
+    delay = policy.backoff * (2 ** (failures - 1))
+    if isinstance(exc, H2oStatusError) and exc.retry_after is not None:
+        delay = max(delay, exc.retry_after)
+    return float(min(delay, policy.max_wait))
 
 
 async def retry_after_failure(call: Callable[[], Awaitable[T]], phase: Phase, policy: Retries, first: H2oError) -> T:
     """Retry ``call`` after its first attempt failed with ``first``; re-raise the last error."""
     if policy.attempts <= 1 or not is_retryable(phase, first):
         raise first
-    first_wait = _wait(policy)
-    delay = policy.backoff
-    if isinstance(first, H2oStatusError) and first.retry_after is not None:
-        delay = max(delay, first.retry_after)
+    await asyncio.sleep(_delay(policy, 1, first))
 
-    await asyncio.sleep(min(delay, policy.max_wait))
+    def wait(state: RetryCallState) -> float:
+        # tenacity counts only its own attempts; the first failure happened before it started
+        return _delay(policy, state.attempt_number + 1, state.outcome.exception() if state.outcome else None)
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.max_time),
-        wait=first_wait,
+        wait=wait,
         retry=retry_if_exception(lambda e: is_retryable(phase, e)),
         reraise=True,
     )

@@ -186,3 +186,13 @@ async def test_oversized_create_answer_is_refused() -> None:
             with pytest.raises(H2oLimitError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.CREATE
+
+
+def test_backoff_doubles_honours_retry_after_and_is_capped() -> None:
+    from h2o_fsm._retry import _delay
+
+    policy = Retries(attempts=5, backoff=0.1, max_wait=1.0)
+    assert [_delay(policy, n, None) for n in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    limited = H2oStatusError("x", status=429, retry_after=0.5)
+    assert _delay(policy, 1, limited) == 0.5 and _delay(policy, 4, limited) == 0.8
+    assert _delay(policy, 1, H2oStatusError("x", status=429, retry_after=30)) == 1.0
