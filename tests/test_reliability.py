@@ -99,6 +99,16 @@ def test_tls_verification_is_on_by_default(transport: str) -> None:
     t = client._http._transport  # type: ignore[attr-defined]
     ctx = t._pool._ssl_context if transport == "httpx" else t.ssl_context
     assert ctx.verify_mode.name == "CERT_REQUIRED" and ctx.check_hostname
+    if transport == "aiohttp":
+
+        async def used_context() -> object:
+            session = t.get_client()  # what the transport connects with
+            try:
+                return session.connector._ssl
+            finally:
+                await session.close()
+
+        assert asyncio.run(used_context()) is ctx
     asyncio.run(client.aclose())
 
 
