@@ -40,6 +40,8 @@ from ._log import NULL_LOGGER, Logger, redact
 from ._machine import MACHINE, VALID_TRIGGERS
 from ._phase import Phase
 from ._protocol import (
+    ALREADY_GONE,
+    DELETED,
     Messages,
     Parameters,
     conversation_path,
@@ -449,7 +451,7 @@ class Conversation:
                 journal.remove(self._client.base_url, cid)
 
     async def _delete(self, path: str) -> None:
-        response = await self._call(Phase.DELETE, "DELETE", path, ok=(200, 202, 204, 404))
+        response = await self._call(Phase.DELETE, "DELETE", path, ok=(*DELETED, ALREADY_GONE))
         await self._drain(response, self._client.limits.max_error_body_bytes)
 
     # ------------------------------------------------------------------ stream reading

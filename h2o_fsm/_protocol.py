@@ -13,9 +13,11 @@ from typing import Final, TypedDict, Union
 from urllib.parse import urlsplit
 
 __all__ = [
+    "ALREADY_GONE",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
+    "DELETED",
     "KNOWN_ROLES",
     "JSONValue",
     "Message",
@@ -233,6 +235,11 @@ def send_body(
             "web_search_id": "",
         },
     }
+
+
+DELETED: Final = frozenset({200, 202, 204})
+"""Statuses of a DELETE that removed the conversation; 404 means it was already gone."""
+ALREADY_GONE: Final = 404
 
 
 def conversation_path(conversation_id: str) -> str:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ._journal import Journal
-from ._protocol import conversation_path
+from ._protocol import ALREADY_GONE, DELETED, conversation_path
+from ._session import Session
 
 if TYPE_CHECKING:
     from ._client import H2oClient
@@ -49,20 +50,21 @@ async def sweep(client: H2oClient, journal: Journal, *, include_live_processes: 
             report.skipped += 1
             continue
         headers = dict(client._headers)
-        if entry.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in entry.cookies.items())
+        cookie = Session(entry.cookies).cookie_header
+        if cookie is not None:
+            headers["Cookie"] = cookie
         try:
             response = await client._http.delete(
-                client.base_url + conversation_path(entry.conversation_id),
+                client._url(conversation_path(entry.conversation_id)),
                 headers=headers,
                 timeout=client.timeouts.delete,
             )
         except httpx.HTTPError:
             report.failed += 1
             continue
-        if response.status_code in (200, 202, 204):
+        if response.status_code in DELETED:
             report.deleted += 1
-        elif response.status_code == 404:
+        elif response.status_code == ALREADY_GONE:
             report.already_gone += 1
         else:
             report.failed += 1
