@@ -161,10 +161,6 @@ class _Machine(AsyncMachine):
         # (transitions' stubs say None; the coroutine returns the event's bool result)
         return await cast("Callable[[], Awaitable[bool]]", func)()
 
-    async def cancel_running_transitions(self, model: object, msg: str | None = None) -> None:
-        # 0.9.3 cancels the model's other running triggers; ours never run concurrently.
-        return None
-
 
 def _build() -> _Machine:
     states = [
