@@ -741,7 +741,7 @@ class Conversation:
         """What the next step will send, with secrets redacted (for ``--step``)."""
         trigger = self.next_trigger()
         base = redact(self._client.base_url)
-        cid = self._cid or "{id}"
+        path = conversation_path(self._cid or "{id}")
         if trigger == "start":
             skip = " (skipped: this session already sent them)" if self._session.settings_model == self.model else ""
             return f"POST {base}/settings form activeModel={self.model!r} (+4 fixed fields){skip}"
@@ -749,11 +749,11 @@ class Conversation:
             return f"POST {base}/conversation json {{'model': {self.model!r}}}"
         if trigger == "send":
             shown = self._prompt if self._client.log_content else f"<{len(self._prompt or '')} chars>"
-            return f"POST {base}/conversation/{cid} json inputs={shown} parameters={self.parameters}"
+            return f"POST {base}{path} json inputs={shown} parameters={self.parameters}"
         if trigger == "stream":
             return "read the event stream of the answer"
         if trigger == "finish":
             return "read the event stream to its final event"
         if trigger in ("close", "deleted"):
-            return f"DELETE {base}/conversation/{cid}" if self._cid and trigger == "close" else "end"
+            return f"DELETE {base}{path}" if self._cid and trigger == "close" else "end"
         return trigger
