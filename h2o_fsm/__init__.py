@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._client import ClientState, H2oClient, TransitionObserver, fast_transport
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
+from ._events import FinalAnswer
 from ._exceptions import (
     H2oCleanupError,
     H2oError,
@@ -33,7 +34,8 @@ from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Mess
 from ._provider import H2o
 from ._records import StepResult, TransitionRecord
 from ._retry import Retries
-from ._stream import Final
+
+Final = FinalAnswer  # the name of 0.1.0
 
 __version__ = "0.1.0"
 
@@ -47,6 +49,7 @@ __all__ = [
     "Conversation",
     "Edge",
     "Final",
+    "FinalAnswer",
     "H2o",
     "H2oCleanupError",
     "H2oClient",

@@ -25,6 +25,7 @@ import httpx
 from transitions.core import EventData
 
 from ._aio import body_chunks, bounded, describe, dumps_json, read_up_to, retry_after, shielded
+from ._events import FinalAnswer, StreamError
 from ._exceptions import (
     H2oCleanupError,
     H2oError,
@@ -53,7 +54,7 @@ from ._protocol import (
 from ._records import StepResult, TransitionRecord
 from ._retry import is_timeout, retry_after_failure
 from ._session import Session
-from ._stream import Final, StreamError, StreamParser, StreamSyntaxError
+from ._stream import StreamParser, StreamSyntaxError
 
 if TYPE_CHECKING:
     from ._client import H2oClient
@@ -99,7 +100,7 @@ class Conversation:
         self._prompt: str | None = None
         self._response: httpx.Response | None = None
         self._parser: StreamParser | None = None
-        self._final: Final | None = None
+        self._final: FinalAnswer | None = None
         self._deadline: float | None = None
         self._busy = False
         self._prompt_pending = False
@@ -137,7 +138,7 @@ class Conversation:
         return self._cleanup_error
 
     @property
-    def final(self) -> Final | None:
+    def final(self) -> FinalAnswer | None:
         """The final event of the last completed turn (``generated_text``, ``details``)."""
         return self._final
 

@@ -1,7 +1,7 @@
 """Incremental parser of the text-generation-inference event stream (step 4). Pure: no I/O.
 
 Feed it the body's bytes as they arrive, in chunks of any size; it returns the events completed by
-each chunk: a ``str`` per token to show, a :class:`Final`, or a :class:`StreamError`. It accepts
+each chunk: a ``str`` per token to show, a :class:`FinalAnswer`, or a :class:`StreamError`. It accepts
 ``data:`` with or without a space, ``\\n`` or ``\\r\\n`` line ends, lines split across chunks, blank
 lines, ``:`` keep-alive comments, the other SSE fields (``event:``, ``id:``, ``retry:``) and unknown
 JSON fields. It refuses a line that is not JSON, a line longer than ``max_line_bytes``, and a stream
@@ -12,22 +12,23 @@ truncated.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Final as _Final
-from typing import Union
+from collections.abc import Callable
+from typing import Final
+
+from ._events import Event, FinalAnswer, StreamError
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "Event",
-    "Final",
+    "FinalAnswer",
     "StreamError",
     "StreamParser",
     "StreamSyntaxError",
 ]
 
-DEFAULT_MAX_LINE_BYTES: _Final = 1 << 20
-_SNIPPET: _Final = 120
-_IGNORED_FIELDS: _Final = (b"event:", b"id:", b"retry:")
+DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
+_SNIPPET: Final = 120
+_IGNORED_FIELDS: Final = (b"event:", b"id:", b"retry:")
 
 _JSONLoader = Callable[[bytes], object]
 
@@ -48,41 +49,6 @@ class StreamSyntaxError(ValueError):
         self.text = text
 
 
-class Final:
-    """The last event: the whole text and, when asked for, the generation details."""
-
-    __slots__ = ("details", "generated_text")
-
-    def __init__(self, generated_text: str, details: Mapping[str, object] | None) -> None:
-        self.generated_text = generated_text
-        self.details = details
-
-    @property
-    def finish_reason(self) -> str | None:
-        reason = self.details.get("finish_reason") if self.details else None
-        return reason if isinstance(reason, str) else None
-
-    def __repr__(self) -> str:
-        return f"Final({self.generated_text!r}, details={self.details!r})"
-
-
-class StreamError:
-    """An error event of the model server (text-generation-inference's ``ErrorResponse``)."""
-
-    __slots__ = ("error_type", "message")
-
-    def __init__(self, message: str, error_type: str | None) -> None:
-        self.message = message
-        self.error_type = error_type
-
-    def __repr__(self) -> str:
-        return f"StreamError({self.message!r}, error_type={self.error_type!r})"
-
-
-Event = Union[str, Final, StreamError]  # noqa: UP007
-"""A token to show is its text (a plain ``str``: no object per token); special tokens are not reported."""
-
-
 def _snippet(raw: bytes) -> str:
     text = raw[: _SNIPPET * 4].decode("utf-8", "replace")
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
@@ -95,14 +61,14 @@ class StreamParser:
 
     def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, loads: _JSONLoader | None = None) -> None:
         self._buf = b""
-        self._final: Final | None = None
+        self._final: FinalAnswer | None = None
         self._errored = False
         self._max_line = max_line_bytes
         self._loads: _JSONLoader = loads or _loads
         self.bytes_seen = 0
 
     @property
-    def final(self) -> Final | None:
+    def final(self) -> FinalAnswer | None:
         """The final event, once seen."""
         return self._final
 
@@ -171,7 +137,7 @@ class StreamParser:
                 if type(generated) is not str:
                     raise StreamSyntaxError("'generated_text' is not a string", _snippet(payload))
                 details = obj.get("details")
-                self._final = Final(generated, details if type(details) is dict else None)
+                self._final = FinalAnswer(generated, details if type(details) is dict else None)
                 events.append(self._final)
             return
         error = obj.get("error")

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_fsm._stream import Final, StreamError, StreamParser, StreamSyntaxError
+from h2o_fsm._events import FinalAnswer, StreamError
+from h2o_fsm._stream import StreamParser, StreamSyntaxError
 
 
 def event(text: str, *, special: bool = False, final: str | None = None) -> bytes:
@@ -44,7 +45,7 @@ def test_tokens_and_final() -> None:
     events = parse(STREAM)
     assert texts(events) == ["Hello", " world"]
     final = events[-1]
-    assert isinstance(final, Final) and final.generated_text == "Hello world"
+    assert isinstance(final, FinalAnswer) and final.generated_text == "Hello world"
 
 
 def test_data_with_space_and_crlf_and_no_trailing_newline() -> None:
@@ -111,7 +112,7 @@ def test_last_token_of_a_length_stop_is_kept() -> None:
     data = event("A") + b"\n\n" + event("B", final="AB") + b"\n\n"
     events = parse(data)
     assert texts(events) == ["A", "B"]
-    assert isinstance(events[-1], Final)
+    assert isinstance(events[-1], FinalAnswer)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=40), max_size=30))
@@ -167,4 +168,4 @@ def test_generated_streams_parse_to_their_tokens(
     events += parser.feed(body[pos:])
     events += parser.close()
     assert [e for e in events if isinstance(e, str)] == texts_
-    assert isinstance(events[-1], Final) and events[-1].generated_text == "".join(texts_)
+    assert isinstance(events[-1], FinalAnswer) and events[-1].generated_text == "".join(texts_)
