@@ -12,9 +12,10 @@ Public API:
 
 from __future__ import annotations
 
-from ._client import ClientState, H2oClient, TransitionObserver, fast_transport
+from ._client import H2oClient
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
+from ._dialects import DialectName
 from ._events import FinalAnswer
 from ._exceptions import (
     H2oCleanupError,
@@ -28,16 +29,20 @@ from ._exceptions import (
     H2oUpstreamError,
 )
 from ._journal import Journal, JournalEntry
-from ._machine import STATES, TRANSITIONS, Edge, StateSpec
+from ._model import TransitionObserver
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
 from ._provider import H2o
 from ._records import StepResult, TransitionRecord
 from ._retry import Retries
+from ._sweep import SweepReport
+from ._table import STATES, TRANSITIONS, Edge, StateSpec
+from ._transport import fast_transport
+from ._version import VERSION
 
 Final = FinalAnswer  # the name of 0.1.0
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -45,8 +50,8 @@ __all__ = [
     "DEFAULT_PARAMETERS",
     "STATES",
     "TRANSITIONS",
-    "ClientState",
     "Conversation",
+    "DialectName",
     "Edge",
     "Final",
     "FinalAnswer",
@@ -70,6 +75,7 @@ __all__ = [
     "Retries",
     "StateSpec",
     "StepResult",
+    "SweepReport",
     "Timeouts",
     "TransitionObserver",
     "TransitionRecord",

@@ -1,61 +1,46 @@
-"""The native client: one ``httpx.AsyncClient`` (owned or handed in), many concurrent conversations."""
+"""The native client: one ``httpx.AsyncClient`` (owned or handed in), many concurrent conversations,
+and the background cleanup tasks it owns."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import functools
-import importlib.util
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Literal, cast
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
+from ._dialects import DialectName, get_dialect
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
-from ._phase import Phase
-from ._protocol import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    Messages,
-    merge_parameters,
-    normalize_base_url,
-    prompt_text,
-)
-from ._records import TransitionRecord
+from ._model import Runtime, TransitionObserver
+from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, Messages, merge_parameters, normalize_base_url
+from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
+from ._transport import fast_available, fast_transport, no_cookie_jar
 
 if TYPE_CHECKING:
     from ._journal import Journal
     from ._sweep import SweepReport
 
-__all__ = ["ClientState", "H2oClient", "TransitionObserver", "TransportChoice", "fast_available", "fast_transport"]
+__all__ = ["ClientState", "H2oClient", "TransportChoice", "default_base_url"]
 
-TransitionObserver = Callable[[TransitionRecord], None]
+TransportChoice = Literal["auto", "httpx", "aiohttp"]
+
+
+def default_base_url() -> str:
+    """``$H2O_FSM_BASE_URL`` when set, else the 2023 deployment's URL."""
+    return os.environ.get("H2O_FSM_BASE_URL") or DEFAULT_BASE_URL
 
 
 class ClientState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
-
-
-class _NoCookies(httpx.Cookies):
-    """The cookies of a client we create: none. The session object keeps them (see ``_session``), so
-    httpx's jar must neither store nor send any; and skipping its extraction saves ~12 µs a response
-    (it builds urllib request objects even when there is no Set-Cookie)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        return None
-
-    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
-        return None
 
 
 def _check_proxy(proxy: object) -> str | None:
@@ -67,6 +52,11 @@ def _check_proxy(proxy: object) -> str | None:
     if scheme not in ("http", "https", "socks5", "socks5h"):
         raise ValueError(f"proxy must be an http(s):// or socks5:// URL, got {redact(proxy)!r}")
     return proxy
+
+
+def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
+    parts = urlsplit(proxy) if proxy else None
+    return tuple(s for s in (parts.username, parts.password) if s) if parts else ()
 
 
 class H2oClient:
@@ -82,8 +72,13 @@ class H2oClient:
                 print(await conv.ask("And again"))
 
     Args:
-        base_url: the deployment (``http://`` or ``https://``).
+        base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
+            ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
+        dialect: ``"h2o"`` (the 2023 protocol, default) or ``"chat-ui"`` (chat-ui since mid-2024).
         model: default model of new conversations.
+        cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
+            ``token``, say). Secret: never logged, never in an error or a repr.
+        settings: post the settings step (default: the 2023 dialect does, chat-ui does not).
         http_client: an ``httpx.AsyncClient`` to use; otherwise one is created (and closed by us).
         transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default:
             ``httpx-aiohttp`` when the ``fast`` extra is installed and no proxy is given, else httpx's own),
@@ -104,9 +99,12 @@ class H2oClient:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         *,
+        dialect: DialectName = "h2o",
         model: str = DEFAULT_MODEL,
+        cookies: Mapping[str, str] | None = None,
+        settings: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | TransportChoice | None = "auto",
         proxy: str | None = None,
@@ -122,7 +120,10 @@ class H2oClient:
         journal: Journal | None = None,
         on_transition: TransitionObserver | None = None,
     ) -> None:
-        self.base_url = normalize_base_url(base_url)
+        self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
+        if urlsplit(self.base_url).username is not None:
+            raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
+        chosen_dialect = get_dialect(dialect)
         if not isinstance(model, str) or not model.strip():
             raise TypeError("model must be a non-empty str")
         custom = transport not in (None, "auto")
@@ -132,43 +133,26 @@ class H2oClient:
             raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
         if custom and transport != "httpx" and proxy is not None:
             raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
-        for name, value in (("timeouts", timeouts), ("limits", limits), ("retries", retries)):
-            expected = {"timeouts": Timeouts, "limits": Limits, "retries": Retries}[name]
+        for name, value, expected in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits),
+                                      ("retries", retries, Retries)):
             if value is not None and not isinstance(value, expected):
                 raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
         ):
             raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        if settings is not None and not isinstance(settings, bool):
+            raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
+        # validated now; every fresh session starts from a copy
+        self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = model
+        self.dialect: DialectName = chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
-        t = self.timeouts
-        # per-step httpx timeouts, built once (the deadline, when set, narrows them per request)
-        self._step_timeouts = {
-            phase: httpx.Timeout(step, connect=t.connect, read=t.token if phase is Phase.SEND else step)
-            for phase, step in (
-                (Phase.SETTINGS, t.settings),
-                (Phase.CREATE, t.create),
-                (Phase.SEND, t.send),
-                (Phase.DELETE, t.delete),
-            )
-        }
         self.log_content = bool(log_content)
-        self._log: Logger = logger if logger is not None else default_logger()
-        self._share_session = share_session
-        self._session = Session()
-        self._journal = journal
-        self._observer = on_transition
-        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self._live: set[Conversation] = set()
-        self._idle: asyncio.Event | None = None
-        origin = self.base_url
-        self._headers = {"Referer": origin + "/", "Origin": _origin(origin), "User-Agent": "h2o-fsm/0.1"}
         if http_client is not None:
-            self._http = http_client
-            self._owns_http = False
+            http, self._owns_http = http_client, False
         else:
             chosen: httpx.AsyncBaseTransport | None
             if transport == "aiohttp" or (transport in (None, "auto") and proxy is None and fast_available()):
@@ -177,24 +161,37 @@ class H2oClient:
                 chosen = transport
             else:
                 chosen = None  # httpx's own
-            self._http = httpx.AsyncClient(
+            http = httpx.AsyncClient(
                 transport=chosen,
                 proxy=_check_proxy(proxy),
                 verify=verify,
                 follow_redirects=False,
+                cookies=httpx.Cookies(no_cookie_jar()),  # the sessions keep them, per conversation
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             )
-            if isinstance(getattr(self._http, "_cookies", None), httpx.Cookies):
-                self._http._cookies = _NoCookies()  # the public setter would copy it into a plain Cookies
             self._owns_http = True
+        self._http = http
+        requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
+                              secrets=_proxy_secrets(proxy))
+        self._rt = Runtime(
+            requester=requester,
+            dialect=chosen_dialect,
+            timeouts=self.timeouts,
+            limits=self.limits,
+            retries=self.retries,
+            logger=logger if logger is not None else default_logger(),
+            log_content=self.log_content,
+            journal=journal,
+            observer=on_transition,
+            max_concurrency=max_concurrency,
+            send_settings=chosen_dialect.settings_by_default if settings is None else settings,
+        )
+        self._share_session = share_session
+        self._session = Session(self._cookies)
         self.state = ClientState.OPEN
 
-    def _url(self, path: str) -> httpx.URL:
-        """The URL of ``path``, parsed once while recently used (httpx's parsing costs ~8 µs)."""
-        return _parse_url(self.base_url + path)
-
     def __repr__(self) -> str:
-        return f"<H2oClient {redact(self.base_url)} live={len(self._live)} {self.state.value}>"
+        return f"<H2oClient {redact(self.base_url)} {self.dialect} live={len(self._rt.live)} {self.state.value}>"
 
     async def __aenter__(self) -> H2oClient:
         return self
@@ -205,19 +202,40 @@ class H2oClient:
     @property
     def live_conversations(self) -> int:
         """Conversations started and not yet ended."""
-        return len(self._live)
+        return len(self._rt.live)
+
+    @property
+    def undeleted_conversations(self) -> int:
+        """Conversations whose DELETE failed or was given up (their ids are logged and stay in the
+        journal, if there is one, for a later sweep)."""
+        return self._rt.undeleted
 
     async def aclose(self) -> None:
-        """Wait (up to ``Timeouts.cleanup``) for running conversations to end, then close the pool."""
+        """End every conversation still open (idle ones are deleted), wait for the cleanup tasks this
+        client owns — at most ``Timeouts.cleanup`` — then close the pool. What is still undeleted then
+        is logged and counted in :attr:`undeleted_conversations`."""
         if self.state is ClientState.CLOSED:
             return
-        if self._live:
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout=self.timeouts.cleanup)
-            except asyncio.TimeoutError:
-                self._log.warning("client_closed_with_live_conversations", live=len(self._live))
         self.state = ClientState.CLOSED
+        rt = self._rt
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.cleanup
+        for conv in list(rt.live):
+            if isinstance(conv, Conversation) and not conv.transitioning and not conv.busy:
+                conv._end("close")
+        while (rt.tasks or rt.live) and loop.time() < deadline:
+            pending = set(rt.tasks)
+            if pending:
+                await asyncio.wait(pending, timeout=deadline - loop.time())
+            else:  # conversations whose turn another task is running: give them until the deadline
+                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+        left = set(rt.tasks)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=1.0)
+        if rt.live or left:
+            rt.log.warning("client_closed_with_live_conversations", live=len(rt.live), undeleted=rt.undeleted)
         if self._owns_http:
             await self._http.aclose()
 
@@ -231,88 +249,37 @@ class H2oClient:
     ) -> Conversation:
         """A new conversation (nothing is sent until its first step or turn).
 
-        ``parameters``/``**params`` are generation parameters merged over the defaults.
+        ``parameters``/``**params`` are generation parameters merged over the defaults (the 2023
+        dialect sends them; chat-ui's server takes none — its model's configuration rules).
         """
         if self.state is ClientState.CLOSED:
             raise H2oStateError("the client is closed")
-        if model is not None and not isinstance(model, str):
-            raise TypeError(f"model must be a str, not {type(model).__name__}")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise TypeError(f"model must be a non-empty str, not {model!r}"[:80])
         merged = dict(parameters or {})
         merged.update(params)
-        session = self._session if self._share_session and not new_session else Session()
-        conv = Conversation(
-            self,
-            model=model or self.model,
-            parameters=merge_parameters(merged),
-            session=session,
-            logger=self._log,
-        )
-        return conv
-
-    def _conversation_started(self, conv: Conversation) -> None:
-        self._live.add(conv)
-
-    def _conversation_ended(self, conv: Conversation) -> None:
-        self._live.discard(conv)
-        if not self._live and self._idle is not None:
-            self._idle.set()
+        session = self._session if self._share_session and not new_session else Session(self._cookies)
+        return Conversation(self._rt, model=model or self.model, parameters=merge_parameters(merged), session=session)
 
     async def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
         """Delete the conversations of this deployment that a dead process left in ``journal``."""
         from ._sweep import sweep
 
-        return await sweep(self, journal, include_live_processes=include_live_processes)
+        return await sweep(self._rt.requester, journal, include_live_processes=include_live_processes)
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer, delete it."""
-        text = prompt_text(messages)
-        async with self.conversation(model, parameters=params) as conv:
-            return await conv.ask(text)
+        conv = self.conversation(model, parameters=params)
+        scope = conv.turn(messages)  # validated before anything is sent
+        async with conv, scope as reader:
+            parts = [chunk async for chunk in reader]
+        return "".join(parts)
 
     async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
         """One-shot, streamed: yield the answer's chunks; the conversation is deleted at the end,
         on error, or when the consumer stops early."""
-        text = prompt_text(messages)
-        # the turn's scope directly, not conv.stream(): one generator layer less per token
-        async with self.conversation(model, parameters=params) as conv, conv._turn_scope(text) as reader:
+        conv = self.conversation(model, parameters=params)
+        scope = conv.turn(messages)
+        async with conv, scope as reader:
             async for chunk in reader:
                 yield chunk
-
-
-TransportChoice = Literal["auto", "httpx", "aiohttp"]
-
-
-def fast_available() -> bool:
-    """Whether the ``fast`` extra (``httpx-aiohttp``) is installed."""
-    return importlib.util.find_spec("httpx_aiohttp") is not None
-
-
-def fast_transport(*, verify: bool = True, max_connections: int = 100) -> httpx.AsyncBaseTransport:
-    """An ``httpx-aiohttp`` transport (the ``fast`` extra): about 40 % less client CPU per conversation
-    than httpx's own transport (``benchmarks/run.py``). Its aiohttp session keeps no cookies (ours
-    does), like the httpx clients we create."""
-    try:
-        import aiohttp
-        from httpx_aiohttp import AiohttpTransport
-    except ImportError as exc:
-        raise ImportError("fast_transport() needs the 'fast' extra: pip install 'h2o-fsm[fast]'") from exc
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-
-    def session() -> aiohttp.ClientSession:
-        # the transport's own SSL context (built once, ~19 ms): the one its checks report is the one used
-        connector = aiohttp.TCPConnector(limit=max_connections, ssl=transport.ssl_context, keepalive_timeout=5.0)
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-
-    transport = AiohttpTransport(verify=verify, limits=limits, client=session)
-    return cast("httpx.AsyncBaseTransport", transport)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_url(url: str) -> httpx.URL:
-    # Bounded: the fixed paths stay, and a conversation's own path is reused by its send and delete.
-    return httpx.URL(url)
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"

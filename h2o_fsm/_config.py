@@ -18,14 +18,17 @@ def _positive(name: str, value: object, *, optional: bool = False) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed for each step. ``total`` is an overall deadline per conversation turn set
-    (settings to the last token), ``token`` the longest gap between two chunks of the stream.
-    ``delete`` bounds one DELETE attempt, ``cleanup`` the whole cleanup including retries; the
-    cleanup runs shielded from cancellation but never longer than ``cleanup``."""
+    """Seconds allowed for each step, wall clock: a stalled or trickled answer fails in time.
+
+    ``total`` is an overall deadline per turn (settings to the last token), ``token`` the longest gap
+    between two chunks of the stream. ``delete`` bounds one DELETE attempt (and chat-ui's
+    stop-generating), ``cleanup`` the whole ending including retries: it runs in a task the client
+    owns (a cancelled caller does not wait for it) and ``H2oClient.aclose()`` waits at most that long."""
 
     connect: float = 10.0
     settings: float = 30.0
     create: float = 30.0
+    fetch: float = 30.0
     send: float = 60.0
     token: float = 60.0
     delete: float = 10.0

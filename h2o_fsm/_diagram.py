@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._machine import STATES, TRANSITIONS, Edge
 from ._phase import Phase
+from ._table import STATES, TRANSITIONS, Edge
 
 __all__ = ["DiagramFormat", "render", "to_dot", "to_mermaid"]
 

@@ -25,6 +25,7 @@ _PER_STEP: Final[Mapping[tuple[Phase, int], str]] = {
     (Phase.SETTINGS, 404): "no settings endpoint at this URL (wrong base URL?)",
     (Phase.CREATE, 404): "no conversation endpoint at this URL (wrong base URL?)",
     (Phase.CREATE, 400): "the server refused the request (unknown model?)",
+    (Phase.FETCH, 404): "unknown conversation (expired, or another session's)",
     (Phase.SEND, 404): "unknown conversation (expired, or another session's)",
     (Phase.SEND, 400): "the server refused the message (too long, or invalid)",
     (Phase.DELETE, 404): "already gone",

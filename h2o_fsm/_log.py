@@ -7,11 +7,12 @@ is: structlog's ``get_logger("h2o_fsm")`` when the host has configured structlog
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Protocol
 
 import structlog
 
-__all__ = ["Logger", "default_logger", "redact"]
+__all__ = ["Logger", "default_logger", "redact", "scrub"]
 
 
 class Logger(Protocol):
@@ -52,3 +53,16 @@ _USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
 def redact(text: str) -> str:
     """Remove ``user:password@`` from any URL inside ``text``."""
     return _USERINFO.sub("***@", text)
+
+
+_SECRET_HEADERS = re.compile(r"(?i)((?:proxy-authorization|authorization|cookie|set-cookie|x-api-key)\s*[:=])[^\r\n<]*")
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` (something a server sent back, say) without credentials: URL userinfo, the values of
+    secret-bearing header lines, and every occurrence of the given ``secrets`` (cookie values...)."""
+    text = _SECRET_HEADERS.sub(r"\1 ***", redact(text))
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

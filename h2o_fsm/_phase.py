@@ -10,15 +10,18 @@ __all__ = ["Phase"]
 class Phase(str, enum.Enum):
     """A state of the conversation machine.
 
-    The five protocol steps (``SETTINGS``, ``CREATE``, ``SEND``, ``STREAM``, ``DELETE``) are states;
-    ``NEW`` is the initial state, ``READY`` rests between turns, ``CLOSED`` and ``FAILED`` are terminal.
+    The protocol steps (``SETTINGS``, ``CREATE``, ``FETCH``, ``SEND``, ``STREAM``, ``STOP``, ``DELETE``)
+    are states; ``NEW`` is the initial state, ``READY`` rests between turns, ``CLOSED`` and ``FAILED``
+    are terminal. What each state does is written in the table (``_table.STATES``).
     """
 
     NEW = "new"
     SETTINGS = "settings"
     CREATE = "create"
+    FETCH = "fetch"
     SEND = "send"
     STREAM = "stream"
+    STOP = "stop"
     READY = "ready"
     DELETE = "delete"
     CLOSED = "closed"

@@ -20,8 +20,8 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator
 from typing import ClassVar, TypeVar
 
-from ._client import H2oClient
-from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, Messages, normalize_base_url, prompt_text
+from ._client import H2oClient, default_base_url
+from ._protocol import DEFAULT_MODEL, Messages, normalize_base_url, prompt_text
 
 __all__ = ["H2o"]
 
@@ -71,7 +71,7 @@ async def _client_for(url: str, proxy: str | None) -> H2oClient:
 class H2o:
     """The old provider's API. Assign ``H2o.url`` to use another deployment."""
 
-    url: ClassVar[str] = DEFAULT_BASE_URL
+    url: ClassVar[str] = default_base_url()
     model: ClassVar[str] = DEFAULT_MODEL
     working: ClassVar[bool] = True
     supports_stream: ClassVar[bool] = True
@@ -90,10 +90,10 @@ class H2o:
         url = normalize_base_url(cls.url)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"model must be a str, not {type(model).__name__}")
-        text = prompt_text(messages)
+        prompt_text(messages)  # refused before any request
         client = await _client_for(url, proxy)
-        # the turn's scope directly, not conv.stream(): one generator layer less per token
-        async with client.conversation(model or cls.model, parameters=kwargs) as conv, conv._turn_scope(text) as reader:
+        conv = client.conversation(model or cls.model, parameters=kwargs)
+        async with conv, conv.turn(messages) as reader:  # the turn's scope: one generator layer less per token
             async for chunk in reader:
                 yield chunk
 

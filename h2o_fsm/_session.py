@@ -39,21 +39,25 @@ class Session:
         """A copy of the cookies (secret: don't log it)."""
         return dict(self._cookies)
 
-    def update(self, response: httpx.Response) -> None:
-        """Take the cookies a response sets."""
+    def update(self, response: httpx.Response) -> bool:
+        """Take the cookies a response sets; ``True`` when one we had was replaced."""
         # Scan the raw header list: httpx's decoded lookups re-detect the encoding of every header
         # on each call, and this runs for every response.
         values = [v for k, v in response.headers.raw if k.lower() == b"set-cookie"]
         if not values:
-            return
+            return False
+        replaced = False
         for raw in values:
             value = raw.decode("latin-1")
             pair = value.split(";", 1)[0]
             name, sep, val = pair.partition("=")
             name = name.strip()
             if sep and name:
+                old = self._cookies.get(name)
+                replaced = replaced or (old is not None and old != val.strip())
                 self._cookies[name] = val.strip()
         self._header = self._render()
+        return replaced
 
     def __repr__(self) -> str:
         return f"<Session cookies={sorted(self._cookies)} settings_model={self.settings_model!r}>"

@@ -11,16 +11,17 @@ truncated.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
+from . import _json
 from ._events import Event, FinalAnswer, StreamError
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "Event",
     "FinalAnswer",
+    "Parser",
     "StreamError",
     "StreamParser",
     "StreamSyntaxError",
@@ -32,13 +33,6 @@ _IGNORED_FIELDS: Final = (b"event:", b"id:", b"retry:")
 
 _JSONLoader = Callable[[bytes], object]
 
-try:  # orjson is optional (the ``fast`` extra); both raise a ValueError subclass on bad input.
-    from orjson import loads as _orjson_loads
-
-    _loads: _JSONLoader = _orjson_loads
-except ImportError:  # pragma: no cover - exercised when orjson is absent
-    _loads = json.loads
-
 
 class StreamSyntaxError(ValueError):
     """The stream broke the protocol. ``text`` holds the offending input, truncated."""
@@ -47,6 +41,17 @@ class StreamSyntaxError(ValueError):
         super().__init__(f"{message}: {text!r}" if text else message)
         self.reason = message
         self.text = text
+
+
+class Parser(Protocol):
+    """What the stream reader needs of a dialect's parser (this module's and chat-ui's JSON lines)."""
+
+    bytes_seen: int
+
+    @property
+    def final(self) -> FinalAnswer | None: ...
+    def feed(self, data: bytes) -> list[Event]: ...
+    def close(self) -> list[Event]: ...
 
 
 def _snippet(raw: bytes) -> str:
@@ -64,7 +69,7 @@ class StreamParser:
         self._final: FinalAnswer | None = None
         self._errored = False
         self._max_line = max_line_bytes
-        self._loads: _JSONLoader = loads or _loads
+        self._loads: _JSONLoader = loads or _json.loads
         self.bytes_seen = 0
 
     @property

@@ -1,29 +1,29 @@
-"""Delete the conversations a dead process left behind, from a :class:`Journal`."""
+"""Delete the conversations a dead process left behind, from a :class:`~h2o_fsm.Journal`."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
-from typing import TYPE_CHECKING
 
-import httpx
-
+from ._exceptions import H2oError
 from ._journal import Journal
-from ._protocol import ALREADY_GONE, DELETED, conversation_path
+from ._phase import Phase
+from ._requester import Requester, conversation_path
 from ._session import Session
-
-if TYPE_CHECKING:
-    from ._client import H2oClient
 
 __all__ = ["SweepReport", "sweep"]
 
 
 @dataclasses.dataclass
 class SweepReport:
+    """What :meth:`H2oClient.sweep` did with each journal entry of its deployment."""
+
     deleted: int = 0
     already_gone: int = 0
     failed: int = 0
     skipped: int = 0
+    bad_rows: int = 0
 
 
 def _alive(pid: int) -> bool:
@@ -38,36 +38,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def sweep(client: H2oClient, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
-    """DELETE every journalled conversation of ``client.base_url``.
+async def sweep(requester: Requester, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
+    """DELETE every journalled conversation of ``requester.base_url``; one entry's failure never stops
+    the others.
 
     Entries written by a process that is still running are skipped (it will delete them itself)
     unless ``include_live_processes``. 200 and 404 both remove the entry; other failures keep it.
     """
     report = SweepReport()
-    for entry in journal.entries(client.base_url):
+    entries = await asyncio.to_thread(journal.entries, requester.base_url)
+    for entry in entries:
         if not include_live_processes and _alive(entry.pid):
             report.skipped += 1
             continue
-        headers = dict(client._headers)
-        cookie = Session(entry.cookies).cookie_header
-        if cookie is not None:
-            headers["Cookie"] = cookie
         try:
-            response = await client._http.delete(
-                client._url(conversation_path(entry.conversation_id)),
-                headers=headers,
-                timeout=client.timeouts.delete,
-            )
-        except httpx.HTTPError:
+            async with requester.step(Phase.DELETE, None, entry.conversation_id):
+                response = await requester.call(
+                    Phase.DELETE, "DELETE", conversation_path(entry.conversation_id), session=Session(entry.cookies),
+                    ok=(200, 202, 204, 404), cid=entry.conversation_id,
+                )
+                await requester.drain(response)
+        except (H2oError, ValueError, TypeError):
             report.failed += 1
             continue
-        if response.status_code in DELETED:
-            report.deleted += 1
-        elif response.status_code == ALREADY_GONE:
+        if response.status_code == 404:
             report.already_gone += 1
         else:
-            report.failed += 1
-            continue
-        journal.remove(entry.base_url, entry.conversation_id)
+            report.deleted += 1
+        await asyncio.to_thread(journal.remove, entry.base_url, entry.conversation_id)
     return report

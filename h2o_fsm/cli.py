@@ -216,12 +216,11 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _sweep(args: argparse.Namespace, out: TextIO) -> int:
-    from ._sweep import sweep
 
     journal = Journal(args.journal)
     try:
         async with H2oClient(args.base_url) as client:
-            report = await sweep(client, journal, include_live_processes=args.all)
+            report = await client.sweep(journal, include_live_processes=args.all)
     finally:
         journal.close()
     out.write(

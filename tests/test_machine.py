@@ -12,7 +12,8 @@ from transitions.extensions.asyncio import AsyncMachine
 
 from h2o_fsm import STATES, TRANSITIONS, H2oClient, H2oStateError, Phase
 from h2o_fsm._diagram import render
-from h2o_fsm._machine import MACHINE, VALID_TRIGGERS
+from h2o_fsm._machine import MACHINE
+from h2o_fsm._table import VALID_TRIGGERS
 from h2o_fsm.server import LocalServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,9 @@ async def test_our_machine_propagates_outside_cancellation() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert conv.state is Phase.FAILED
+            assert not conv.state.is_terminal  # the ending goes on in a task the client owns...
+        assert conv.state is Phase.FAILED  # ...and aclose() waited for it: the create's answer, then DELETE
+        assert server.accounting.live == 0 and server.accounting.deleted == 1
 
 
 async def test_callbacks_run_in_order_in_the_callers_task() -> None:

@@ -9,7 +9,7 @@ import pytest
 from h2o_fsm import H2oClient, H2oStateError, H2oStatusError, Phase
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 
-EXPECTED_STATES = [Phase.SETTINGS, Phase.CREATE, Phase.SEND, Phase.STREAM, Phase.READY, Phase.CLOSED]
+EXPECTED_STATES = [Phase.SETTINGS, Phase.CREATE, Phase.FETCH, Phase.SEND, Phase.STREAM, Phase.READY, Phase.CLOSED]
 
 
 async def test_every_phase_one_step_at_a_time(server: LocalServer) -> None:
@@ -28,14 +28,18 @@ async def test_every_phase_one_step_at_a_time(server: LocalServer) -> None:
             with pytest.raises(H2oStateError):
                 await conv.step()
     assert [r.state for r in results] == EXPECTED_STATES
-    assert [r.request for r in results][:3] == ["POST /settings", "POST /conversation", f"POST /conversation/{conv.conversation_id}"]
-    assert results[0].status == 303 and results[1].status == 200 and results[5].status == 200
-    assert results[4].text == "".join(generate([("user", "Hi")], 8))
+    cid = conv.conversation_id
+    assert [r.request for r in results][:4] == [
+        "POST /settings", "POST /conversation", f"GET /api/v2/conversations/{cid}", f"POST /conversation/{cid}"
+    ]
+    assert results[2].skipped  # the 2023 dialect has no fetch step
+    assert results[0].status == 303 and results[1].status == 200 and results[6].status == 200
+    assert results[5].text == "".join(generate([("user", "Hi")], 8))
     assert all(r.elapsed_ms >= 0 for r in results)
     assert server.accounting.live == 0
 
 
-@pytest.mark.parametrize("steps", range(6))
+@pytest.mark.parametrize("steps", range(7))
 @pytest.mark.parametrize("how", ["exit", "exception", "cancel"])
 async def test_abandoning_a_stepped_conversation_deletes_it(steps: int, how: str) -> None:
     with LocalServer(ServerConfig(max_tokens=4)) as server:
@@ -71,9 +75,10 @@ async def test_step_without_a_prompt_is_a_clear_error(server: LocalServer) -> No
         async with client.conversation() as conv:
             await conv.step()
             await conv.step()
+            await conv.step()  # fetch needs no prompt
             with pytest.raises(H2oStateError, match="prompt"):
                 await conv.step()
-            assert conv.state is Phase.CREATE  # misuse does not abort the conversation
+            assert conv.state is Phase.FETCH  # misuse does not abort the conversation
             await conv.step("now")
             assert conv.state is Phase.SEND
     assert server.accounting.live == 0
@@ -84,6 +89,7 @@ async def test_a_failing_step_aborts_and_deletes() -> None:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             conv.queue("x")
+            await conv.step()
             await conv.step()
             await conv.step()
             with pytest.raises(H2oStatusError):
@@ -99,8 +105,10 @@ async def test_describe_next_redacts_and_diagram_highlights(server: LocalServer)
             assert "/settings" in conv.describe_next()
             await conv.step()
             await conv.step()
+            assert "(skipped)" in conv.describe_next()  # the 2023 dialect's fetch
+            await conv.step()
             assert "top secret" not in conv.describe_next() and "<10 chars>" in conv.describe_next()
-            assert "class create current" in conv.diagram()
+            assert "class fetch current" in conv.diagram()
             assert "fillcolor" in conv.diagram("dot")
 
 

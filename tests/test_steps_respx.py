@@ -189,7 +189,7 @@ async def test_oversized_create_answer_is_refused() -> None:
 
 
 def test_backoff_doubles_honours_retry_after_and_is_capped() -> None:
-    from h2o_fsm._retry import _delay
+    from h2o_fsm._retry import delay as _delay
 
     policy = Retries(attempts=5, backoff=0.1, max_wait=1.0)
     assert [_delay(policy, n, None) for n in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.8, 1.0]

@@ -1,0 +1,199 @@
+"""The machine's model: one conversation's data, its guards, and the per-transition bookkeeping.
+
+:class:`Runtime` is the one narrow object a client hands to its conversations (the requester, the
+dialect, the policies, the tasks the client owns); :class:`ConversationModel` is what the state callbacks
+in ``_steps`` read and write. ``Conversation`` (the public API) builds on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ._config import Limits, Timeouts
+from ._exceptions import H2oCleanupError
+from ._log import NULL_LOGGER, Logger
+from ._phase import Phase
+from ._protocol import Parameters
+from ._records import TransitionRecord
+from ._retry import Retries
+from ._session import Session
+
+if TYPE_CHECKING:
+    import httpx
+    from transitions.core import EventData
+
+    from ._dialects import Dialect
+    from ._events import FinalAnswer
+    from ._journal import Journal
+    from ._requester import Requester
+    from ._stream import Parser
+
+__all__ = ["ConversationModel", "Runtime", "TransitionObserver"]
+
+TransitionObserver = Callable[[TransitionRecord], None]
+
+
+class Runtime:
+    """What a client shares with its conversations. The client owns the background tasks created here
+    (a cleanup that outlives its caller's deadline) and ``aclose()`` waits for them, bounded."""
+
+    def __init__(
+        self,
+        *,
+        requester: Requester,
+        dialect: Dialect,
+        timeouts: Timeouts,
+        limits: Limits,
+        retries: Retries,
+        logger: Logger,
+        log_content: bool,
+        journal: Journal | None,
+        observer: TransitionObserver | None,
+        max_concurrency: int | None,
+        send_settings: bool,
+    ) -> None:
+        self.requester = requester
+        self.dialect = dialect
+        self.timeouts = timeouts
+        self.limits = limits
+        self.retries = retries
+        self.log = logger
+        self.log_content = log_content
+        self.journal = journal
+        self.observer = observer
+        self.slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        # the table's optional states this client performs: its dialect's, settings as asked
+        optional = dialect.optional_steps - {Phase.SETTINGS}
+        self.performs = optional | {Phase.SETTINGS} if send_settings else optional
+        self.live: set[ConversationModel] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.undeleted = 0
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+class ConversationModel:
+    """One conversation as the machine sees it. ``state`` is set by the machine only."""
+
+    def __init__(self, rt: Runtime, *, model: str, parameters: Parameters, session: Session) -> None:
+        self.state: Phase = Phase.NEW
+        self.rt = rt
+        self.model = model
+        self.parameters = parameters
+        self.session = session
+        self.log: Logger = rt.log
+        self.cid: str | None = None
+        self.parent_id: str | None = None  # chat-ui: the message the next turn hangs from
+        self.preprompt: str | None = None
+        self.prompt: str | None = None
+        self.prompt_pending = False
+        self.generation_id: str | None = None
+        self.generating = False  # a send reached the server and its answer was not read to the end
+        self.response: httpx.Response | None = None
+        self.parser: Parser | None = None
+        self.final: FinalAnswer | None = None
+        self.send_status: int | None = None
+        self.deadline: float | None = None
+        self.records: list[TransitionRecord] = []
+        self.error: BaseException | None = None
+        self.cleanup_error: H2oCleanupError | None = None
+        self.create_task: asyncio.Task[None] | None = None
+        self.ending: asyncio.Task[None] | None = None
+        self.transitioning = False
+        self.busy = False
+        self.holds_slot = False
+        self.counted_live = False
+        # per transition, reset by prepare()
+        self.t0 = 0.0
+        self.stream_t0 = 0.0
+        self.status: int | None = None
+        self.skipped = False
+        self.request: str | None = None
+        self.source: Phase = Phase.NEW
+
+    # ------------------------------------------------------------------ guards (named in the table)
+    @property
+    def created(self) -> bool:
+        """Whether the server holds (or held) this conversation."""
+        return self.cid is not None
+
+    @property
+    def has_error(self) -> bool:
+        """Whether an error or a failed cleanup ended the conversation."""
+        return self.error is not None or self.cleanup_error is not None
+
+    # ------------------------------------------------------------------ machine callbacks
+    def prepare(self, event: EventData) -> None:
+        # ``finish`` is charged with the time spent reading the stream since ``stream`` was entered.
+        self.t0 = self.stream_t0 if event.event.name == "finish" else time.perf_counter()
+        self.status = None
+        self.skipped = False
+        self.request = None
+        self.source = self.state
+
+    def finalize(self, event: EventData) -> None:
+        if event.transition is None:
+            return
+        err = event.error
+        record = TransitionRecord(
+            source=self.source,
+            dest=self.state,
+            trigger=event.event.name,
+            duration_ms=(time.perf_counter() - self.t0) * 1000.0,
+            status=self.status,
+            error=None if err is None else _describe(err),
+            skipped=self.skipped,
+            conversation_id=self.cid,
+            request=self.request,
+        )
+        self.records.append(record)
+        if self.state.is_terminal:
+            self.on_terminal()
+        self.report(record, failed=err is not None)
+
+    def report(self, record: TransitionRecord, *, failed: bool) -> None:
+        """Log the transition and hand it to the observer. A log sink or observer that raises is
+        noted once on the conversation's error, never allowed to stop the machine."""
+        try:
+            if self.log is not NULL_LOGGER:
+                fields = record.as_dict()
+                if failed:
+                    self.log.warning("transition_failed", **fields)
+                else:
+                    self.log.debug("transition", **fields)
+            observer = self.rt.observer
+            if observer is not None:
+                observer(record)
+        except Exception as exc:  # the host's sink failed: the machine goes on
+            if self.error is not None and hasattr(self.error, "add_note"):
+                self.error.add_note(f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
+
+    def on_terminal(self) -> None:
+        """Give back the concurrency slot and leave the client's live set. Idempotent."""
+        rt = self.rt
+        if self.holds_slot and rt.slots is not None:
+            rt.slots.release()
+            self.holds_slot = False
+        rt.live.discard(self)
+
+    def note(self, event: str, **fields: object) -> None:
+        """Log a warning about this conversation; a failing log sink is ignored here."""
+        with contextlib.suppress(Exception):
+            self.log.warning(event, **fields)
+
+
+def _describe(err: BaseException) -> str:
+    from ._exceptions import H2oError
+
+    if isinstance(err, H2oError):
+        return f"{type(err).__name__}: {err.message}"
+    return type(err).__name__  # its text may hold anything (a header value, a cookie): never logged

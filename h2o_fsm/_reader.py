@@ -1,0 +1,94 @@
+"""The stream reader: one turn's answer, read through its dialect's parser under every limit (bytes,
+tokens, the token gap, the turn's deadline), as a generator of answer text."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import NoReturn, cast
+
+from ._aio import expired_at
+from ._events import Event, StreamError
+from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
+from ._model import ConversationModel
+from ._phase import Phase
+from ._requester import translate
+from ._stream import StreamSyntaxError
+
+__all__ = ["read_answer"]
+
+_STREAM = Phase.STREAM
+
+
+async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
+    """Yield the answer's text as it arrives; end after the final event. Every failure is an
+    ``H2oError`` of phase ``stream``; the body is closed however the generator is left."""
+    response, parser = m.response, m.parser
+    assert response is not None and parser is not None
+    limits = m.rt.limits
+    max_bytes, max_tokens = limits.max_stream_bytes, limits.max_tokens
+    deadline = m.deadline
+    tokens = 0
+    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    try:
+        while True:
+            try:
+                if deadline is None:
+                    chunk = await body.__anext__()
+                else:
+                    async with expired_at(deadline):
+                        chunk = await body.__anext__()
+                events = parser.feed(chunk)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                _fail(m, exc)
+            if parser.bytes_seen > max_bytes:
+                raise _error(m, H2oLimitError, f"stream exceeded {max_bytes} bytes")
+            for text in _answer(m, events):
+                tokens += 1
+                if tokens > max_tokens:
+                    raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+                yield text
+        try:
+            tail = parser.close()
+        except Exception as exc:
+            _fail(m, exc)
+        for text in _answer(m, tail):
+            tokens += 1
+            if tokens > max_tokens:
+                raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+            yield text
+    finally:
+        await body.aclose()
+    m.final = parser.final
+    m.generating = False
+
+
+def _answer(m: ConversationModel, events: list[Event]) -> list[str]:
+    """The answer text among ``events``; an error event fails the turn."""
+    texts = []
+    for ev in events:
+        if type(ev) is str:
+            texts.append(ev)
+        elif type(ev) is StreamError:
+            raise H2oUpstreamError(
+                f"the server reported an error: {ev.message}",
+                phase=_STREAM,
+                status=ev.status if ev.status is not None else m.send_status,
+                conversation_id=m.cid,
+                error_type=ev.error_type,
+            )
+    return texts
+
+
+def _error(m: ConversationModel, cls: type[H2oError], message: str) -> H2oError:
+    return cls(message, phase=_STREAM, status=m.send_status, conversation_id=m.cid)
+
+
+def _fail(m: ConversationModel, exc: Exception) -> NoReturn:
+    if isinstance(exc, StreamSyntaxError):
+        raise _error(m, H2oProtocolError, str(exc)) from exc
+    if isinstance(exc, asyncio.TimeoutError):  # our expired_at: the turn's deadline
+        raise _error(m, H2oTimeoutError, "the conversation's deadline passed while streaming") from exc
+    raise translate(exc, _STREAM, m.cid, m.send_status, "the stream") from exc

@@ -1,0 +1,230 @@
+"""What each state does: the machine's ``on_enter``/``on_exit`` callbacks, one per state of the table.
+
+Each callback receives transitions' event data whose ``model`` is the conversation
+(:class:`~h2o_fsm._model.ConversationModel`); it performs its state's request through the client's
+requester, with the body its dialect builds, bounded by the state's timeout from the table. An
+optional state the dialect does not use records itself as skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from ._aio import expired_at
+from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError
+from ._model import ConversationModel
+from ._phase import Phase
+from ._requester import conversation_path, segment
+from ._table import SPEC
+
+if TYPE_CHECKING:
+    from transitions.core import EventData
+
+__all__ = ["create", "delete", "fetch", "leave_stream", "send", "settings", "stop", "stream"]
+
+DELETED = (200, 202, 204, 404)  # 404: already gone (or never this session's)
+
+
+def _model(event: EventData) -> ConversationModel:
+    model = event.model
+    assert isinstance(model, ConversationModel)
+    return model
+
+
+def _skip(m: ConversationModel, phase: Phase) -> bool:
+    """Whether this optional step is skipped for ``m`` (its dialect does not use it)."""
+    if phase in m.rt.performs:
+        return False
+    m.skipped = True
+    return True
+
+
+def _request(m: ConversationModel, phase: Phase) -> str:
+    request = SPEC[phase].request or ""
+    return request.replace("{id}", m.cid) if m.cid else request
+
+
+# ---------------------------------------------------------------------------------------------- settings
+async def settings(event: EventData) -> None:
+    m = _model(event)
+    m.request = _request(m, Phase.SETTINGS)
+    session = m.session
+    if _skip(m, Phase.SETTINGS) or session.settings_model == m.model:
+        m.skipped = True
+        return
+    async with session.lock:
+        if session.settings_model == m.model:  # another conversation sent them meanwhile
+            m.skipped = True
+            return
+        async with m.rt.requester.step(Phase.SETTINGS, m.deadline, None):
+            await _post_settings(m)
+
+
+async def _post_settings(m: ConversationModel) -> None:
+    rq = m.rt.requester
+    body = m.rt.dialect.settings_body(m.model)
+    response = await rq.call(Phase.SETTINGS, "POST", "/settings", session=m.session, body=body, ok=range(200, 400))
+    m.status = response.status_code
+    html = response.status_code == 200 and "html" in response.headers.get("content-type", "")
+    await rq.drain(response)
+    if html and m.rt.dialect.welcome_gate is not None:  # 2023 chat-ui answers 303; a 200 page is a proxy's
+        raise H2oProtocolError("settings answered an HTML page, not the 303", phase=Phase.SETTINGS, status=200)
+    m.session.settings_model = m.model
+
+
+# ---------------------------------------------------------------------------------------------- create
+async def create(event: EventData) -> None:
+    m = _model(event)
+    m.request = _request(m, Phase.CREATE)
+    # In a task the client owns: a caller cancelled meanwhile gets control at once, and the task still
+    # learns the id, so the ending (which waits for it) can delete the conversation.
+    task = m.create_task = m.rt.spawn(_create(m))
+    await asyncio.shield(task)
+
+
+async def _create(m: ConversationModel) -> None:
+    rt, rq = m.rt, m.rt.requester
+    body = rt.dialect.create_body(m.model, m.preprompt)
+    async with rq.step(Phase.CREATE, m.deadline, None):
+        try:
+            response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
+        except H2oStatusError as exc:
+            if exc.status is None or exc.status != rt.dialect.welcome_gate:
+                raise
+            # The server forgot this session (store wiped, session expired): accept the settings
+            # again in the session it just started, then create once more.
+            m.note("session_renewed", status=exc.status)
+            m.session.settings_model = None
+            await _post_settings(m)
+            response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
+        m.status = response.status_code
+        raw = await rq.read_body(response, Phase.CREATE, None)
+    try:
+        cid, root = rt.dialect.parse_create(raw)
+    except ValueError as exc:
+        raise H2oProtocolError(str(exc), phase=Phase.CREATE, status=200) from exc
+    m.cid, m.parent_id = cid, root
+    m.log = m.log.bind(conversation_id=cid)
+    journal = rt.journal
+    if journal is not None:
+        try:
+            await asyncio.to_thread(journal.add, rq.base_url, cid, m.session.cookies)
+        except Exception as exc:  # crash safety lost for this one; the conversation goes on
+            m.note("journal_failed", error=type(exc).__name__)
+
+
+# ---------------------------------------------------------------------------------------------- fetch
+async def fetch(event: EventData) -> None:
+    m = _model(event)
+    m.request = _request(m, Phase.FETCH)
+    if _skip(m, Phase.FETCH) or m.parent_id is not None:  # the create answer named the root already
+        m.skipped = True
+        return
+    assert m.cid is not None
+    rq = m.rt.requester
+    async with rq.step(Phase.FETCH, m.deadline, m.cid):
+        response = await rq.call(Phase.FETCH, "GET", f"/api/v2/conversations/{segment(m.cid)}", session=m.session,
+                                 cid=m.cid)
+        m.status = response.status_code
+        raw = await rq.read_body(response, Phase.FETCH, m.cid)
+    try:
+        m.parent_id = m.rt.dialect.parse_fetch(raw)
+    except ValueError as exc:
+        raise H2oProtocolError(str(exc), phase=Phase.FETCH, status=200, conversation_id=m.cid) from exc
+
+
+# ---------------------------------------------------------------------------------------------- send
+async def send(event: EventData) -> None:
+    m = _model(event)
+    assert m.cid is not None and m.prompt is not None
+    m.request = _request(m, Phase.SEND)
+    rt, rq = m.rt, m.rt.requester
+    m.generation_id = str(uuid.uuid4())
+    body = rt.dialect.send_body(m.prompt, m.parameters, m.parent_id, m.generation_id)
+    if rt.log_content:
+        m.log.debug("send_prompt", prompt=m.prompt, parameters=m.parameters)
+    m.prompt_pending = False
+    m.generating = True  # from here the server may be generating, even if we never see its answer
+    async with rq.step(Phase.SEND, m.deadline, m.cid):
+        try:
+            response = await rq.call(Phase.SEND, "POST", conversation_path(m.cid), session=m.session, body=body,
+                                     cid=m.cid)
+        except H2oStatusError:
+            m.generating = False  # refused: nothing runs
+            raise
+    m.status = m.send_status = response.status_code
+    if response.headers.get("content-type", "").startswith("text/html"):
+        snippet = (await rq.read_up_to(response, 120)).decode("utf-8", "replace").strip()
+        await response.aclose()
+        raise H2oProtocolError(f"expected a stream, got an HTML page: {snippet!r}", phase=Phase.SEND,
+                               status=response.status_code, conversation_id=m.cid)
+    m.response = response
+
+
+# ---------------------------------------------------------------------------------------------- stream
+async def stream(event: EventData) -> None:
+    m = _model(event)
+    m.parser = m.rt.dialect.new_parser(m.rt.limits.max_line_bytes)
+    m.stream_t0 = time.perf_counter()
+
+
+async def leave_stream(event: EventData) -> None:
+    m = _model(event)
+    m.parent_id = None  # chat-ui: the next turn hangs from the message this one created
+    response, m.response = m.response, None
+    if response is not None:
+        await response.aclose()
+
+
+# ---------------------------------------------------------------------------------------------- stop
+async def stop(event: EventData) -> None:
+    m = _model(event)
+    m.request = _request(m, Phase.STOP)
+    if _skip(m, Phase.STOP) or not m.generating or m.cid is None:
+        m.skipped = True
+        return
+    rq, body = m.rt.requester, m.rt.dialect.stop_body(m.generation_id or "")
+    try:  # best effort: bounded, and never hiding the error that ended the turn
+        async with rq.step(Phase.STOP, None, m.cid):
+            response = await rq.call(Phase.STOP, "POST", conversation_path(m.cid, "/stop-generating"),
+                                     session=m.session, body=body, ok=(200, 202, 204, 404), cid=m.cid)
+            m.status = response.status_code
+            await rq.drain(response)
+        m.generating = False
+    except H2oError as exc:
+        m.status = exc.status
+        m.note("stop_generating_failed", error=exc.message)
+
+
+# ---------------------------------------------------------------------------------------------- delete
+async def delete(event: EventData) -> None:
+    m = _model(event)
+    cid = m.cid
+    assert cid is not None
+    m.request = _request(m, Phase.DELETE)
+    rt, rq = m.rt, m.rt.requester
+    budget = rt.timeouts.cleanup
+    try:
+        async with expired_at(asyncio.get_running_loop().time() + budget):
+            response = await rq.call(Phase.DELETE, "DELETE", conversation_path(cid), session=m.session,
+                                     ok=DELETED, cid=cid, budget=max(0.0, budget - rt.timeouts.delete), each=True)
+            m.status = response.status_code
+            await rq.drain(response)
+    except (asyncio.TimeoutError, H2oError) as exc:
+        reason = exc.message if isinstance(exc, H2oError) else f"did not finish within {budget:g}s"
+        err = H2oCleanupError(f"DELETE failed: {reason}", phase=Phase.DELETE,
+                              status=getattr(exc, "status", None), conversation_id=cid)
+        err.__cause__ = exc
+        m.cleanup_error = err
+        rt.undeleted += 1
+        m.note("delete_failed", error=err.message)
+        return
+    journal = rt.journal
+    if journal is not None:
+        try:
+            await asyncio.to_thread(journal.remove, rq.base_url, cid)
+        except Exception as exc:  # the sweep will find it deleted (404) later
+            m.note("journal_failed", error=type(exc).__name__)
