@@ -27,7 +27,7 @@ anything else (but cancellation)              ``TransportError``
 
 The original stays as ``__cause__``; ``asyncio.CancelledError`` (and every other ``BaseException``)
 passes untouched. :func:`not_sent` and :func:`is_timeout` answer the retry questions for errors of
-either transport. :func:`no_cookie_jar` is the public way to give an ``httpx.AsyncClient`` a jar
+either transport, and :func:`transport_error_text` gives a message safe to log for either. :func:`no_cookie_jar` is the public way to give an ``httpx.AsyncClient`` a jar
 that never stores nor sends a cookie (the session keeps ours, see ``_session``).
 """
 
@@ -55,6 +55,7 @@ __all__ = [
     "is_timeout",
     "no_cookie_jar",
     "not_sent",
+    "transport_error_text",
 ]
 
 _NOT_SENT: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -277,6 +278,35 @@ def is_timeout(exc: BaseException) -> bool:
     """Whether an httpx error (or an error caused by one) really is a timeout, on either transport."""
     cls = _effective_class(exc)
     return cls is not None and issubclass(cls, httpx.TimeoutException)
+
+
+_FIXED_TEXT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.ConnectTimeout, "connect timed out"),
+    (httpx.ReadTimeout, "read timed out"),
+    (httpx.WriteTimeout, "write timed out"),
+    (httpx.PoolTimeout, "no connection available in time"),
+    (httpx.ConnectError, "connection not established"),
+    (httpx.ReadError, "connection lost while reading"),
+    (httpx.WriteError, "connection lost while sending"),
+    (httpx.RemoteProtocolError, "malformed response"),
+    (httpx.LocalProtocolError, "request could not be sent as given"),
+    (httpx.ProxyError, "proxy refused the request"),
+    (httpx.UnsupportedProtocol, "URL scheme not supported"),
+    (httpx.TimeoutException, "timed out"),
+)
+
+
+def transport_error_text(exc: httpx.HTTPError) -> str:
+    """A message for ``exc`` that is safe to log, from either transport: a fixed description plus class
+    names. httpx's own transport puts raw response bytes in some messages (h11's "illegal status line:
+    bytearray(b'...')"), so no message text is ever reused."""
+    cause = exc.__cause__
+    if cause is not None and not isinstance(cause, httpx.HTTPError) and _from_lower_layer(cause):
+        return classify(cause)[1]
+    for cls, text in _FIXED_TEXT:
+        if isinstance(exc, cls):
+            return f"{text} ({type(exc).__name__})"
+    return f"transport failure ({type(exc).__name__})"
 
 
 class _KeepNothingJar(http.cookiejar.CookieJar):

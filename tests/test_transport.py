@@ -22,6 +22,7 @@ from h2o_fsm._transport import (
     is_timeout,
     no_cookie_jar,
     not_sent,
+    transport_error_text,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -414,3 +415,18 @@ async def test_no_cookie_jar_keeps_and_sends_nothing() -> None:
         await client.get(srv.url)
     assert len(jar) == 0
     assert all(b"cookie:" not in head.lower() for head in srv.requests)
+
+
+async def test_transport_error_text_is_safe_for_both_transports() -> None:
+    script = answer(f"XTTP/1.1 200 OK {SECRET}\r\nSet-Cookie: hf-chat={SECRET}\r\n\r\n".encode())
+    async with RawServer(script) as srv:
+        for transport in (fast_transport(), httpx.AsyncHTTPTransport()):
+            async with httpx.AsyncClient(transport=transport) as client:
+                with pytest.raises(httpx.TransportError) as info:
+                    await client.get(srv.url)
+            text = transport_error_text(info.value)
+            assert text.startswith("malformed response (")
+            assert SECRET not in text
+    assert SECRET in str(info.value), "httpx's own transport copies the raw status line into the message"
+    assert transport_error_text(httpx.PoolTimeout(SECRET)) == "no connection available in time (PoolTimeout)"
+    assert transport_error_text(httpx.TransportError(SECRET)) == "transport failure (TransportError)"
