@@ -9,26 +9,19 @@ context manager around the request and around iterating and closing the response
 *original* aiohttp exception (``__cause__`` of httpx-aiohttp's mapping, or the raw one) by
 ``isinstance`` to an httpx error whose message is a fixed description plus class names:
 
-============================================  ======================================================
-aiohttp / stdlib                              httpx
-============================================  ======================================================
-``ClientConnectorError`` (refused, DNS, TLS)  ``ConnectError``      - nothing was sent
-``ConnectionTimeoutError``                    ``ConnectTimeout``    - nothing was sent
-``ServerTimeoutError`` (socket read)          ``ReadTimeout``
-``ServerDisconnectedError``                   ``RemoteProtocolError``
-``ClientPayloadError``                        ``RemoteProtocolError`` (body incomplete or malformed)
-``ClientResponseError`` / parse errors        ``RemoteProtocolError`` (bad status line, too many headers)
-``ClientHttpProxyError``                      ``ProxyError``
-``InvalidURL`` / ``NonHttpUrlClientError``    ``LocalProtocolError`` / ``UnsupportedProtocol``
-other ``ClientConnectionError``, ``OSError``  ``ReadError``
-``asyncio.TimeoutError``                      ``ReadTimeout``
-anything else (but cancellation)              ``TransportError``
-============================================  ======================================================
+- ``ClientConnectorError`` (refused, DNS, TLS) -> ``ConnectError``; ``ConnectionTimeoutError`` (also
+  no pool slot in time) -> ``ConnectTimeout``: nothing was sent;
+- ``ServerTimeoutError`` (socket read), ``asyncio.TimeoutError`` -> ``ReadTimeout``;
+- ``ServerDisconnectedError``, ``ClientPayloadError``, ``ClientResponseError`` and parser errors (bad
+  status line, too many headers) -> ``RemoteProtocolError``; ``ClientHttpProxyError`` -> ``ProxyError``;
+- ``NonHttpUrlClientError`` / ``InvalidURL`` -> ``UnsupportedProtocol`` / ``LocalProtocolError``;
+- other ``ClientConnectionError`` and ``OSError`` -> ``ReadError``; anything else -> ``TransportError``.
 
-The original stays as ``__cause__``; ``asyncio.CancelledError`` (and every other ``BaseException``)
-passes untouched. :func:`not_sent` and :func:`is_timeout` answer the retry questions for errors of
-either transport, and :func:`transport_error_text` gives a message safe to log for either. :func:`no_cookie_jar` is the public way to give an ``httpx.AsyncClient`` a jar
-that never stores nor sends a cookie (the session keeps ours, see ``_session``).
+The original stays as ``__cause__``; ``asyncio.CancelledError`` (every non-``Exception``) passes
+untouched. :func:`not_sent` and :func:`is_timeout` answer the retry questions and
+:func:`transport_error_text` gives a message safe to log, for errors of either transport.
+:func:`no_cookie_jar` is the public way to give an ``httpx.AsyncClient`` a jar that never stores nor
+sends a cookie (the session keeps ours, see ``_session``).
 """
 
 from __future__ import annotations
@@ -38,7 +31,7 @@ import http.cookiejar
 import importlib.util
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -121,8 +114,13 @@ class _MappedStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with MapTransportErrors(self._request):
-            async for chunk in self._inner:
-                yield chunk
+            chunks = self._inner.__aiter__()
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:  # closed now, as a reader closing us expects, not by the loop's finalizer later
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()
 
     async def aclose(self) -> None:
         with MapTransportErrors(self._request):
@@ -179,13 +177,9 @@ def classify(original: BaseException) -> _Mapping:
 
 def _parse_error(exc: BaseException) -> BaseException | None:
     """The innermost aiohttp parser error behind ``exc`` (its class says what was malformed)."""
-    aiohttp = sys.modules.get("aiohttp")
-    if aiohttp is None:
-        return None
-    found = None
-    cause = exc.__cause__
+    aiohttp, found, cause = sys.modules.get("aiohttp"), None, exc.__cause__
     for _ in range(4):  # aiohttp chains ClientResponseError <- HttpProcessingError <- BadStatusLine
-        if cause is None:
+        if aiohttp is None or cause is None:
             break
         if isinstance(cause, aiohttp.http_exceptions.HttpProcessingError):
             found = cause
@@ -243,27 +237,17 @@ def _connect_failure(os_error: OSError) -> str:
         return "connection refused"
     if isinstance(os_error, socket.gaierror):
         return "name resolution failed"
-    if isinstance(os_error, (TimeoutError, asyncio.TimeoutError)):
-        return "connect timed out"
     return "connection not established"
 
 
-def _httpx_error(exc: BaseException) -> httpx.HTTPError | None:
-    """``exc`` itself or, for an engine error wrapping one, its ``__cause__``."""
-    if isinstance(exc, httpx.HTTPError):
-        return exc
-    cause = exc.__cause__
-    return cause if isinstance(cause, httpx.HTTPError) else None
-
-
 def _effective_class(exc: BaseException) -> type[BaseException] | None:
-    err = _httpx_error(exc)
-    if err is None:
+    """The honest httpx class of ``exc`` (or of its ``__cause__``, for an engine error wrapping one)."""
+    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+    if not isinstance(err, httpx.HTTPError):
         return None
     cause = err.__cause__
-    if cause is not None and _from_lower_layer(cause) and not isinstance(cause, httpx.HTTPError):
-        # an unwrapped httpx-aiohttp transport: its class may lie, the original does not
-        return _classify(cause)[0]
+    if cause is not None and not isinstance(cause, httpx.HTTPError) and _from_lower_layer(cause):
+        return _classify(cause)[0]  # an unwrapped httpx-aiohttp transport: its class may lie
     return type(err)
 
 
@@ -281,13 +265,10 @@ def is_timeout(exc: BaseException) -> bool:
 
 
 _FIXED_TEXT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.ConnectTimeout, "connect timed out"),
-    (httpx.ReadTimeout, "read timed out"),
-    (httpx.WriteTimeout, "write timed out"),
-    (httpx.PoolTimeout, "no connection available in time"),
+    *((cls, "timed out") for cls in (httpx.ConnectTimeout, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)),
     (httpx.ConnectError, "connection not established"),
-    (httpx.ReadError, "connection lost while reading"),
-    (httpx.WriteError, "connection lost while sending"),
+    (httpx.ReadError, "connection lost"),
+    (httpx.WriteError, "connection lost"),
     (httpx.RemoteProtocolError, "malformed response"),
     (httpx.LocalProtocolError, "request could not be sent as given"),
     (httpx.ProxyError, "proxy refused the request"),
