@@ -428,5 +428,5 @@ async def test_transport_error_text_is_safe_for_both_transports() -> None:
             assert text.startswith("malformed response (")
             assert SECRET not in text
     assert SECRET in str(info.value), "httpx's own transport copies the raw status line into the message"
-    assert transport_error_text(httpx.PoolTimeout(SECRET)) == "no connection available in time (PoolTimeout)"
+    assert transport_error_text(httpx.PoolTimeout(SECRET)) == "timed out (PoolTimeout)"
     assert transport_error_text(httpx.TransportError(SECRET)) == "transport failure (TransportError)"
