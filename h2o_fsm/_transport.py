@@ -30,6 +30,7 @@ import asyncio
 import http.cookiejar
 import importlib.util
 import socket
+import ssl
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
@@ -98,6 +99,12 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         with MapTransportErrors(None):
             await self._inner.aclose()
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context the aiohttp connector uses (``fast_transport`` builds it with the inner one)."""
+        context = getattr(self._inner, "ssl_context", None)
+        return context if isinstance(context, ssl.SSLContext) else None
 
     def __repr__(self) -> str:
         return f"<FastTransport {type(self._inner).__name__}>"

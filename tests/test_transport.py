@@ -430,3 +430,52 @@ async def test_transport_error_text_is_safe_for_both_transports() -> None:
     assert SECRET in str(info.value), "httpx's own transport copies the raw status line into the message"
     assert transport_error_text(httpx.PoolTimeout(SECRET)) == "timed out (PoolTimeout)"
     assert transport_error_text(httpx.TransportError(SECRET)) == "transport failure (TransportError)"
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl binary")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_is_verified_by_default_and_a_failed_handshake_is_a_connect_error(
+    self_signed: tuple[str, str],
+) -> None:
+    import ssl
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(*self_signed)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(ok())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        strict = fast_transport()
+        assert isinstance(strict, FastTransport) and strict.ssl_context is not None
+        assert strict.ssl_context.verify_mode is ssl.CERT_REQUIRED and strict.ssl_context.check_hostname
+        async with httpx.AsyncClient(transport=strict) as client:
+            with pytest.raises(httpx.ConnectError) as info:
+                await client.get(url)
+        assert str(info.value).startswith("TLS handshake failed (")
+        assert not_sent(info.value)
+        async with httpx.AsyncClient(transport=fast_transport(verify=False)) as client:
+            assert (await client.get(url)).text == "ok"
+    finally:
+        server.close()
