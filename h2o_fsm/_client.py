@@ -166,7 +166,7 @@ class H2oClient:
                 proxy=_check_proxy(proxy),
                 verify=verify,
                 follow_redirects=False,
-                cookies=httpx.Cookies(no_cookie_jar()),  # the sessions keep them, per conversation
+                cookies=no_cookie_jar(),  # the sessions keep them, per conversation
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             )
             self._owns_http = True

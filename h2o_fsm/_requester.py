@@ -29,6 +29,7 @@ from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
 from ._table import SPEC
+from ._transport import is_timeout, transport_error_text
 from ._version import VERSION
 
 __all__ = ["Requester", "conversation_path", "segment", "translate", "translated"]
@@ -43,13 +44,16 @@ def conversation_path(cid: str, suffix: str = "") -> str:
     return f"/conversation/{segment(cid)}{suffix}"
 
 
-def _describe(exc: BaseException) -> str:
-    """A transport error in a few words: its class, and its text only when that is httpx's own plain
-    message (the text of other libraries' errors can carry raw headers; it is never shown)."""
-    name = type(exc).__name__
-    if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
-        return "connection refused"
-    return name
+def _describe(exc: httpx.HTTPError) -> str:
+    """A transport error in a few words, never its own text (it can carry raw headers or cookies)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # "refused" is worth saying as such, on either transport
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        seen = seen.__cause__ or seen.__context__
+    return transport_error_text(exc)
 
 
 def translate(exc: Exception, phase: Phase, cid: str | None, status: int | None = None, what: str = "") -> H2oError:
@@ -58,7 +62,7 @@ def translate(exc: Exception, phase: Phase, cid: str | None, status: int | None 
     if isinstance(exc, H2oError):
         return exc
     what = what or phase.value
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.HTTPError) and is_timeout(exc):
         return H2oTimeoutError(f"{what} timed out ({_describe(exc)})", phase=phase, status=status, conversation_id=cid)
     if isinstance(exc, httpx.HTTPError):
         return H2oTransportError(f"{what} failed: {_describe(exc)}", phase=phase, status=status, conversation_id=cid)

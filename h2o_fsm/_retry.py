@@ -19,7 +19,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -32,6 +31,7 @@ from tenacity.stop import stop_base
 
 from ._exceptions import H2oError, H2oStatusError, H2oTransportError
 from ._phase import Phase
+from ._transport import not_sent
 
 __all__ = ["Retries", "delay", "is_retryable", "retry_after_failure"]
 
@@ -61,11 +61,6 @@ class Retries:
                 raise ValueError(f"Retries.{name} must be a number >= 0, got {value!r}")
 
 
-def never_reached(exc: BaseException) -> bool:
-    """Whether the request provably never reached the server (no connection was made)."""
-    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout))
-
-
 def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
     if phase is Phase.STREAM:
@@ -74,7 +69,7 @@ def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
         status = exc.status or 0
         return status == 429 or (idempotent and status >= 500)
     if isinstance(exc, H2oTransportError):
-        return idempotent or never_reached(exc)
+        return idempotent or not_sent(exc)
     return False
 
 

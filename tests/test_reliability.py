@@ -93,25 +93,6 @@ async def test_cookie_never_in_reprs_or_errors() -> None:
                 assert cookie not in text
 
 
-@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
-def test_tls_verification_is_on_by_default(transport: str) -> None:
-    client = H2oClient("https://example.invalid", transport=transport)  # type: ignore[arg-type]
-    t = client._http._transport  # type: ignore[attr-defined]
-    ctx = t._pool._ssl_context if transport == "httpx" else t.ssl_context
-    assert ctx.verify_mode.name == "CERT_REQUIRED" and ctx.check_hostname
-    if transport == "aiohttp":
-
-        async def used_context() -> object:
-            session = t.get_client()  # what the transport connects with
-            try:
-                return session.connector._ssl
-            finally:
-                await session.close()
-
-        assert asyncio.run(used_context()) is ctx
-    asyncio.run(client.aclose())
-
-
 @pytest.mark.parametrize("fault_kind", ["none", "drop", "error_event"])
 async def test_fast_transport_behaves_the_same(fault_kind: str) -> None:
     from h2o_fsm import H2oError, fast_transport
