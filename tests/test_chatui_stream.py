@@ -229,24 +229,41 @@ def test_same_interface_as_the_2023_parser() -> None:
     assert JsonLinesParser().bytes_seen == 0
 
 
-def test_the_stdlib_decoder_gives_the_same_events() -> None:
+def other_decoder(raw: bytes) -> object:
+    return json.loads(raw)
+
+
+DECODERS = [None, json.loads, other_decoder]  # the default (orjson), the stdlib's str path, any other callable
+
+
+@pytest.mark.parametrize("loads", DECODERS)
+def test_every_decoder_gives_the_same_events(loads: object) -> None:
     a, _ = parse(STREAM)
-    b, _ = parse(STREAM, loads=json.loads)
+    b, _ = parse(STREAM, loads=loads)
     assert repr(a) == repr(b)
 
 
-@given(st.lists(st.integers(0, len(STREAM)), max_size=40))
-def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
-    events, parser = parse(STREAM, cuts)
+@pytest.mark.parametrize("loads", DECODERS)
+@pytest.mark.parametrize(
+    "bad", [b"\xff\xfe{}", b'{"type":"stream","token":"\xc3"}', "\u00a0".encode() + STARTED, b"{} {}", b"{}x"]
+)
+def test_every_decoder_refuses_the_same_lines(loads: object, bad: bytes) -> None:
+    with pytest.raises(StreamSyntaxError, match="not valid JSON"):
+        JsonLinesParser(loads=loads).feed(tok("ok") + b"\n" + bad + b"\n")  # type: ignore[arg-type]
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=40), st.sampled_from(DECODERS))
+def test_any_chunking_gives_the_same_events(cuts: list[int], loads: object) -> None:
+    events, parser = parse(STREAM, cuts, loads=loads)
     whole, whole_parser = parse(STREAM)
     assert repr(events) == repr(whole)
     assert parser.final is not None and whole_parser.final is not None
     assert (parser.final.title, parser.final.reasoning) == (whole_parser.final.title, whole_parser.final.reasoning)
 
 
-@given(st.binary(max_size=300))
-def test_arbitrary_bytes_never_raise_anything_but_syntax_errors(data: bytes) -> None:
-    parser = JsonLinesParser(max_line_bytes=256)
+@given(st.binary(max_size=300), st.sampled_from(DECODERS))
+def test_arbitrary_bytes_never_raise_anything_but_syntax_errors(data: bytes, loads: object) -> None:
+    parser = JsonLinesParser(max_line_bytes=256, loads=loads)  # type: ignore[arg-type]
     with contextlib.suppress(StreamSyntaxError):
         parser.feed(data)
         parser.close()
@@ -275,6 +292,7 @@ def test_generated_streams_parse_to_their_tokens(  # noqa: PLR0917
     end, the title before or after the final answer, the last line with or without its newline, an
     error instead of the final answer, any chunking — gives its tokens and its final answer."""
     ascii_only = data.draw(st.booleans())
+    loads = data.draw(st.sampled_from(DECODERS))
 
     def noise() -> list[bytes]:
         return data.draw(st.lists(st.sampled_from(NOISE), max_size=2))
@@ -301,7 +319,7 @@ def test_generated_streams_parse_to_their_tokens(  # noqa: PLR0917
     nl = b"\r\n" if crlf else b"\n"
     body = nl.join(lines) + (nl if data.draw(st.booleans()) else b"")
     cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=12))
-    events, parser = parse(body, cuts)
+    events, parser = parse(body, cuts, loads=loads)
     assert texts(events) == [t.replace("\x00", "") for t in tokens if t.replace("\x00", "")]
     if error:
         assert isinstance(events[-1], StreamError) and events[-1].status == 500 and parser.final is None

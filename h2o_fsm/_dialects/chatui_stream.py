@@ -21,7 +21,8 @@ after it, and a stream that ends with neither a final answer nor an error.
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from typing import Any, Final
 
 from .._events import Event, FinalAnswer, StreamError
 from .._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
@@ -32,19 +33,42 @@ __all__ = ["JsonLinesParser"]
 _SNIPPET: Final = 120
 _MAX_MESSAGE: Final = 1000
 _NUL: Final = "\x00"
+_SPACE: Final = " \t\n\r\x0b\x0c"  # ASCII whitespace only, in str and bytes alike
+_raw_decode = json.JSONDecoder().raw_decode
 
 
-def _snippet(raw: bytes) -> str:
-    raw = raw.strip()
-    text = raw[: _SNIPPET * 4].decode("utf-8", "replace")
+def _strip(raw: bytes | str) -> bytes | str:
+    return raw.strip(_SPACE) if isinstance(raw, str) else raw.strip(_SPACE.encode())
+
+
+def _snippet(raw: bytes | str) -> str:
+    raw = _strip(raw)
+    text = raw[: _SNIPPET * 4].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[: _SNIPPET + 1]
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+
+
+def _stdlib_line(line: str) -> object:
+    """The standard library's decoder on one line already decoded: ``json.loads`` minus its per-call
+    encoding detection and whitespace regexes (a line with whitespace around takes the slow path)."""
+    obj, end = _raw_decode(line)
+    if end != len(line):
+        raise ValueError("trailing data")
+    return obj
+
+
+def _text_lines(body: bytes) -> list[Any] | None:
+    try:
+        return body.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
 
 
 class JsonLinesParser:
     """Turns a chat-ui answer body into :data:`Event` objects. One parser per streamed answer."""
 
     __slots__ = (
-        "_errored", "_final", "_loads", "_max_line", "_pending", "_pending_len", "_reasoning", "_title", "bytes_seen",
+        "_errored", "_final", "_loads", "_max_line", "_pending", "_pending_len", "_reasoning", "_text", "_title",
+        "bytes_seen",
     )
 
     def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, loads: JSONLoader | None = None) -> None:
@@ -56,6 +80,7 @@ class JsonLinesParser:
         self._title: str | None = None
         self._max_line = max_line_bytes
         self._loads: JSONLoader = loads or json_loads
+        self._text = self._loads is json.loads
         self.bytes_seen = 0
 
     @property
@@ -74,13 +99,22 @@ class JsonLinesParser:
             self._pending.append(data)
             data = b"".join(self._pending)
             self._pending, self._pending_len = [], 0
-        lines = data.split(b"\n")
-        tail = lines.pop()
+        max_line = self._max_line
+        cut = data.rindex(b"\n")
+        body, tail = data[:cut], data[cut + 1 :]
+        if cut > max_line:  # only then can a complete line be too long
+            for piece in body.split(b"\n"):
+                if len(piece) > max_line:
+                    raise StreamSyntaxError(f"stream line longer than {max_line} bytes", _snippet(piece))
+        # With the stdlib decoder, decode the chunk's complete lines once and parse them as str
+        # (json.loads per line would detect the encoding and run two regexes on each).
+        lines: list[Any] | None = _text_lines(body) if self._text else None
+        loads: Any = _stdlib_line
+        if lines is None:  # bytes, line by line (with the stdlib: a line that is not UTF-8 is reported)
+            lines, loads = body.split(b"\n"), self._loads
         events: list[Event] = []
-        max_line, loads, final = self._max_line, self._loads, self._final
+        final = self._final
         for line in lines:
-            if len(line) > max_line:
-                raise StreamSyntaxError(f"stream line longer than {max_line} bytes", _snippet(line))
             try:  # JSON allows the padding and a "\r" around the value: no strip on the hot path
                 obj = loads(line)
             except (ValueError, RecursionError):
@@ -124,19 +158,19 @@ class JsonLinesParser:
             head = b"".join(self._pending)[: _SNIPPET * 4]
             raise StreamSyntaxError(f"stream line longer than {self._max_line} bytes", _snippet(head))
 
-    def _retry(self, line: bytes) -> object:
+    def _retry(self, line: bytes | str) -> object:
         """The slow path of a line the decoder refused: blank (None), or padded with other whitespace."""
-        stripped = line.strip()
+        stripped = _strip(line)
         if not stripped:
             return None
         if stripped != line:
             try:
-                return self._loads(stripped)
+                return self._loads(stripped.encode("utf-8") if isinstance(stripped, str) else stripped)
             except (ValueError, RecursionError):
                 pass
         raise StreamSyntaxError("stream line is not valid JSON", _snippet(line))
 
-    def _update(self, obj: dict[str, object], line: bytes, events: list[Event]) -> None:
+    def _update(self, obj: dict[str, object], line: bytes | str, events: list[Event]) -> None:
         """Every update but an answer token (those are handled inline in :meth:`feed`)."""
         kind = obj.get("type")
         if kind == "finalAnswer":
