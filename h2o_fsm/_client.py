@@ -18,7 +18,14 @@ from ._dialects import DialectName, get_dialect
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
-from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, Messages, merge_parameters, normalize_base_url
+from ._protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    Messages,
+    merge_parameters,
+    normalize_base_url,
+    validate_model,
+)
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
@@ -124,8 +131,6 @@ class H2oClient:
         if urlsplit(self.base_url).username is not None:
             raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
         chosen_dialect = get_dialect(dialect)
-        if not isinstance(model, str) or not model.strip():
-            raise TypeError("model must be a non-empty str")
         custom = transport not in (None, "auto")
         if http_client is not None and (custom or proxy is not None):
             raise ValueError("give either http_client or transport/proxy, not both")
@@ -145,7 +150,7 @@ class H2oClient:
             raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
-        self.model = model
+        self.model = validate_model(model)
         self.dialect: DialectName = chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
@@ -254,8 +259,8 @@ class H2oClient:
         """
         if self.state is ClientState.CLOSED:
             raise H2oStateError("the client is closed")
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise TypeError(f"model must be a non-empty str, not {model!r}"[:80])
+        if model is not None:
+            validate_model(model)
         merged = dict(parameters or {})
         merged.update(params)
         session = self._session if self._share_session and not new_session else Session(self._cookies)

@@ -93,7 +93,7 @@ class Conversation(Stepping):
     def turn(self, prompt: str | Messages) -> _TurnScope:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
-        preprompt, text = self.rt.dialect.prepare(prompt)
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
         self._check_can_send()
         return _TurnScope(self, preprompt, text)
 

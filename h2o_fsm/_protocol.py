@@ -328,15 +328,3 @@ ALREADY_GONE: Final = 404
 def conversation_path(conversation_id: str) -> str:
     """Path of one conversation (send and delete)."""
     return f"/conversation/{conversation_id}"
-
-
-_SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-def validate_conversation_id(raw: object) -> str:
-    """A server-chosen id, checked before it goes into a URL path: 1–64 characters of ``[A-Za-z0-9_-]``
-    (chat-ui's are 24 hex digits). Raises ``ValueError`` showing the id truncated."""
-    if not isinstance(raw, str) or not 0 < len(raw) <= 64 or not _SAFE_ID.issuperset(raw):
-        shown = repr(raw)[:40]
-        raise ValueError(f"the server sent an unusable conversation id: {shown}")
-    return raw

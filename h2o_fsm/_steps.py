@@ -105,7 +105,8 @@ async def _create(m: ConversationModel) -> None:
     try:
         cid, root = rt.dialect.parse_create(raw)
     except ValueError as exc:
-        raise H2oProtocolError(str(exc), phase=Phase.CREATE, status=200) from exc
+        m.cid = getattr(exc, "conversation_id", None)  # a valid id beside a malformed rest: still deleted
+        raise H2oProtocolError(str(exc), phase=Phase.CREATE, status=200, conversation_id=m.cid) from exc
     m.cid, m.parent_id = cid, root
     m.log = m.log.bind(conversation_id=cid)
     journal = rt.journal

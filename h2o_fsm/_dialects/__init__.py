@@ -40,8 +40,9 @@ class Dialect(Protocol):
     welcome_gate: int | None
     """The status meaning "this session has not accepted the settings" (2023: 405), or ``None``."""
 
-    def prepare(self, prompt: str | Messages) -> tuple[str | None, str]:
-        """Validate a turn's prompt: ``(preprompt for the create step or None, the text to send)``."""
+    def prepare(self, prompt: str | Messages, *, first: bool) -> tuple[str | None, str]:
+        """Validate a turn's prompt: ``(preprompt for the create step or None, the text to send)``;
+        ``first``: the conversation does not exist yet."""
         ...
 
     def settings_body(self, model: str) -> Body: ...
@@ -68,6 +69,10 @@ def get_dialect(name: object) -> Dialect:
         from .h2o import H2O
 
         return H2O
+    if name == "chat-ui":
+        from .chatui import CHAT_UI
+
+        return CHAT_UI
     if not isinstance(name, str):
         raise TypeError(f"dialect must be a str, not {type(name).__name__}")
     raise ValueError(f"unknown dialect {name!r}; expected one of {', '.join(DIALECTS)}")

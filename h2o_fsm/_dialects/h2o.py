@@ -24,7 +24,7 @@ class H2oDialect:
     settings_by_default = True
     welcome_gate: int | None = 405
 
-    def prepare(self, prompt: str | Messages) -> tuple[str | None, str]:
+    def prepare(self, prompt: str | Messages, *, first: bool) -> tuple[str | None, str]:
         return None, prompt_text(prompt)
 
     def settings_body(self, model: str) -> Body:
