@@ -11,7 +11,9 @@ after it. Dialect, faults and config come from markers::
         assert_nothing_leaked(h2o_server)
 
 The fixture is synchronous, so it serves sync tests and async ones alike (mark those for your async
-plugin, e.g. ``@pytest.mark.asyncio``, unless it runs in auto mode). Disable with ``-p no:h2o_fsm``.
+plugin, e.g. ``@pytest.mark.asyncio``, unless it runs in auto mode). Disable with
+``-p no:h2o_fsm.testing.plugin`` (the entry point is named after the module, so an older
+``pytest_plugins = ["h2o_fsm.testing.plugin"]`` line in a ``conftest.py`` still works).
 """
 
 from __future__ import annotations
