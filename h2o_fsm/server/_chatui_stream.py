@@ -83,7 +83,8 @@ class Generation:
 
     @property
     def running(self) -> bool:
-        return self.task is not None and not self.task.done()
+        """Still generating (not finished, not told to stop)."""
+        return self.task is not None and not self.task.done() and not self._stopped.is_set()
 
     def start(self) -> Generation:
         self.task = asyncio.get_running_loop().create_task(self._run())
