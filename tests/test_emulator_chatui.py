@@ -53,7 +53,9 @@ class Client:
         assert r.status_code == 200, r.text
         return r.json()["json"]  # type: ignore[no-any-return]
 
-    def send(self, cid: str, parent: str | None, inputs: str, *, origin: str | None = "", **extra: object) -> httpx.Response:
+    def send(
+        self, cid: str, parent: str | None, inputs: str, *, origin: str | None = "", **extra: object
+    ) -> httpx.Response:
         data = {"inputs": inputs, "id": parent, "is_retry": False, "generationId": str(uuid.uuid4()), **extra}
         headers = {"Origin": self.origin if origin == "" else origin} if origin is not None else {}
         return self.http.post(f"/conversation/{cid}", files={"data": (None, json.dumps(data))}, headers=headers)

@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 __all__ = ["DIALECTS", "PHASES", "Dialect", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "phases_of"]
 
@@ -106,7 +106,9 @@ class FaultPlan:
 
     def __init__(self, faults: Iterable[Fault] = ()) -> None:
         self._lock = threading.Lock()
-        self._pending: list[_Pending] = [_Pending(f, f.count) for f in faults]
+        # [fault, requests left (-1: always)] pairs; kept as lists because older tests appended to this
+        # private list directly (use add/extend)
+        self._pending: list[list[object]] = [[f, f.count] for f in faults]
         self._fired: list[Fault] = []
 
     def __repr__(self) -> str:
@@ -116,7 +118,7 @@ class FaultPlan:
     def faults(self) -> list[Fault]:
         """Every fault of the plan (fired or not), in order."""
         with self._lock:
-            return [p.fault for p in self._pending]
+            return [cast(Fault, f) for f, _ in self._pending]
 
     @property
     def fired(self) -> list[Fault]:
@@ -129,7 +131,7 @@ class FaultPlan:
         if not isinstance(fault, Fault):
             raise TypeError(f"FaultPlan.add takes a Fault, not {type(fault).__name__}")
         with self._lock:
-            self._pending.append(_Pending(fault, fault.count))
+            self._pending.append([fault, fault.count])
         return self
 
     def extend(self, faults: Iterable[Fault]) -> FaultPlan:
@@ -142,12 +144,13 @@ class FaultPlan:
         """The next fault for ``phase``, counting it as fired, or ``None``."""
         with self._lock:
             for entry in self._pending:
-                if entry.fault.phase != phase or entry.left == 0:
+                fault, left = cast(Fault, entry[0]), cast(int, entry[1])
+                if fault.phase != phase or left == 0:
                     continue
-                if entry.left > 0:
-                    entry.left -= 1
-                self._fired.append(entry.fault)
-                return entry.fault
+                if left > 0:
+                    entry[1] = left - 1
+                self._fired.append(fault)
+                return fault
         return None
 
     @classmethod
@@ -177,8 +180,3 @@ class FaultPlan:
             raise ValueError("TOML fault files need Python 3.11+ (tomllib); use JSON")
         return cls.from_data(json.loads(text))
 
-
-@dataclasses.dataclass
-class _Pending:
-    fault: Fault
-    left: int  # -1: always
