@@ -19,14 +19,16 @@ MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
 def test_gates_and_ownership(server: LocalServer) -> None:
     with httpx.Client(base_url=server.url) as a, httpx.Client(base_url=server.url) as b:
         assert a.post("/settings", data={"activeModel": MODEL}).status_code == 403  # no Referer
-        assert a.post("/settings", data={"activeModel": MODEL}, headers={"Referer": "http://evil.test/"}).status_code == 403
+        evil = {"Referer": "http://evil.test/"}
+        assert a.post("/settings", data={"activeModel": MODEL}, headers=evil).status_code == 403
         assert a.post("/conversation", json={"model": MODEL}).status_code == 405  # welcome modal
-        ok = a.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+        accept = {"activeModel": MODEL, "ethicsModalAccepted": "true"}
+        ok = a.post("/settings", data=accept, headers={"Referer": server.url + "/"})
         assert ok.status_code == 303 and "hf-chat" in a.cookies
         assert a.post("/conversation", json={"model": "nope"}).status_code == 400
         cid = a.post("/conversation", json={"model": MODEL}).json()["conversationId"]
         assert len(cid) == 24 and int(cid, 16) >= 0
-        b.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+        b.post("/settings", data=accept, headers={"Referer": server.url + "/"})
         assert b.delete(f"/conversation/{cid}").status_code == 404  # another session's
         body = {"inputs": "hi", "parameters": {"stream": False}, "stream": True, "options": {}}
         assert a.post(f"/conversation/{cid}", json=body).status_code == 400
