@@ -7,7 +7,6 @@ import pytest
 from h2o_fsm import Retries, Timeouts
 from h2o_fsm.server import LocalServer, ServerConfig
 
-pytest_plugins = ["h2o_fsm.testing.plugin"]
 
 # Fast but real: small waits so that fault tests stay quick.
 FAST_RETRIES = Retries(attempts=3, backoff=0.01, max_wait=0.05, max_time=2.0)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from h2o_fsm import H2oClient, H2oLimitError, Limits, Phase
-from h2o_fsm.server import Fault, FaultPlan, LocalServer
+from h2o_fsm.server import Fault, FaultPlan, LocalServer, ServerConfig
 from h2o_fsm.testing import assert_nothing_leaked
 
 MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
@@ -19,14 +19,16 @@ MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
 def test_gates_and_ownership(server: LocalServer) -> None:
     with httpx.Client(base_url=server.url) as a, httpx.Client(base_url=server.url) as b:
         assert a.post("/settings", data={"activeModel": MODEL}).status_code == 403  # no Referer
-        assert a.post("/settings", data={"activeModel": MODEL}, headers={"Referer": "http://evil.test/"}).status_code == 403
+        evil = {"Referer": "http://evil.test/"}
+        assert a.post("/settings", data={"activeModel": MODEL}, headers=evil).status_code == 403
         assert a.post("/conversation", json={"model": MODEL}).status_code == 405  # welcome modal
-        ok = a.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+        accept = {"activeModel": MODEL, "ethicsModalAccepted": "true"}
+        ok = a.post("/settings", data=accept, headers={"Referer": server.url + "/"})
         assert ok.status_code == 303 and "hf-chat" in a.cookies
         assert a.post("/conversation", json={"model": "nope"}).status_code == 400
         cid = a.post("/conversation", json={"model": MODEL}).json()["conversationId"]
         assert len(cid) == 24 and int(cid, 16) >= 0
-        b.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+        b.post("/settings", data=accept, headers={"Referer": server.url + "/"})
         assert b.delete(f"/conversation/{cid}").status_code == 404  # another session's
         body = {"inputs": "hi", "parameters": {"stream": False}, "stream": True, "options": {}}
         assert a.post(f"/conversation/{cid}", json=body).status_code == 400
@@ -95,3 +97,100 @@ def test_request_log_is_bounded_but_counters_are_not() -> None:
                 c.get("/")
         assert len(server.accounting.requests) == 5  # the newest five records
         assert server.accounting.snapshot()["requests"] == 12
+
+
+def test_fault_plan_add_and_extend_reach_a_running_server(server: LocalServer) -> None:
+    plan = server.faults.add(Fault("create", "status", status=503))
+    plan.extend([Fault("create", "html"), Fault("settings", "status", status=500)])
+    with httpx.Client(base_url=server.url) as c:
+        referer = {"Referer": server.url + "/"}
+        assert c.post("/settings", data={"activeModel": MODEL}, headers=referer).status_code == 500
+        c.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers=referer)
+        assert c.post("/conversation", json={"model": MODEL}).status_code == 503
+        assert c.post("/conversation", json={"model": MODEL}).headers["content-type"].startswith("text/html")
+        assert c.post("/conversation", json={"model": MODEL}).status_code == 200
+    assert [f.kind for f in server.faults.fired] == ["status", "status", "html"]
+    with pytest.raises(TypeError):
+        server.faults.add({"phase": "send"})  # type: ignore[arg-type]
+
+
+def test_reset_and_forget_sessions_h2o(server: LocalServer) -> None:
+    with httpx.Client(base_url=server.url) as c:
+        referer = {"Referer": server.url + "/"}
+        c.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers=referer)
+        cid = c.post("/conversation", json={"model": MODEL}).json()["conversationId"]
+        old_cookie = c.cookies["hf-chat"]
+        server.forget_sessions()
+        r = c.post("/conversation", json={"model": MODEL})
+        assert r.status_code == 405 and c.cookies["hf-chat"] != old_cookie  # the welcome gate, a new session
+        c.post("/settings", data={"activeModel": MODEL, "ethicsModalAccepted": "true"}, headers=referer)
+        assert c.delete(f"/conversation/{cid}").status_code == 404  # the old session's conversation
+        assert server.accounting.excused_ids()["orphaned"] == {cid}
+        assert_nothing_leaked(server)
+        server.reset([Fault("settings", "status", status=502)])
+        assert server.accounting.snapshot()["created"] == 0 and server.accounting.live == 0
+        assert c.post("/conversation", json={"model": MODEL}).status_code == 405  # sessions forgotten too
+        assert c.post("/settings", data={"activeModel": MODEL}, headers=referer).status_code == 502
+
+
+def test_assert_nothing_leaked_excuses_only_what_faults_made_undeletable() -> None:
+    faults = [Fault("create", "create_then_error"), Fault("delete", "status", status=503)]
+    config = ServerConfig(require_settings=False)
+    with LocalServer(config, faults) as server, httpx.Client(base_url=server.url) as c:
+        assert c.post("/conversation", json={"model": MODEL}).status_code == 500  # created, id never told
+        assert_nothing_leaked(server)
+        cid = c.post("/conversation", json={"model": MODEL}).json()["conversationId"]
+        with pytest.raises(AssertionError, match="leaked"):
+            assert_nothing_leaked(server)  # the client never tried to delete it
+        assert c.delete(f"/conversation/{cid}").status_code == 503
+        assert_nothing_leaked(server, reported=[cid])  # tried, refused, reported
+        with pytest.raises(AssertionError, match="did not report"):
+            assert_nothing_leaked(server, reported=[])
+
+
+def test_the_plugin_works_in_an_empty_folder(tmp_path: Path) -> None:
+    """``pytest file.py`` with no conftest and no configuration: the pytest11 entry point registers the
+    fixture (the package must be installed, as it is in this venv)."""
+    import subprocess
+
+    (tmp_path / "test_mine.py").write_text(
+        "import httpx, pytest\n"
+        "from h2o_fsm.server import Fault\n"
+        "from h2o_fsm.testing import assert_nothing_leaked\n\n"
+        "def test_h2o(h2o_server):\n"
+        "    assert httpx.get(h2o_server.url + '/').status_code == 200 and h2o_server.dialect == 'h2o'\n"
+        "    assert_nothing_leaked(h2o_server)\n\n"
+        "@pytest.mark.h2o_dialect('chat-ui')\n"
+        "@pytest.mark.h2o_faults(Fault('fetch', 'status', status=503))\n"
+        "@pytest.mark.h2o_config(max_tokens=2)\n"
+        "def test_chatui(h2o_server):\n"
+        "    assert h2o_server.dialect == 'chat-ui' and h2o_server.config.max_tokens == 2\n"
+        "    assert httpx.get(h2o_server.url + '/api/v2/conversations/' + '0' * 24).status_code == 503\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_mine.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_strategies_per_dialect_and_recoverable() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from h2o_fsm.server import phases_of
+    from h2o_fsm.testing.strategies import fault_plans
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        h2o = data.draw(fault_plans(max_faults=4))
+        assert all(f.phase in phases_of("h2o") for f in h2o.faults)
+        plan = data.draw(fault_plans(max_faults=4, dialect="chat-ui", recoverable=True))
+        assert all(f.kind != "create_then_error" for f in plan.faults)
+        deletes = [f for f in plan.faults if f.phase == "delete"]
+        assert len(deletes) <= 1
+        assert all(f.kind == "stall" or (f.count == 1 and f.status in (429, 500, 502, 503)) for f in deletes)
+
+    check()

@@ -1,7 +1,8 @@
-"""The bundled chat-ui compatible server (a protocol emulator; needs the ``server`` extra).
+"""The bundled chat-ui compatible server (a protocol emulator of both dialects; needs the ``server`` extra).
 
-``LocalServer`` runs it on loopback in a background thread; ``create_app`` gives the Starlette app;
-``Fault``/``FaultPlan`` inject failures; ``Accounting`` counts what was created, deleted and leaked.
+``LocalServer`` runs it on loopback in a background thread (``dialect="h2o"`` or ``"chat-ui"``);
+``create_app`` gives the Starlette app; ``Fault``/``FaultPlan`` inject failures; ``Accounting`` counts
+what was created, deleted, stopped and leaked.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError("h2o_fsm.server needs the 'server' extra: pip install 'h2o-fsm[server]'") from exc
 
-from ._app import Accounting, RequestRecord, ServerConfig, create_app, generate
-from ._faults import PHASES, Fault, FaultKind, FaultPhase, FaultPlan
-from ._runner import LocalServer, bind_socket
+from ._app import Accounting, MessageRecord, RequestRecord, ServerConfig, TurnRecord, create_app, generate
+from ._faults import DIALECTS, PHASES, Dialect, Fault, FaultKind, FaultPhase, FaultPlan, phases_of
+from ._runner import LocalServer, bind_socket, serve_forever
 
 __all__ = [
+    "DIALECTS",
     "PHASES",
     "Accounting",
+    "Dialect",
     "Fault",
     "FaultKind",
     "FaultPhase",
     "FaultPlan",
     "LocalServer",
+    "MessageRecord",
     "RequestRecord",
     "ServerConfig",
+    "TurnRecord",
     "bind_socket",
     "create_app",
     "generate",
+    "phases_of",
+    "serve_forever",
 ]

@@ -10,21 +10,41 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-__all__ = ["PHASES", "Fault", "FaultKind", "FaultPhase", "FaultPlan"]
+__all__ = ["DIALECTS", "PHASES", "Dialect", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "phases_of"]
 
-FaultPhase = Literal["settings", "create", "send", "stream", "delete"]
+Dialect = Literal["h2o", "chat-ui"]
+DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
+
+FaultPhase = str
+"""One of :data:`PHASES` (checked when a :class:`Fault` is built)."""
+
+# THE list of fault phases, in protocol order; everything below derives from it. ``fetch`` is chat-ui's
+# ``GET /api/v2/conversations/{id}``, ``stop`` its ``POST /conversation/{id}/stop-generating``.
+PHASES: tuple[FaultPhase, ...] = ("settings", "create", "fetch", "send", "stream", "stop", "delete")
+
 FaultKind = Literal["status", "html", "stall", "drop", "malformed", "error_event", "create_then_error"]
-PHASES: tuple[FaultPhase, ...] = get_args(FaultPhase)
 KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
-# Which kinds make sense where ("stream" faults fire after `at_token` tokens).
-ALLOWED: Mapping[FaultPhase, frozenset[FaultKind]] = {
-    "settings": frozenset({"status", "html", "stall"}),
-    "create": frozenset({"status", "html", "stall", "create_then_error"}),
-    "send": frozenset({"status", "html", "stall"}),
+# Which kinds make sense where ("stream" faults fire after `at_token` tokens). A phase not listed is a
+# plain request: it can answer an error status, an HTML page or stall.
+_REQUEST_KINDS: frozenset[FaultKind] = frozenset({"status", "html", "stall"})
+_SPECIAL_KINDS: Mapping[FaultPhase, frozenset[FaultKind]] = {
+    "create": _REQUEST_KINDS | {"create_then_error"},
     "stream": frozenset({"stall", "drop", "malformed", "error_event"}),
+    "stop": frozenset({"status", "stall"}),
     "delete": frozenset({"status", "stall"}),
 }
+ALLOWED: Mapping[FaultPhase, frozenset[FaultKind]] = {p: _SPECIAL_KINDS.get(p, _REQUEST_KINDS) for p in PHASES}
+
+# Phases whose route only the chat-ui dialect has.
+_CHATUI_ONLY = frozenset({"fetch", "stop"})
+
+
+def phases_of(dialect: Dialect) -> tuple[FaultPhase, ...]:
+    """The fault phases a server of ``dialect`` has a route for (a fault elsewhere never fires)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
+    return PHASES if dialect == "chat-ui" else tuple(p for p in PHASES if p not in _CHATUI_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +56,8 @@ class Fault:
     * ``stall``: wait ``seconds`` before answering (in ``stream``: before token ``at_token``).
     * ``drop``: close the connection mid-stream after ``at_token`` tokens.
     * ``malformed``: send a line that is not JSON after ``at_token`` tokens.
-    * ``error_event``: send a model-server error event after ``at_token`` tokens, then end.
+    * ``error_event``: send an error event after ``at_token`` tokens, then end (h2o: TGI's
+      ``{"error", "error_type"}``; chat-ui: ``{"type":"status","status":"error","statusCode": status}``).
     * ``create_then_error``: create the conversation, then answer ``status`` (default 500) anyway.
 
     ``count`` is how many requests the fault hits (``-1``: all of them).
@@ -77,32 +98,58 @@ class Fault:
 
 
 class FaultPlan:
-    """Faults waiting to fire, consumed in order per phase. Thread-safe."""
+    """Faults waiting to fire, consumed in order per phase. Thread-safe.
+
+    ``add``/``extend`` append faults to a plan in use (a running server sees them at its next request);
+    ``fired`` lists the faults that fired, in order.
+    """
 
     def __init__(self, faults: Iterable[Fault] = ()) -> None:
         self._lock = threading.Lock()
+        # [fault, requests left (-1: always)] pairs; kept as lists because older tests appended to this
+        # private list directly (use add/extend)
         self._pending: list[list[object]] = [[f, f.count] for f in faults]
-        self.fired: list[Fault] = []
+        self._fired: list[Fault] = []
 
     def __repr__(self) -> str:
-        return f"FaultPlan({[f for f, _ in self._pending]!r})"
+        return f"FaultPlan({self.faults!r})"
 
     @property
     def faults(self) -> list[Fault]:
+        """Every fault of the plan (fired or not), in order."""
         with self._lock:
             return [cast(Fault, f) for f, _ in self._pending]
+
+    @property
+    def fired(self) -> list[Fault]:
+        """The faults that fired so far, one entry per request they hit."""
+        with self._lock:
+            return list(self._fired)
+
+    def add(self, fault: Fault) -> FaultPlan:
+        """Append one fault (it fires ``fault.count`` times); returns the plan."""
+        if not isinstance(fault, Fault):
+            raise TypeError(f"FaultPlan.add takes a Fault, not {type(fault).__name__}")
+        with self._lock:
+            self._pending.append([fault, fault.count])
+        return self
+
+    def extend(self, faults: Iterable[Fault]) -> FaultPlan:
+        """Append several faults, in order; returns the plan."""
+        for fault in faults:
+            self.add(fault)
+        return self
 
     def take(self, phase: FaultPhase) -> Fault | None:
         """The next fault for ``phase``, counting it as fired, or ``None``."""
         with self._lock:
             for entry in self._pending:
-                fault = cast(Fault, entry[0])
-                left = cast(int, entry[1])
+                fault, left = cast(Fault, entry[0]), cast(int, entry[1])
                 if fault.phase != phase or left == 0:
                     continue
                 if left > 0:
                     entry[1] = left - 1
-                self.fired.append(fault)
+                self._fired.append(fault)
                 return fault
         return None
 
@@ -132,3 +179,4 @@ class FaultPlan:
                 return cls.from_data(tomllib.loads(text))
             raise ValueError("TOML fault files need Python 3.11+ (tomllib); use JSON")
         return cls.from_data(json.loads(text))
+

@@ -6,12 +6,13 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
 
-from ._app import Accounting, ServerConfig, create_app
-from ._faults import Fault, FaultPlan
+from ._app import Accounting, ServerConfig, create_app, state_of
+from ._faults import Dialect, Fault, FaultPlan
 
 __all__ = ["LocalServer", "bind_socket", "serve_forever"]
 
@@ -47,16 +48,18 @@ def _uvicorn(app: object, **kw: object) -> uvicorn.Server:
 
 
 class LocalServer:
-    """The bundled chat-ui emulator on loopback, in a background thread.
+    """The bundled emulator on loopback, in a background thread, speaking ``dialect``
+    (``"h2o"``: the 2023 protocol, the default; ``"chat-ui"``: chat-ui as it is today).
 
     ::
 
-        with LocalServer(faults=[Fault("stream", "drop", at_token=3)]) as server:
-            H2o.url = server.url
+        with LocalServer(faults=[Fault("stream", "drop", at_token=3)], dialect="chat-ui") as server:
             ...
             assert server.accounting.live == 0      # nothing leaked
 
-    Works as a sync or async context manager; ``start()``/``stop()`` for fixtures.
+    Works as a sync or async context manager; ``start()``/``stop()`` for fixtures. Between tests or
+    hypothesis examples, :meth:`reset` forgets everything; :meth:`forget_sessions` emulates a server
+    whose session store was wiped.
     """
 
     def __init__(
@@ -64,30 +67,60 @@ class LocalServer:
         config: ServerConfig | None = None,
         faults: FaultPlan | list[Fault] | None = None,
         *,
+        dialect: Dialect = "h2o",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.config = config or ServerConfig()
+        self.dialect: Dialect = dialect
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults or [])
-        self.accounting = Accounting(self.config.request_log_size)
-        self.earlier_leaks_by_design = 0
-        self.app = create_app(self.config, self.faults, self.accounting)
+        self.accounting = Accounting(self.config.request_log_size, self.config.message_log_size)
+        self.earlier_leaks_by_design = 0  # kept for old callers; the accounting now knows them by id
+        self.app = create_app(self.config, self.faults, self.accounting, dialect=dialect)
         self._host, self._port = host, port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
 
     def __repr__(self) -> str:
-        return f"<LocalServer {self.url or 'stopped'}>"
+        return f"<LocalServer {self.dialect} {self.url or 'stopped'}>"
 
     def set_faults(self, faults: FaultPlan | list[Fault]) -> FaultPlan:
         """Replace the fault plan of a running server (e.g. one plan per hypothesis example)."""
         plan = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
-        # conversations earlier plans made undeletable by design (see h2o_fsm.testing.expected_leaks)
         self.earlier_leaks_by_design += sum(1 for f in self.faults.fired if f.kind == "create_then_error")
         self.faults = plan
-        self.app.state.h2o.faults = plan
+        state_of(self.app).faults = plan
         return plan
+
+    def reset(self, faults: FaultPlan | list[Fault] | None = None) -> FaultPlan:
+        """Forget conversations, sessions, faults and accounting (e.g. between hypothesis examples);
+        running generations are stopped. Installs ``faults`` (default: none) and returns the plan."""
+        st = state_of(self.app)
+        self._on_loop(st.reset)
+        self.accounting.reset()
+        self.earlier_leaks_by_design = 0
+        return self.set_faults(faults if faults is not None else FaultPlan())
+
+    def forget_sessions(self) -> None:
+        """Forget every session, as a server whose session store was wiped (or whose sessions expired):
+        old cookies are unknown (a request gets a new cookie; h2o: the welcome gate answers 405 until
+        settings are sent again), their conversations answer 404 and stay live, reported by the
+        accounting as ``orphaned`` (see ``Accounting.excused_ids``)."""
+        self._on_loop(state_of(self.app).forget_sessions)
+
+    def _on_loop(self, fn: Callable[[], None], timeout: float = 5.0) -> None:
+        """Run ``fn`` on the server's event loop (where the apps mutate their state), or here if stopped."""
+        loop = self._loop
+        if loop is None or self._thread is None or not loop.is_running():
+            fn()
+            return
+
+        async def call() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(call(), loop).result(timeout)
 
     def start(self, timeout: float = 10.0) -> LocalServer:
         if self._thread is not None:
@@ -97,9 +130,13 @@ class LocalServer:
         server = self._server = _uvicorn(self.app)
         errors: list[BaseException] = []
 
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await server.serve(sockets=[sock])
+
         def run() -> None:
             try:
-                asyncio.run(server.serve(sockets=[sock]))
+                asyncio.run(serve())
             except BaseException as exc:  # report start-up failures to start()
                 errors.append(exc)
             finally:
@@ -125,7 +162,7 @@ class LocalServer:
         if thread.is_alive():
             server.force_exit = True
             thread.join(timeout / 2)
-        self._server = self._thread = None
+        self._server = self._thread = self._loop = None
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -143,9 +180,14 @@ class LocalServer:
 
 
 def serve_forever(
-    host: str = "127.0.0.1", port: int = 0, config: ServerConfig | None = None, faults: FaultPlan | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: ServerConfig | None = None,
+    faults: FaultPlan | None = None,
+    *,
+    dialect: Dialect = "h2o",
 ) -> tuple[str, uvicorn.Server, object]:
     """Prepare a foreground server: returns (url, server, socket); run with ``server.run(sockets=[sock])``."""
+    app = create_app(config or ServerConfig(), faults or FaultPlan(), dialect=dialect)  # before binding: may raise
     sock = bind_socket(host, port)
-    app = create_app(config or ServerConfig(), faults or FaultPlan())
     return _url(sock), _uvicorn(app), sock

@@ -1,10 +1,20 @@
-"""Hypothesis strategies for property-based tests of code that uses h2o-fsm."""
+"""Hypothesis strategies for property-based tests of code that uses h2o-fsm, in either dialect.
+
+Fault plans draw over the phases a dialect's server has (:func:`h2o_fsm.server.phases_of`) and every
+fault kind. With ``recoverable=True`` they draw only faults after which a client following
+PROTOCOL.md leaves nothing live — provided it makes at least two DELETE attempts and its DELETE
+timeout exceeds ``max_stall``: no ``create_then_error``, and in the ``delete`` phase only stalls and
+single (``count=1``) 429/5xx answers, which a retried idempotent DELETE gets past. Every other fault
+(any phase before delete, any count, any status) is allowed: the client fails and still deletes.
+Without it, plans may make conversations undeletable; :func:`h2o_fsm.testing.assert_nothing_leaked`
+accounts for exactly those.
+"""
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from ..server._faults import ALLOWED, PHASES, Fault, FaultKind, FaultPhase, FaultPlan
+from ..server._faults import ALLOWED, Dialect, Fault, FaultKind, FaultPhase, FaultPlan, phases_of
 
 __all__ = [
     "fault_plans",
@@ -16,24 +26,32 @@ __all__ = [
 ]
 
 _STATUSES = (400, 404, 410, 422, 429, 500, 502, 503)
+_RETRIED_STATUSES = (429, 500, 502, 503)
 
 
 @st.composite
 def faults(
     draw: st.DrawFn,
-    phases: tuple[FaultPhase, ...] = PHASES,
+    phases: tuple[FaultPhase, ...] | None = None,
     max_stall: float = 0.05,
     max_token: int = 10,
     kinds: tuple[FaultKind, ...] | None = None,
+    *,
+    dialect: Dialect = "h2o",
+    recoverable: bool = False,
 ) -> Fault:
-    """One fault of any kind allowed in a phase. Stalls are at most ``max_stall`` seconds."""
-    phase = draw(st.sampled_from(phases))
-    allowed = sorted(ALLOWED[phase] if kinds is None else ALLOWED[phase] & set(kinds))
+    """One fault of any kind allowed in a phase (default: the phases of ``dialect``'s server).
+
+    Stalls are at most ``max_stall`` seconds; ``recoverable`` as in the module docstring."""
+    phase = draw(st.sampled_from(phases if phases is not None else phases_of(dialect)))
+    allowed = ALLOWED[phase] if kinds is None else ALLOWED[phase] & set(kinds)
+    if recoverable:
+        allowed = allowed - {"create_then_error"}
     if not allowed:
-        phase = "stream"
-        allowed = sorted(ALLOWED["stream"])
-    kind = draw(st.sampled_from(allowed))
-    status = draw(st.sampled_from(_STATUSES))
+        phase, allowed = "stream", ALLOWED["stream"]
+    kind = draw(st.sampled_from(sorted(allowed)))
+    delete_status = recoverable and phase == "delete"
+    status = draw(st.sampled_from(_RETRIED_STATUSES if delete_status else _STATUSES))
     if phase == "delete" and status == 404:
         status = 500  # a 404 to DELETE means "already gone" by protocol: a fake one would make the server lie
     retry_after = draw(st.none() | st.sampled_from([0.0, 0.01])) if status == 429 else None
@@ -44,13 +62,22 @@ def faults(
         retry_after=retry_after,
         seconds=draw(st.floats(0, max_stall)),
         at_token=draw(st.integers(0, max_token)),
-        count=draw(st.sampled_from([1, 1, 2, -1])),
+        count=1 if delete_status else draw(st.sampled_from([1, 1, 2, -1])),
     )
 
 
-def fault_plans(max_faults: int = 3, **kw: object) -> st.SearchStrategy[FaultPlan]:
-    """Plans of up to ``max_faults`` faults (``kw`` goes to :func:`faults`)."""
-    return st.lists(faults(**kw), max_size=max_faults).map(FaultPlan)  # type: ignore[arg-type]
+def fault_plans(
+    max_faults: int = 3, *, dialect: Dialect = "h2o", recoverable: bool = False, **kw: object
+) -> st.SearchStrategy[FaultPlan]:
+    """Plans of up to ``max_faults`` faults for a ``dialect``'s server (``kw`` goes to :func:`faults`).
+
+    With ``recoverable``, at most one ``delete`` fault per plan (two single 5xx answers could exhaust
+    a client's two DELETE attempts)."""
+    one = faults(dialect=dialect, recoverable=recoverable, **kw)  # type: ignore[arg-type]
+    plans = st.lists(one, max_size=max_faults)
+    if recoverable:
+        plans = plans.filter(lambda fs: sum(f.phase == "delete" for f in fs) <= 1)
+    return plans.map(FaultPlan)
 
 
 _texts = st.text(min_size=1, max_size=40).filter(lambda s: bool(s.strip()))
