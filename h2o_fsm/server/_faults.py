@@ -10,6 +10,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, cast, get_args
 
+from .._dialects.h2o import H2O
+from .._table import STATES
+
 __all__ = ["DIALECTS", "PHASES", "Dialect", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "phases_of"]
 
 Dialect = Literal["h2o", "chat-ui"]
@@ -18,9 +21,9 @@ DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 FaultPhase = str
 """One of :data:`PHASES` (checked when a :class:`Fault` is built)."""
 
-# THE list of fault phases, in protocol order; everything below derives from it. ``fetch`` is chat-ui's
-# ``GET /api/v2/conversations/{id}``, ``stop`` its ``POST /conversation/{id}/stop-generating``.
-PHASES: tuple[FaultPhase, ...] = ("settings", "create", "fetch", "send", "stream", "stop", "delete")
+# The fault phases, in protocol order, read from the machine's table: every state that sends a request
+# or reads the answer's stream. Everything below derives from it.
+PHASES: tuple[FaultPhase, ...] = tuple(s.phase.value for s in STATES if s.request is not None or s.reads)
 
 FaultKind = Literal["status", "html", "stall", "drop", "malformed", "error_event", "create_then_error"]
 KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
@@ -36,8 +39,8 @@ _SPECIAL_KINDS: Mapping[FaultPhase, frozenset[FaultKind]] = {
 }
 ALLOWED: Mapping[FaultPhase, frozenset[FaultKind]] = {p: _SPECIAL_KINDS.get(p, _REQUEST_KINDS) for p in PHASES}
 
-# Phases whose route only the chat-ui dialect has.
-_CHATUI_ONLY = frozenset({"fetch", "stop"})
+# Phases whose route only the chat-ui dialect has: the optional states the 2023 dialect skips.
+_CHATUI_ONLY = frozenset(s.phase.value for s in STATES if s.optional) - {p.value for p in H2O.optional_steps}
 
 
 def phases_of(dialect: Dialect) -> tuple[FaultPhase, ...]:
