@@ -27,7 +27,7 @@ from ._exceptions import (
     H2oTransportError,
     H2oUpstreamError,
 )
-from ._journal import Journal, JournalEntry
+from ._journal import Journal, JournalEntry, JournalScan
 from ._machine import STATES, TRANSITIONS, Edge, StateSpec
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
@@ -63,6 +63,7 @@ __all__ = [
     "H2oUpstreamError",
     "Journal",
     "JournalEntry",
+    "JournalScan",
     "Limits",
     "Message",
     "Messages",
