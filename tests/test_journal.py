@@ -203,7 +203,7 @@ def dead_pid() -> int:
     """The pid of a process that has ended (its journal rows are leftovers)."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    return dead_pid
+    return dead.pid
 
 
 async def test_a_bad_row_does_not_stop_a_sweep(tmp_path: Path, dead_pid: int) -> None:
