@@ -73,7 +73,7 @@ class Reply:
     delay: float = 0.0  # before anything is written
     trickle: float = 0.0  # seconds between single bytes
     trickle_head: bool = False  # trickle the status line and headers too (else only the body)
-    stall: Literal["", "before_head", "after_head"] = ""  # then never finish
+    stall: Literal["", "before_head", "after_head"] = ""  # then never finish (see max_answer_seconds)
     close_after: int | None = None  # close the connection after this many body bytes
     hands_out: str | None = None  # the conversation id this answer carries
 
@@ -116,8 +116,11 @@ class _ClientGone(Exception):
 class HostileServer:
     """See the module docstring. ``with HostileServer() as server: ... server.url ...``."""
 
-    def __init__(self, *, welcome_gate: bool = True) -> None:
+    def __init__(self, *, welcome_gate: bool = True, max_answer_seconds: float = 6.0) -> None:
         self.welcome_gate = welcome_gate
+        # a stall or trickle "forever" ends here (the connection is closed), so that a client that
+        # ignores its own timeouts makes a test fail in seconds instead of hanging the suite
+        self.max_answer_seconds = max_answer_seconds
         self.on: dict[str, Callable[[Request], Reply | None]] = {}
         self.requests: list[Request] = []
         self.created: list[str] = []
@@ -294,11 +297,11 @@ class HostileServer:
                 self.created.append(reply.hands_out)
             watch = _Watch(reader)
             try:
-                complete = await self._answer(writer, reply, watch)
-            except _ClientGone:
-                return
+                complete = await asyncio.wait_for(self._answer(writer, reply, watch), self.max_answer_seconds)
+            except (_ClientGone, asyncio.TimeoutError):
+                return  # gone, or an answer that "never ends" reached the server's own bound: hang up
             finally:
-                prefix = watch.stop()
+                prefix = await watch.stop()
             if reply.hands_out is not None and complete:
                 self.delivered.append(reply.hands_out)
             if not complete or watch.gone() or (request.header("connection") or "").lower() == "close":
@@ -366,9 +369,13 @@ class _Watch:
         if self.gone():
             raise _ClientGone
 
-    def stop(self) -> bytes:
-        """Stop watching; the byte read meanwhile, if any."""
-        if self._read.done():
-            return b"" if self.gone() or self._read.cancelled() else self._read.result()
-        self._read.cancel()
-        return b""
+    async def stop(self) -> bytes:
+        """Stop watching (the pending read is cancelled and awaited, so the reader is free again);
+        the byte read meanwhile, if any."""
+        if not self._read.done():
+            self._read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._read
+        if self._read.cancelled() or self.gone():
+            return b""
+        return self._read.result()

@@ -118,11 +118,9 @@ def assert_h2o_error(out: Outcome, *, cause: bool = True, allow_success: bool = 
         assert out.exc.__cause__ is not None, "the original exception is not in __cause__"
 
 
-async def finish(
-    client: H2oClient, server: HostileServer, *, undeleted: int = 0, owed: list[str] | None = None
-) -> None:
+async def finish(client: H2oClient, server: HostileServer, *, owed: list[str] | None = None) -> None:
     """Close the client (bounded) and check nothing is stranded: each id in ``owed`` (default: every
-    id the server created) got exactly one DELETE, ``undeleted`` are counted as such."""
+    id the server created) got exactly one DELETE."""
     started = time.monotonic()
     await asyncio.wait_for(client.aclose(), TIMEOUTS.cleanup + 2)
     assert time.monotonic() - started <= TIMEOUTS.cleanup + 0.5, "aclose() overran Timeouts.cleanup"
@@ -131,7 +129,11 @@ async def finish(
     assert set(deletes) <= set(server.created), f"DELETE of ids the server never created: {deletes}"
     for cid in server.created if owed is None else owed:
         assert deletes[cid] == 1, f"{cid}: {deletes[cid]} DELETEs (expected exactly 1); all: {deletes}"
-    assert client.undeleted_conversations == undeleted
+
+
+def assert_undeleted(client: H2oClient, n: int) -> None:
+    """Checked last in each test (a new attribute of the client), so that the other findings show first."""
+    assert client.undeleted_conversations == n
 
 
 async def next_conversation_completes(client: H2oClient, server: HostileServer) -> None:
@@ -162,13 +164,14 @@ def default_with(server: HostileServer, **changes: Any) -> Callable[[Request], R
 async def test_slow_create_caller_deadline_holds_and_the_late_id_is_deleted(
     server: HostileServer, transport: str, logs: list[dict[str, Any]]
 ) -> None:
-    server.on["create"] = default_with(server, delay=1.0)
+    server.on["create"] = default_with(server, delay=0.8)  # after the caller's deadline, within Timeouts.create
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
     assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server)  # the create's answer came after the deadline: its id is deleted
     assert len(server.created) == 1 and server.deleted_ok == server.created
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 async def test_stalled_create_caller_deadline_holds_and_the_unknown_outcome_is_counted(
@@ -178,9 +181,10 @@ async def test_stalled_create_caller_deadline_holds_and_the_unknown_outcome_is_c
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
     assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
-    await finish(client, server, undeleted=1, owed=[])  # created on the server, its id never known
+    await finish(client, server, owed=[])  # created on the server, its id never known
     assert server.deletes() == {}
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 1)
 
 
 @pytest.mark.parametrize("how", ["asyncio.timeout", "task.cancel"])
@@ -200,6 +204,7 @@ async def test_stalled_stream_caller_gets_control_in_time_and_one_delete(
         assert isinstance(out.exc, asyncio.CancelledError) and out.elapsed < SLACK, (out.exc, out.elapsed)
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 async def test_stalled_delete_caller_deadline_holds_and_undeleted_is_counted(
@@ -210,9 +215,10 @@ async def test_stalled_delete_caller_deadline_holds_and_undeleted_is_counted(
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
     assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
-    await finish(client, server, undeleted=1, owed=[])
+    await finish(client, server, owed=[])
     assert server.deletes()[server.created[0]] >= 1 and server.deleted_ok == []
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 1)
 
 
 async def test_a_stall_does_not_hold_the_slot(server: HostileServer, transport: str) -> None:
@@ -222,6 +228,7 @@ async def test_a_stall_does_not_hold_the_slot(server: HostileServer, transport: 
     assert isinstance(out.exc, TimeoutError)
     await next_conversation_completes(client, server)
     await finish(client, server)
+    assert_undeleted(client, 0)
 
 
 def test_cli_timeout_against_a_stalled_stream(server: HostileServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -250,6 +257,7 @@ async def test_non_ascii_set_cookie(
     await next_conversation_completes(client, server)
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server, "\xc3\xa9\xff-bad"))
+    assert_undeleted(client, 0)
 
 
 async def test_too_many_response_headers(server: HostileServer, transport: str, logs: list[dict[str, Any]]) -> None:
@@ -261,6 +269,7 @@ async def test_too_many_response_headers(server: HostileServer, transport: str, 
     await next_conversation_completes(client, server)
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 class _Sink:
@@ -288,6 +297,7 @@ async def test_a_raising_log_sink_still_ends_the_conversation(server: HostileSer
     sink.broken = False
     await next_conversation_completes(client, server)
     await finish(client, server)
+    assert_undeleted(client, 0)
 
 
 # ================================================================ 3. a server that forgot the session
@@ -307,6 +317,7 @@ async def test_session_loss_is_recovered(
     await finish(client, server)
     assert sorted(server.deleted_ok) == sorted(server.created) and len(server.created) == 2
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 # ================================================================ 4. slow answers are bounded per step
@@ -332,8 +343,9 @@ async def test_trickled_answer_times_out_in_time(
     out = await run(client.ask("hi"), deadline=10.0)
     assert isinstance(out.exc, H2oTimeoutError), repr(out.exc)
     assert out.elapsed < bound + 0.5, f"{step} trickle failed after {out.elapsed:.1f} s (bound {bound} s)"
-    await finish(client, server, owed=server.delivered, undeleted=1 if step == "create" else 0)
+    await finish(client, server, owed=server.delivered)
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 1 if step == "create" else 0)
 
 
 # ================================================================ 5. server-chosen ids are validated
@@ -360,6 +372,7 @@ async def test_a_weird_conversation_id_is_a_protocol_error(
     await next_conversation_completes(client, server)
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 # ================================================================ 6. no secret in errors and logs
@@ -373,6 +386,7 @@ async def test_an_error_page_echoing_the_request_leaks_no_cookie(
     assert getattr(out.exc, "status", None) == 407
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 async def test_a_proxy_echoing_proxy_authorization_leaks_no_credentials(
@@ -393,6 +407,7 @@ async def test_a_proxy_echoing_proxy_authorization_leaks_no_credentials(
     assert PROXY_PASSWORD not in repr(client)
     await finish(client, server)
     assert_no_secret(out, logs, [PROXY_PASSWORD, token])
+    assert_undeleted(client, 0)
 
 
 async def test_a_base_url_password_is_used_or_refused_never_sent_in_referer(
@@ -413,6 +428,7 @@ async def test_a_base_url_password_is_used_or_refused_never_sent_in_referer(
     assert URL_PASSWORD not in repr(client)
     await finish(client, server)
     assert_no_secret(out, logs, [URL_PASSWORD])
+    assert_undeleted(client, 0)
 
 
 @pytest.mark.parametrize("malformed", ["no-colon", "control-char"])
@@ -432,6 +448,7 @@ async def test_a_parser_error_quoting_the_raw_answer_leaks_no_cookie(
     assert_h2o_error(out, allow_success=True)  # a lenient parser may accept it; then nothing to leak
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 # ================================================================ 7. the journal never blocks the loop
@@ -476,6 +493,7 @@ async def test_a_locked_journal_neither_stalls_the_loop_nor_strands_the_conversa
     assert journal.entries() == []
     journal.close()
     assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 0)
 
 
 @pytest.fixture
@@ -503,6 +521,7 @@ async def test_a_bad_journal_row_does_not_stop_the_sweep(
     assert journal.entries() == [] and len(journal.scan().bad_rows) == 1
     await finish(client, server)
     journal.close()
+    assert_undeleted(client, 0)
 
 
 # ================================================================ 8. idle conversations, parameters, DELETE retries
@@ -519,6 +538,7 @@ async def test_aclose_deletes_an_idle_ready_conversation(server: HostileServer, 
     await conv.aclose()  # a no-op now
     assert server.deletes() == {conv.conversation_id: 1}
     await finish(client, server)
+    assert_undeleted(client, 0)
 
 
 BAD_PARAMS: list[tuple[str, dict[str, object]]] = [
@@ -542,6 +562,7 @@ async def test_bad_parameters_are_refused_before_any_request(
     assert isinstance(out.exc, (ValueError, TypeError)) and not isinstance(out.exc, H2oError), repr(out.exc)
     assert server.requests == [], [(r.method, r.path) for r in server.requests]
     await finish(client, server)
+    assert_undeleted(client, 0)
 
 
 async def test_delete_is_retried_with_backoff_until_the_cleanup_budget(server: HostileServer, transport: str) -> None:
@@ -555,3 +576,4 @@ async def test_delete_is_retried_with_backoff_until_the_cleanup_budget(server: H
     await finish(client, server, owed=[])
     cid = server.created[0]
     assert server.deletes()[cid] == 5 and server.deleted_ok == [cid]
+    assert_undeleted(client, 0)
