@@ -28,7 +28,7 @@ from ._exceptions import (
     H2oTransportError,
     H2oUpstreamError,
 )
-from ._journal import Journal, JournalEntry
+from ._journal import Journal, JournalEntry, JournalScan
 from ._model import TransitionObserver
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
@@ -68,6 +68,7 @@ __all__ = [
     "H2oUpstreamError",
     "Journal",
     "JournalEntry",
+    "JournalScan",
     "Limits",
     "Message",
     "Messages",

@@ -112,7 +112,7 @@ async def _create(m: ConversationModel) -> None:
     journal = rt.journal
     if journal is not None:
         try:
-            await asyncio.to_thread(journal.add, rq.base_url, cid, m.session.cookies)
+            await journal.add_async(rq.base_url, cid, m.session.cookies)
         except Exception as exc:  # crash safety lost for this one; the conversation goes on
             m.note("journal_failed", error=type(exc).__name__)
 
@@ -226,6 +226,6 @@ async def delete(event: EventData) -> None:
     journal = rt.journal
     if journal is not None:
         try:
-            await asyncio.to_thread(journal.remove, rq.base_url, cid)
+            await journal.remove_async(rq.base_url, cid)
         except Exception as exc:  # the sweep will find it deleted (404) later
             m.note("journal_failed", error=type(exc).__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import dataclasses
 import os
 
@@ -46,8 +46,9 @@ async def sweep(requester: Requester, journal: Journal, *, include_live_processe
     unless ``include_live_processes``. 200 and 404 both remove the entry; other failures keep it.
     """
     report = SweepReport()
-    entries = await asyncio.to_thread(journal.entries, requester.base_url)
-    for entry in entries:
+    scan = await journal.scan_async(requester.base_url)
+    report.bad_rows = len(scan.bad_rows)
+    for entry in scan.entries:
         if not include_live_processes and _alive(entry.pid):
             report.skipped += 1
             continue
@@ -65,5 +66,6 @@ async def sweep(requester: Requester, journal: Journal, *, include_live_processe
             report.already_gone += 1
         else:
             report.deleted += 1
-        await asyncio.to_thread(journal.remove, entry.base_url, entry.conversation_id)
+        with contextlib.suppress(Exception):  # a locked journal: the entry stays, the next sweep finds it gone
+            await journal.remove_async(entry.base_url, entry.conversation_id)
     return report

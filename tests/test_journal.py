@@ -1,0 +1,263 @@
+"""The journal: rows, async I/O off the event loop, locks, bad rows, symlinks and foreign files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from h2o_fsm import H2oClient, Journal, JournalScan
+from h2o_fsm.server import LocalServer, ServerConfig
+from h2o_fsm.testing import assert_nothing_leaked
+
+URL = "http://127.0.0.1:9"
+SECRET = "s3cr3t-cookie-value"
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "j.sqlite")
+    yield j
+    j.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+class _LoopLag:
+    """Measures the event loop's worst lateness: a task that asks to wake every 5 ms."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, time.perf_counter() - before - 0.005)
+
+    async def __aenter__(self) -> _LoopLag:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection (as another process would) that keeps the journal's write lock."""
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO conversations VALUES ('x', 'held', '{}', 0, 1)")
+    return other
+
+
+# ---------------------------------------------------------------- rows
+def test_rows_come_and_go_and_the_file_is_private(tmp_path: Path, journal: Journal) -> None:
+    assert _mode(tmp_path / "j.sqlite") == 0o600
+    journal.add(URL, "a" * 24, {"hf-chat": SECRET})
+    journal.add("http://other", "b" * 24, {})
+    assert [e.conversation_id for e in journal.entries(URL)] == ["a" * 24]
+    assert [e.conversation_id for e in journal.entries()] == ["a" * 24, "b" * 24]
+    entry = journal.entries(URL)[0]
+    assert entry.cookies == {"hf-chat": SECRET} and entry.pid == os.getpid()
+    assert SECRET not in repr(entry) and SECRET not in repr(journal)
+    journal.remove(URL, "a" * 24)
+    assert [e.conversation_id for e in journal.entries()] == ["b" * 24]
+
+
+def test_an_existing_file_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    Journal(path).close()
+    assert _mode(path) == 0o600
+
+
+async def test_async_methods_match_the_sync_ones(journal: Journal) -> None:
+    await journal.add_async(URL, "a" * 24, {"hf-chat": SECRET})
+    await asyncio.gather(*(journal.add_async(URL, f"{i:024x}", {"hf-chat": SECRET}) for i in range(1, 41)))
+    entries = await journal.entries_async(URL)
+    assert len(entries) == 41 and {e.cookies["hf-chat"] for e in entries} == {SECRET}
+    assert [e.conversation_id for e in entries] == [e.conversation_id for e in journal.entries(URL)]
+    await journal.remove_async(URL, "a" * 24)
+    scan = await journal.scan_async(URL)
+    assert isinstance(scan, JournalScan) and len(scan.entries) == 40 and scan.bad_rows == []
+    assert await journal.entries_async("http://nobody") == []
+
+
+async def test_open_async_and_aclose(tmp_path: Path) -> None:
+    j = await Journal.open_async(tmp_path / "a.sqlite", busy_timeout=0.1)
+    await j.add_async(URL, "c" * 24, {})
+    await j.aclose()
+    again = Journal(tmp_path / "a.sqlite")
+    assert [e.conversation_id for e in again.entries()] == ["c" * 24]
+    again.close()
+
+
+@pytest.mark.parametrize("value", [0, -1, 31, float("nan")])
+def test_busy_timeout_must_be_short_and_positive(tmp_path: Path, value: float) -> None:
+    with pytest.raises(ValueError, match="busy_timeout"):
+        Journal(tmp_path / "j.sqlite", busy_timeout=value)
+
+
+def test_busy_timeout_must_be_a_number(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="busy_timeout"):
+        Journal(tmp_path / "j.sqlite", busy_timeout="1")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- locks
+def test_a_locked_journal_raises_promptly(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, busy_timeout=0.2)
+    other = _hold_write_lock(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            j.add(URL, "a" * 24, {"hf-chat": SECRET})
+        assert time.monotonic() - started < 1.0
+        assert j.entries() == []  # readers are not blocked (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    j.add(URL, "a" * 24, {})  # usable again once the lock is gone
+    assert len(j.entries()) == 1
+    j.close()
+
+
+async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, busy_timeout=0.6)  # long enough that running it on the loop would show
+    await j.add_async(URL, "b" * 24, {})
+    other = _hold_write_lock(path)
+    try:
+        async with _LoopLag() as lag:
+            started = time.monotonic()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await j.add_async(URL, "a" * 24, {"hf-chat": SECRET})
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await j.remove_async(URL, "b" * 24)
+            elapsed = time.monotonic() - started
+            assert [e.conversation_id for e in await j.entries_async()] == ["b" * 24]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert 1.0 <= elapsed < 3.0  # each write waited its busy timeout, then gave up
+    assert lag.worst < 0.1, f"the event loop stalled {lag.worst * 1000:.0f} ms"
+    await j.aclose()
+
+
+# ---------------------------------------------------------------- bad rows
+def _insert_raw(path: Path, *rows: tuple[object, ...]) -> None:
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.executemany("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)", rows)
+    db.close()
+
+
+async def test_bad_rows_are_skipped_and_reported_without_cookie_values(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    j.add(URL, "good1" + "0" * 19, {"hf-chat": SECRET})
+    _insert_raw(
+        path,
+        (URL, "notjson", "{" + SECRET, 1.0, 1),
+        (URL, "list", f'["{SECRET}"]', 1.0, 1),
+        (URL, "intvalue", '{"hf-chat": 12345}', 1.0, 1),
+        (URL, "pidtext", f'{{"hf-chat": "{SECRET}"}}', 1.0, "abc"),
+        (URL, "createdtext", "{}", "yesterday", 1),
+        (URL, b"\x00blob", "{}", 1.0, 1),
+        (b"blob-url", "badurl", "{}", 1.0, 1),
+    )
+    j.add(URL, "good2" + "0" * 19, {})
+    scan = j.scan(URL)
+    assert sorted(e.conversation_id for e in scan.entries) == ["good1" + "0" * 19, "good2" + "0" * 19]
+    assert len(scan.bad_rows) == 6  # the blob-url row is not of URL
+    reasons = "\n".join(scan.bad_rows)
+    for cid in ("notjson", "list", "intvalue", "pidtext", "createdtext"):
+        assert cid in reasons
+    assert "not JSON" in reasons and "pid" in reasons and "created_at" in reasons and "bytes" in reasons
+    assert SECRET not in reasons and "12345" not in reasons
+    assert len(j.scan().bad_rows) == 7
+    assert [e.conversation_id for e in j.entries(URL)] == [e.conversation_id for e in scan.entries]
+    assert (await j.scan_async(URL)).bad_rows == scan.bad_rows
+    j.close()
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has ended (its journal rows are leftovers)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+async def test_a_bad_row_does_not_stop_a_sweep(tmp_path: Path, dead_pid: int) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    with LocalServer(ServerConfig(max_tokens=4)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as raw:
+            await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",
+                                              "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+            created = await raw.post("/conversation", json={"model": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"})
+            cid = created.json()["conversationId"]
+            cookies = dict(raw.cookies)
+        _insert_raw(path, (server.url, "0" * 24, "not json", 0.0, dead_pid))  # sorts first
+        _insert_raw(path, (server.url, cid, json.dumps(cookies), 1.0, dead_pid))
+        async with H2oClient(server.url, transport="httpx") as client:
+            report = await client.sweep(j)
+        assert report.deleted == 1 and report.failed == 0
+        assert_nothing_leaked(server)
+    assert j.entries() == [] and len(j.scan().bad_rows) == 1
+    j.close()
+
+
+# ---------------------------------------------------------------- paths
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and symlinks")
+def test_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("do not touch")
+    os.chmod(target, 0o644)
+    link = tmp_path / "j.sqlite"
+    link.symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link") as info:
+        Journal(link)
+    assert str(link) in str(info.value)
+    assert _mode(target) == 0o644 and target.read_text() == "do not touch"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_a_dangling_symlink_is_refused_and_nothing_created(tmp_path: Path) -> None:
+    link = tmp_path / "j.sqlite"
+    link.symlink_to(tmp_path / "nowhere.sqlite")
+    with pytest.raises(ValueError, match="symbolic link"):
+        Journal(link)
+    assert not (tmp_path / "nowhere.sqlite").exists()
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_value_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not a database, just some text that is long enough " * 20)
+    with pytest.raises(ValueError, match="not a usable SQLite database") as info:
+        Journal(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_directory_is_a_clear_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a regular file") as info:
+        Journal(tmp_path)
+    assert str(tmp_path) in str(info.value)
