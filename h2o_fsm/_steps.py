@@ -14,11 +14,12 @@ import uuid
 from typing import TYPE_CHECKING
 
 from ._aio import expired_at
-from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError
+from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError, H2oTransportError
 from ._model import ConversationModel
 from ._phase import Phase
 from ._requester import conversation_path, segment
 from ._table import SPEC
+from ._transport import not_sent
 
 if TYPE_CHECKING:
     from transitions.core import EventData
@@ -88,20 +89,26 @@ async def create(event: EventData) -> None:
 async def _create(m: ConversationModel) -> None:
     rt, rq = m.rt, m.rt.requester
     body = rt.dialect.create_body(m.model, m.preprompt)
-    async with rq.step(Phase.CREATE, m.deadline, None):
-        try:
-            response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
-        except H2oStatusError as exc:
-            if exc.status is None or exc.status != rt.dialect.welcome_gate:
-                raise
-            # The server forgot this session (store wiped, session expired): accept the settings
-            # again in the session it just started, then create once more.
-            m.note("session_renewed", status=exc.status)
-            m.session.settings_model = None
-            await _post_settings(m)
-            response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
-        m.status = response.status_code
-        raw = await rq.read_body(response, Phase.CREATE, None)
+    try:
+        async with rq.step(Phase.CREATE, m.deadline, None):
+            try:
+                response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
+            except H2oStatusError as exc:
+                if exc.status is None or exc.status != rt.dialect.welcome_gate:
+                    raise
+                # The server forgot this session (store wiped, session expired): accept the settings
+                # again in the session it just started, then create once more.
+                m.note("session_renewed", status=exc.status)
+                m.session.settings_model = None
+                await _post_settings(m)
+                response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
+            m.status = response.status_code
+            raw = await rq.read_body(response, Phase.CREATE, None)
+    except (H2oTransportError, asyncio.CancelledError) as exc:
+        if not not_sent(exc):  # it may exist on the server, and we can never name it: reported
+            rt.undeleted += 1
+            m.note("create_outcome_unknown", error=type(exc).__name__)
+        raise
     try:
         cid, root = rt.dialect.parse_create(raw)
     except ValueError as exc:
