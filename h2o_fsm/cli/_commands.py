@@ -6,13 +6,16 @@ import argparse
 import asyncio
 import errno
 import logging
-from typing import TextIO
+from typing import Any, TextIO
 
 from .._client import H2oClient
 from .._diagram import render
+from .._journal import Journal
 from .._log import redact
 from .._phase import Phase
+from .._protocol import normalize_base_url
 from .._records import TransitionRecord
+from .._sweep import SweepReport
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
 from ._parser import DEFAULT_DIALECT, cookies_from
@@ -121,12 +124,24 @@ def run_diagram(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-async def _sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .._protocol import normalize_base_url
-    from .._sweep import SweepReport, sweep
+async def _sweep_each(
+    urls: list[str], journal: Journal, options: dict[str, Any], *, include_live_processes: bool
+) -> SweepReport:
+    total = SweepReport()
+    for url in urls:
+        async with H2oClient(url, **options) as client:
+            report = await client.sweep(journal, include_live_processes=include_live_processes)
+        total.deleted += report.deleted
+        total.already_gone += report.already_gone
+        total.failed += report.failed
+        total.skipped += report.skipped
+    return total
 
+
+def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Sweep each journal entry at the URL recorded with it (or only those of ``--base-url``)."""
+    options: dict[str, Any] = dict(_dialect(args))
     cookies = cookies_from(args.cookie)
-    options: dict[str, object] = dict(_dialect(args))
     if cookies:
         options["cookies"] = cookies
     journal = open_journal(args.journal, must_exist=True)
@@ -138,14 +153,7 @@ async def _sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             skipped = [url for url in recorded if url != wanted]
         else:
             targets, skipped = recorded, []
-        total = SweepReport()
-        for url in targets:
-            async with H2oClient(url, **options) as client:  # type: ignore[arg-type]
-                report = await sweep(client, journal, include_live_processes=args.all)
-            total.deleted += report.deleted
-            total.already_gone += report.already_gone
-            total.failed += report.failed
-            total.skipped += report.skipped
+        total = asyncio.run(_sweep_each(targets, journal, options, include_live_processes=args.all))
     finally:
         journal.close()
     out.write(
@@ -158,7 +166,3 @@ async def _sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "(run without --base-url to sweep each at its own URL)\n"
         )
     return 0 if total.failed == 0 else EXIT_FAILED
-
-
-def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return asyncio.run(_sweep(args, out, err))

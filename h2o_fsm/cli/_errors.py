@@ -93,7 +93,8 @@ def _advice(exc: H2oError, base_url: str) -> str:
 def error_line(exc: H2oError, base_url: str) -> str:
     """``h2o-fsm: send failed (HTTP 404): <what happened> — <what to do>``: the phase said once."""
     phase = exc.phase.value if exc.phase else "request"
-    status = f" (HTTP {exc.status})" if exc.status is not None else ""
+    shown = exc.status is not None and (isinstance(exc, H2oStatusError) or exc.status >= 400)
+    status = f" (HTTP {exc.status})" if shown else ""  # not the 200 of a stream that broke later
     if isinstance(exc, H2oTransportError) and not isinstance(exc, H2oTimeoutError) and is_refused(exc):
         what = f"connection refused by {redact(base_url)}"
     else:
