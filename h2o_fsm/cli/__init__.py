@@ -15,7 +15,7 @@ from typing import IO, TextIO
 from .._exceptions import H2oError
 from .._log import redact
 from ._errors import EXIT_ABORTED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Aborted, UsageError, error_line
-from ._parser import parser
+from ._parser import DIALECTS, parser
 
 __all__ = ["main"]
 
@@ -51,6 +51,8 @@ def main(
     base_url = ""
     try:
         args = parser().parse_args(argv)
+        if getattr(args, "dialect", DIALECTS[0]) not in DIALECTS:  # from H2O_FSM_DIALECT, not checked by argparse
+            raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join(DIALECTS)}")
         debug = bool(getattr(args, "debug", False))
         base_url = getattr(args, "base_url", None) or ""
         return _dispatch(args, out, err, inp, standard_io=standard_io)

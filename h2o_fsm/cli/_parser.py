@@ -29,7 +29,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: …)`` only where there is a default worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or action.help is None:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or not action.help:
             return action.help
         return super()._get_help_string(action)
 
