@@ -98,7 +98,8 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.flush()
 
         async def run() -> str:
-            async with H2oClient(server.url, on_transition=observe) as client, client.conversation() as conv:
+            client = H2oClient(server.url, on_transition=observe, **_dialect(args))  # type: ignore[arg-type]
+            async with client, client.conversation() as conv:
                 return await conv.ask([{"role": "user", "content": args.prompt}])
 
         answer = asyncio.run(run())
