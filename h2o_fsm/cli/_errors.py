@@ -1,0 +1,111 @@
+"""One-line rendering of every way a command can fail: usage mistakes (exit 2) and failed conversations (exit 1)."""
+
+from __future__ import annotations
+
+import errno
+import re
+
+from .._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
+from .._hints import status_hint
+from .._log import redact
+from .._phase import Phase
+
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "Aborted",
+    "UsageError",
+    "error_line",
+    "is_refused",
+    "os_error_text",
+]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+SERVER_EXTRA = "pip install 'h2o-fsm[server]'"
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files: shown as one line, exit 2."""
+
+
+class Aborted(Exception):
+    """The user quit at a ``--step`` pause."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """``OSError`` without Python's ``[Errno N]`` noise: ``No such file or directory``."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def is_refused(exc: BaseException) -> bool:
+    """True when the cause chain holds a refused connection (whatever the transport called it)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or (
+            isinstance(cur, OSError) and cur.errno == errno.ECONNREFUSED
+        ):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _message(exc: H2oError) -> str:
+    """The engine's message without a leading ``<phase> failed:`` / ``HTTP <status>`` (said by us once)."""
+    text = exc.message.strip()
+    if exc.phase is not None:
+        text = re.sub(rf"^{re.escape(exc.phase.value)} (failed|timed out):\s*", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"^DELETE failed:\s*", "", text)
+    if exc.status is not None:
+        text = re.sub(rf"^HTTP {exc.status}\b\s*", "", text)
+    return text
+
+
+def _advice(exc: H2oError, base_url: str) -> str:
+    where = redact(base_url)
+    if isinstance(exc, H2oTimeoutError):
+        return "the server is slow or stalled; raise --timeout or try again later"
+    if isinstance(exc, H2oTransportError) and is_refused(exc):
+        return "is the server running? (set --base-url or H2O_FSM_BASE_URL)"
+    if isinstance(exc, H2oTransportError):
+        return f"is the server running and reachable at {where}? (set --base-url or H2O_FSM_BASE_URL)"
+    if isinstance(exc, H2oStatusError) and exc.status is not None:
+        status = exc.status
+        if status == 429:
+            return f"try again{f' after {exc.retry_after:g}s' if exc.retry_after is not None else ' later'}"
+        if status == 404 and exc.phase in (Phase.SETTINGS, Phase.CREATE):
+            return f"check --base-url ({where} does not look like a chat-ui deployment)"
+        if status == 404:
+            return "start a new conversation"
+        if status in (400, 422):
+            return "check --model and --param values"
+        if status == 401:
+            return "pass the session cookies with --cookie NAME=VALUE (or H2O_FSM_COOKIES)"
+        if status >= 500:
+            return "try again later"
+    return "run again with --debug for details"
+
+
+def error_line(exc: H2oError, base_url: str) -> str:
+    """``h2o-fsm: send failed (HTTP 404): <what happened> — <what to do>``: the phase said once."""
+    phase = exc.phase.value if exc.phase else "request"
+    shown = exc.status is not None and (isinstance(exc, H2oStatusError) or exc.status >= 400)
+    status = f" (HTTP {exc.status})" if shown else ""  # not the 200 of a stream that broke later
+    if isinstance(exc, H2oTransportError) and not isinstance(exc, H2oTimeoutError) and is_refused(exc):
+        what = f"connection refused by {redact(base_url)}"
+    else:
+        what = _message(exc)
+        if isinstance(exc, H2oStatusError) and exc.status is not None:
+            # the explanation of the status comes from the one table of hints (fitting the step), then
+            # what the server said; the engine's own wording of it is not repeated
+            hint = status_hint(exc.phase, exc.status)
+            if hint:
+                body = " ".join(exc.body.split())[:200]
+                what = f"{hint}: {body}" if body else hint
+    what = " ".join(what.split()) or type(exc).__name__
+    cleanup = " — and deleting the conversation failed too" if exc.cleanup_error is not None else ""
+    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url)}"

@@ -1,0 +1,192 @@
+"""``h2o-fsm chat`` with no prompt on a terminal: a conversation of several turns, ``/new``, ``/exit``, Ctrl-C.
+
+The prompt is read in the main thread while the event loop is idle (so ``readline`` editing, history and
+Ctrl-C work as in any terminal program); each turn then runs on the one event loop that owns the client.
+During a turn Ctrl-C cancels that turn only: the engine deletes the conversation and a fresh one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from typing import IO, Any, TextIO, TypeVar
+
+from .._client import H2oClient
+from .._conversation import Conversation
+from .._exceptions import H2oError
+from ._chat import ChatSetup, messages, stepped
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, error_line
+
+__all__ = ["Interactive"]
+
+T = TypeVar("T")
+PROMPT = "you> "
+HELP = "type a message; /new starts a fresh conversation, /exit or Ctrl-D ends, Ctrl-C stops an answer"
+
+
+class _Interrupted(Exception):
+    """Ctrl-C arrived while a coroutine ran (it has been cancelled and has finished)."""
+
+
+def _enable_readline() -> None:
+    """Line editing and in-session history where ``readline`` exists (prompts are not saved to disk)."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401
+
+
+class Interactive:
+    """The conversation loop; :meth:`run` returns the exit code."""
+
+    def __init__(self, setup: ChatSetup, out: TextIO, err: TextIO, stdin: IO[str], *, standard_io: bool) -> None:
+        self.setup, self.out, self.err, self.stdin = setup, out, err, stdin
+        self.standard_io = standard_io  # the process's own stdin/stdout: input() with readline
+        self.loop = asyncio.new_event_loop()
+        self.client: H2oClient | None = None
+        self.conv: Conversation | None = None
+        self.turns = 0  # turns sent in the current conversation
+        self.failed = False
+
+    # -- running coroutines on our loop, Ctrl-C cancelling them --------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = self.loop.create_task(coro)
+        interrupted = False
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        try:
+            self.loop.add_signal_handler(signal.SIGINT, on_sigint)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            installed = False
+        try:
+            return self.loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise _Interrupted from None
+            raise
+        finally:
+            if installed:
+                self.loop.remove_signal_handler(signal.SIGINT)
+
+    def _say(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def _read(self) -> str:
+        """One line from the user; ``EOFError`` at Ctrl-D, ``KeyboardInterrupt`` at Ctrl-C."""
+        if self.standard_io:
+            return input(PROMPT)
+        self.out.write(PROMPT)
+        self.out.flush()
+        line = self.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    # -- the conversation ------------------------------------------------------------------------------
+    async def _open(self) -> None:
+        self.client = self.setup.client()
+
+    async def _end(self) -> None:
+        conv, self.conv = self.conv, None
+        self.turns = 0
+        if conv is not None:
+            await conv.aclose()
+
+    def _fresh(self) -> Conversation:
+        assert self.client is not None
+        if self.conv is None:
+            self.conv = self.client.conversation(parameters=self.setup.parameters)
+            self.turns = 0
+        return self.conv
+
+    async def _turn(self, text: str) -> None:
+        conv = self._fresh()
+        prompt = messages(self.setup.args.system, text) if self.turns == 0 else text
+        self.turns += 1
+        status = self.setup.status
+        status.enabled = status.tty
+        try:
+            if self.setup.args.step:
+                await stepped(conv, prompt, self.out, self.err, self.stdin, until_ready=True)
+                return
+            async for chunk in conv.stream(prompt):
+                if status.enabled:  # from here the answer owns the line: no more status
+                    status.clear()
+                    status.enabled = False
+                self.out.write(chunk)
+                self.out.flush()
+        finally:
+            status.enabled = False
+            status.clear()
+            if not self.setup.args.step:
+                self.out.write("\n")
+                self.out.flush()
+
+    async def _close_all(self) -> None:
+        try:
+            await self._end()
+        finally:
+            if self.client is not None:
+                await self.client.aclose()
+
+    def run(self) -> int:
+        _enable_readline()
+        code = 0
+        try:
+            self._run(self._open())
+            self._say(f"h2o-fsm: chatting with {self.setup.args.model} — {HELP}")
+            code = self._loop()
+        except _Interrupted:
+            code = EXIT_INTERRUPTED
+        finally:
+            try:
+                self._run(self._close_all())
+            except _Interrupted:
+                code = EXIT_INTERRUPTED
+            finally:
+                with contextlib.suppress(Exception):
+                    self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self.loop.close()
+        if code == EXIT_INTERRUPTED:
+            self._say("h2o-fsm: interrupted; whatever was created has been deleted")
+        return code if code else (EXIT_FAILED if self.failed else 0)
+
+    def _loop(self) -> int:
+        while True:
+            try:
+                line = self._read()
+            except EOFError:
+                self.out.write("\n")
+                self.out.flush()
+                return 0
+            except KeyboardInterrupt:
+                self.out.write("\n")
+                return EXIT_INTERRUPTED
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                return 0
+            if text == "/new":
+                self._run(self._end())
+                self._say("(a new conversation: the previous one was deleted)")
+                continue
+            if text in ("/help", "/?"):
+                self._say(HELP)
+                continue
+            try:
+                self._run(self._turn(line))
+            except _Interrupted:
+                self._run(self._end())
+                self._say("(answer stopped; that conversation was deleted, a new one starts)")
+            except H2oError as exc:
+                self.failed = True
+                self._say(error_line(exc, self.setup.args.base_url))
+                self._run(self._end())
+                self._say("(a new conversation starts)")
