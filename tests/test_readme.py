@@ -54,13 +54,14 @@ def test_the_readme_has_the_examples_it_should() -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer(ServerConfig(max_tokens=12)) as srv:
-        yield srv
+def servers() -> Iterator[dict[str, LocalServer]]:
+    with LocalServer(ServerConfig(max_tokens=12)) as h2o, LocalServer(ServerConfig(max_tokens=12), dialect="chat-ui") as cu:
+        yield {"h2o": h2o, "chat-ui": cu}
 
 
 @pytest.mark.parametrize("code", [c for c, _ in SCRIPTS], ids=[i for _, i in SCRIPTS])
-def test_script_example_runs(code: str, server: LocalServer, tmp_path: Path) -> None:
+def test_script_example_runs(code: str, servers: dict[str, LocalServer], tmp_path: Path) -> None:
+    server = servers["chat-ui" if 'dialect="chat-ui"' in code else "h2o"]  # each block against its dialect
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     before = server.accounting.snapshot()
