@@ -10,30 +10,24 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Final, TypedDict, Union
 from urllib.parse import urlsplit
 
 __all__ = [
-    "ALREADY_GONE",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
-    "DELETED",
+    "DELETE_OK",
     "KNOWN_ROLES",
     "JSONValue",
     "Message",
     "Messages",
     "Parameters",
-    "conversation_path",
-    "create_body",
     "format_prompt",
     "merge_parameters",
     "normalize_base_url",
     "prompt_text",
-    "send_body",
-    "settings_form",
     "validate_conversation_id",
     "validate_message_id",
     "validate_messages",
@@ -282,49 +276,5 @@ def merge_parameters(overrides: Mapping[str, object] | None = None) -> Parameter
     return params
 
 
-def settings_form(model: str) -> dict[str, str]:
-    """Form fields of ``POST /settings``."""
-    return {
-        "ethicsModalAccepted": "true",
-        "shareConversationsWithModelAuthors": "true",
-        "ethicsModalAcceptedAt": "",
-        "activeModel": model,
-        "searchEnabled": "true",
-    }
-
-
-def create_body(model: str) -> dict[str, str]:
-    """JSON body of ``POST /conversation``."""
-    return {"model": model}
-
-
-def send_body(
-    prompt: str,
-    parameters: Mapping[str, JSONValue],
-    *,
-    message_id: str | None = None,
-    response_id: str | None = None,
-) -> dict[str, JSONValue]:
-    """JSON body of ``POST /conversation/{id}``."""
-    return {
-        "inputs": prompt,
-        "parameters": dict(parameters),
-        "stream": True,
-        "options": {
-            "id": message_id or str(uuid.uuid4()),
-            "response_id": response_id or str(uuid.uuid4()),
-            "is_retry": False,
-            "use_cache": False,
-            "web_search_id": "",
-        },
-    }
-
-
-DELETED: Final = frozenset({200, 202, 204})
-"""Statuses of a DELETE that removed the conversation; 404 means it was already gone."""
-ALREADY_GONE: Final = 404
-
-
-def conversation_path(conversation_id: str) -> str:
-    """Path of one conversation (send and delete)."""
-    return f"/conversation/{conversation_id}"
+DELETE_OK: Final = frozenset({200, 202, 204, 404})
+"""Statuses of a DELETE after which the conversation is gone (404: already gone, or never this session's)."""

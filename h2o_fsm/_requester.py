@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
 from urllib.parse import quote, urlsplit
@@ -144,7 +144,7 @@ class Requester:
         *,
         session: Session,
         body: Body = Body(),  # noqa: B008 - an immutable NamedTuple
-        ok: Sequence[int] = (200,),
+        ok: Collection[int] = (200,),
         cid: str | None = None,
         budget: float | None = None,
         each: bool = False,
@@ -167,7 +167,15 @@ class Requester:
             return await retry_after_failure(once, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
 
     async def _once(
-        self, phase: Phase, method: str, path: str, *, session: Session, body: Body, ok: Sequence[int], cid: str | None
+        self,
+        phase: Phase,
+        method: str,
+        path: str,
+        *,
+        session: Session,
+        body: Body,
+        ok: Collection[int],
+        cid: str | None,
     ) -> httpx.Response:
         headers = dict(self.headers)
         cookie = session.cookie_header

@@ -17,6 +17,7 @@ from ._aio import expired_at
 from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError, H2oTransportError
 from ._model import ConversationModel
 from ._phase import Phase
+from ._protocol import DELETE_OK
 from ._requester import conversation_path, segment
 from ._table import SPEC
 from ._transport import not_sent
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
     from transitions.core import EventData
 
 __all__ = ["create", "delete", "fetch", "leave_stream", "send", "settings", "stop", "stream"]
-
-DELETED = (200, 202, 204, 404)  # 404: already gone (or never this session's)
-
 
 def _model(event: EventData) -> ConversationModel:
     model = event.model
@@ -218,7 +216,7 @@ async def delete(event: EventData) -> None:
     try:
         async with expired_at(asyncio.get_running_loop().time() + budget):
             response = await rq.call(Phase.DELETE, "DELETE", conversation_path(cid), session=m.session,
-                                     ok=DELETED, cid=cid, budget=max(0.0, budget - rt.timeouts.delete), each=True)
+                                     ok=DELETE_OK, cid=cid, budget=max(0.0, budget - rt.timeouts.delete), each=True)
             m.status = response.status_code
             await rq.drain(response)
     except (asyncio.TimeoutError, H2oError) as exc:

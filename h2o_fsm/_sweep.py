@@ -9,6 +9,7 @@ import os
 from ._exceptions import H2oError
 from ._journal import Journal
 from ._phase import Phase
+from ._protocol import DELETE_OK
 from ._requester import Requester, conversation_path
 from ._session import Session
 
@@ -56,7 +57,7 @@ async def sweep(requester: Requester, journal: Journal, *, include_live_processe
             async with requester.step(Phase.DELETE, None, entry.conversation_id):
                 response = await requester.call(
                     Phase.DELETE, "DELETE", conversation_path(entry.conversation_id), session=Session(entry.cookies),
-                    ok=(200, 202, 204, 404), cid=entry.conversation_id,
+                    ok=DELETE_OK, cid=entry.conversation_id,
                 )
                 await requester.drain(response)
         except (H2oError, ValueError, TypeError):

@@ -11,15 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
 from h2o_fsm._protocol import (
     DEFAULT_PARAMETERS,
-    create_body,
     format_prompt,
     merge_parameters,
     normalize_base_url,
     prompt_text,
-    send_body,
-    settings_form,
     validate_conversation_id,
     validate_message_id,
     validate_messages,

@@ -4,10 +4,12 @@ generation parameters, a text-generation-inference event stream."""
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from .._phase import Phase
-from .._protocol import Messages, Parameters, create_body, prompt_text, send_body, settings_form
+from .._protocol import JSONValue, Messages, Parameters, prompt_text
 from .._protocol import validate_conversation_id as _valid_id
 from .._stream import StreamParser
 from . import Body, DialectName
@@ -15,7 +17,45 @@ from . import Body, DialectName
 if TYPE_CHECKING:
     from .._stream import Parser
 
-__all__ = ["H2O", "H2oDialect"]
+__all__ = ["H2O", "H2oDialect", "create_body", "send_body", "settings_form"]
+
+
+def settings_form(model: str) -> dict[str, str]:
+    """Form fields of ``POST /settings``."""
+    return {
+        "ethicsModalAccepted": "true",
+        "shareConversationsWithModelAuthors": "true",
+        "ethicsModalAcceptedAt": "",
+        "activeModel": model,
+        "searchEnabled": "true",
+    }
+
+
+def create_body(model: str) -> dict[str, str]:
+    """JSON body of ``POST /conversation``."""
+    return {"model": model}
+
+
+def send_body(
+    prompt: str,
+    parameters: Mapping[str, JSONValue],
+    *,
+    message_id: str | None = None,
+    response_id: str | None = None,
+) -> dict[str, JSONValue]:
+    """JSON body of ``POST /conversation/{id}``."""
+    return {
+        "inputs": prompt,
+        "parameters": dict(parameters),
+        "stream": True,
+        "options": {
+            "id": message_id or str(uuid.uuid4()),
+            "response_id": response_id or str(uuid.uuid4()),
+            "is_retry": False,
+            "use_cache": False,
+            "web_search_id": "",
+        },
+    }
 
 
 class H2oDialect:
