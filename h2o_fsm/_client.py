@@ -225,8 +225,8 @@ class H2oClient:
         rt = self._rt
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.cleanup
-        for conv in list(rt.live):
-            if isinstance(conv, Conversation) and not conv.transitioning and not conv.busy:
+        for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
+            if isinstance(conv, Conversation) and not conv.transitioning:
                 conv._end("close")
         while (rt.tasks or rt.live) and loop.time() < deadline:
             pending = set(rt.tasks)

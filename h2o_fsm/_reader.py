@@ -29,6 +29,15 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
     max_bytes, max_tokens = limits.max_stream_bytes, limits.max_tokens
     deadline = m.deadline
     tokens = 0
+
+    def take(events: list[Event]) -> list[str]:  # the answer text among ``events``, within the token limit
+        nonlocal tokens
+        texts = _answer(m, events)
+        tokens += len(texts)
+        if tokens > max_tokens:
+            raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+        return texts
+
     body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
     try:
         while True:
@@ -45,19 +54,13 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                 _fail(m, exc)
             if parser.bytes_seen > max_bytes:
                 raise _error(m, H2oLimitError, f"stream exceeded {max_bytes} bytes")
-            for text in _answer(m, events):
-                tokens += 1
-                if tokens > max_tokens:
-                    raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+            for text in take(events):
                 yield text
         try:
             tail = parser.close()
         except Exception as exc:
             _fail(m, exc)
-        for text in _answer(m, tail):
-            tokens += 1
-            if tokens > max_tokens:
-                raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+        for text in take(tail):
             yield text
     finally:
         await body.aclose()
