@@ -35,7 +35,7 @@ from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 TRANSPORT = {"kind": "httpx"}
 NO_RETRY = Retries(attempts=1)
 # short step timeouts so that stalls become timeouts quickly; a small cleanup budget
-SHORT = Timeouts(connect=2.0, settings=0.5, create=0.5, fetch=0.5, send=0.5, token=0.5, delete=0.5, cleanup=2.0)
+SHORT = Timeouts(connect=2.0, settings=0.3, create=0.3, fetch=0.3, send=0.3, token=0.3, delete=0.3, cleanup=1.5)
 
 
 @pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
@@ -193,23 +193,23 @@ async def test_keepalive_lines_reset_the_token_gap() -> None:
 FAULTS = [
     ("settings", Fault("settings", "status", status=500), H2oStatusError),
     ("settings", Fault("settings", "html"), H2oProtocolError),
-    ("settings", Fault("settings", "stall", seconds=2.0), H2oTimeoutError),
+    ("settings", Fault("settings", "stall", seconds=1.0), H2oTimeoutError),
     ("create", Fault("create", "status", status=429), H2oStatusError),
     ("create", Fault("create", "html"), H2oProtocolError),
-    ("create", Fault("create", "stall", seconds=2.0), H2oTimeoutError),
+    ("create", Fault("create", "stall", seconds=1.0), H2oTimeoutError),
     ("create", Fault("create", "create_then_error", status=500), H2oStatusError),
     ("fetch", Fault("fetch", "status", status=500), H2oStatusError),
     ("fetch", Fault("fetch", "html"), H2oProtocolError),
-    ("fetch", Fault("fetch", "stall", seconds=2.0), H2oTimeoutError),
+    ("fetch", Fault("fetch", "stall", seconds=1.0), H2oTimeoutError),
     ("send", Fault("send", "status", status=429), H2oStatusError),
     ("send", Fault("send", "html"), H2oProtocolError),
-    ("send", Fault("send", "stall", seconds=2.0), H2oTimeoutError),
-    ("stream", Fault("stream", "stall", at_token=2, seconds=3.0), H2oTimeoutError),
+    ("send", Fault("send", "stall", seconds=1.0), H2oTimeoutError),
+    ("stream", Fault("stream", "stall", at_token=2, seconds=1.5), H2oTimeoutError),
     ("stream", Fault("stream", "drop", at_token=2), H2oTransportError),
     ("stream", Fault("stream", "malformed", at_token=2), H2oProtocolError),
     ("stream", Fault("stream", "error_event", at_token=2, status=503), H2oUpstreamError),
     ("delete", Fault("delete", "status", status=500, count=-1), H2oCleanupError),
-    ("delete", Fault("delete", "stall", seconds=3.0, count=-1), H2oCleanupError),
+    ("delete", Fault("delete", "stall", seconds=1.0, count=-1), H2oCleanupError),
 ]
 
 
@@ -275,8 +275,8 @@ async def _eventually(check: object, seconds: float = 5.0) -> None:
 # ---------------------------------------------------------------- stop-generating faults
 @pytest.mark.parametrize("kind", ["status", "stall"])
 async def test_a_failed_stop_never_hides_the_real_error_and_the_delete_still_runs(kind: str) -> None:
-    fault = Fault("stop", kind, status=500, seconds=3.0, count=-1)
-    stall = Fault("stream", "stall", at_token=2, seconds=5.0)
+    fault = Fault("stop", kind, status=500, seconds=1.0, count=-1)
+    stall = Fault("stream", "stall", at_token=2, seconds=2.0)
     with chatui([stall, fault], max_tokens=8) as server:
         log = structlog.get_logger()
         with structlog.testing.capture_logs() as logs:
@@ -289,7 +289,7 @@ async def test_a_failed_stop_never_hides_the_real_error_and_the_delete_still_run
         assert server.faults.fired.count(fault) >= 1
         failed = [e for e in logs if e["event"] == "stop_generating_failed"]
         assert len(failed) == 1
-        assert ("HTTP 500" in failed[0]["error"]) if kind == "status" else ("0.5" in failed[0]["error"])
+        assert ("HTTP 500" in failed[0]["error"]) if kind == "status" else (f"within {SHORT.delete:.3g}s" in failed[0]["error"])
         into_stop = [r for r in conv.history if r.dest is Phase.STOP]
         assert len(into_stop) == 1 and into_stop[0].status == (500 if kind == "status" else None)
         assert_clean(server, conv.conversation_id)
