@@ -289,7 +289,8 @@ async def test_a_failed_stop_never_hides_the_real_error_and_the_delete_still_run
         assert server.faults.fired.count(fault) >= 1
         failed = [e for e in logs if e["event"] == "stop_generating_failed"]
         assert len(failed) == 1
-        assert ("HTTP 500" in failed[0]["error"]) if kind == "status" else (f"within {SHORT.delete:.3g}s" in failed[0]["error"])
+        said = "HTTP 500" if kind == "status" else f"within {SHORT.delete:.3g}s"  # the stop's own timeout
+        assert said in failed[0]["error"]
         into_stop = [r for r in conv.history if r.dest is Phase.STOP]
         assert len(into_stop) == 1 and into_stop[0].status == (500 if kind == "status" else None)
         assert_clean(server, conv.conversation_id)
