@@ -75,6 +75,7 @@ def _answer(m: ConversationModel, events: list[Event]) -> list[str]:
         if type(ev) is str:
             texts.append(ev)
         elif type(ev) is StreamError:
+            m.generating = False  # the server ended the run itself: nothing to stop
             raise H2oUpstreamError(
                 f"the server reported an error: {ev.message}",
                 phase=_STREAM,

@@ -69,7 +69,7 @@ async def _post_settings(m: ConversationModel) -> None:
     m.status = response.status_code
     html = response.status_code == 200 and "html" in response.headers.get("content-type", "")
     await rq.drain(response)
-    if html and m.rt.dialect.welcome_gate is not None:  # 2023 chat-ui answers 303; a 200 page is a proxy's
+    if html:  # chat-ui answers 303 (2023) or 200 with no body (today): an HTML page is a proxy's
         raise H2oProtocolError("settings answered an HTML page, not the 303", phase=Phase.SETTINGS, status=200)
     m.session.settings_model = m.model
 
@@ -163,6 +163,7 @@ async def send(event: EventData) -> None:
             raise
     m.status = m.send_status = response.status_code
     if response.headers.get("content-type", "").startswith("text/html"):
+        m.generating = False  # a proxy's page: nothing is generating behind it
         snippet = (await rq.read_up_to(response, 120)).decode("utf-8", "replace").strip()
         await response.aclose()
         raise H2oProtocolError(f"expected a stream, got an HTML page: {snippet!r}", phase=Phase.SEND,
