@@ -12,7 +12,7 @@ Public API:
 
 from __future__ import annotations
 
-from ._client import H2oClient
+from ._client import ClientState, H2oClient
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
 from ._dialects import DialectName
@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_PARAMETERS",
     "STATES",
     "TRANSITIONS",
+    "ClientState",
     "Conversation",
     "DialectName",
     "Edge",

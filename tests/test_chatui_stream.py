@@ -1,4 +1,4 @@
-"""chat-ui's JSON-lines stream parser (pure): every rule of PROTOCOL.md "stream: the body of send"."""
+"""chat-ui's JSON-lines stream parser (pure): every rule of docs/protocol.md "stream: the body of send"."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ KEEPALIVE = line({"type": "status", "status": "keepAlive"})
 FINISHED = line({"type": "status", "status": "finished"})
 ROUTER = line({"type": "routerMetadata", "route": "casual", "model": "m", "provider": "p"})
 
-# The example of PROTOCOL.md, as chat-ui writes it (4096 spaces and no newline before "finished").
+# The example of docs/protocol.md, as chat-ui writes it (4096 spaces and no newline before "finished").
 STREAM = (
     b"\n".join([
         STARTED, KEEPALIVE, ROUTER,

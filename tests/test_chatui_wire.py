@@ -1,4 +1,4 @@
-"""The chat-ui dialect's bodies and answer readers (pure): PROTOCOL.md "chat-ui today", create/send/read/stop."""
+"""The chat-ui dialect's bodies and answer readers (pure): docs/protocol.md "chat-ui today", create/send/read/stop."""
 
 from __future__ import annotations
 

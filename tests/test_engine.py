@@ -1,6 +1,6 @@
 """The engine against the bundled server over real loopback HTTP (no mocks).
 
-One test per defect of the old provider (PROTOCOL.md) and per cleanup path.
+One test per defect of the old provider (docs/protocol.md) and per cleanup path.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The incremental stream parser (pure): every rule of PROTOCOL.md step 4."""
+"""The incremental stream parser (pure): every rule of docs/protocol.md step 4."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ token_texts = st.lists(st.text(max_size=8), max_size=20)
 def test_generated_streams_parse_to_their_tokens(
     texts_: list[str], space: bool, crlf: bool, comments: list[bytes], data: st.DataObject
 ) -> None:
-    """Any stream PROTOCOL.md allows — either data prefix, either line end, comments and other SSE
+    """Any stream docs/protocol.md allows — either data prefix, either line end, comments and other SSE
     fields anywhere, the last line with or without its newline, any chunking — gives its tokens."""
     nl = b"\r\n" if crlf else b"\n"
     prefix = b"data: " if space else b"data:"

@@ -1,6 +1,6 @@
 """The chat-ui dialect's request bodies and answer readers (create, send, stop, read), pure: no I/O.
 
-What PROTOCOL.md ("chat-ui today") says, as functions of bytes and values:
+What docs/protocol.md ("chat-ui today") says, as functions of bytes and values:
 
 * create: :func:`create_body` (``{"model", "preprompt"}``; :func:`split_system` turns a leading
   system message into the preprompt) and :func:`parse_create_answer` (the conversation id, and the

@@ -1,6 +1,6 @@
 """The emulator's app factory: one Starlette app per dialect over shared state, plus the accounting view.
 
-It is an emulator of the protocol (../PROTOCOL.md), not a language model: answers come from a
+It is an emulator of the protocol (docs/protocol.md), not a language model: answers come from a
 deterministic generator seeded by the conversation's history (:func:`generate`).
 """
 

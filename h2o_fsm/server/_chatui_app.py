@@ -1,4 +1,4 @@
-"""The "chat-ui" dialect of the emulator (chat-ui as it is today: PROTOCOL.md's second half), as a Starlette app.
+"""The "chat-ui" dialect of the emulator (chat-ui as it is today: docs/protocol.md's second half), as a Starlette app.
 
 Gates: the ``hf-chat`` session, the CSRF gate (form, multipart and text POSTs need a same-host
 ``Origin`` → else 403; JSON is not checked), optional login (401). Routes: JSON settings (200, no

@@ -1,4 +1,4 @@
-"""The 2023 "h2o" dialect of the emulator: PROTOCOL.md's first half, as a Starlette app.
+"""The 2023 "h2o" dialect of the emulator: docs/protocol.md's first half, as a Starlette app.
 
 The ``hf-chat`` session cookie, conversations owned by their session, the CSRF (Referer) and
 welcome-modal gates, settings as a form answered with 303, TGI-style streamed events and a final

@@ -2,7 +2,7 @@
 
 Fault plans draw over the phases a dialect's server has (:func:`h2o_fsm.server.phases_of`) and every
 fault kind. With ``recoverable=True`` they draw only faults after which a client following
-PROTOCOL.md leaves nothing live — provided it makes at least two DELETE attempts and its DELETE
+docs/protocol.md leaves nothing live — provided it makes at least two DELETE attempts and its DELETE
 timeout exceeds ``max_stall``: no ``create_then_error``, and in the ``delete`` phase only stalls and
 single (``count=1``) 429/5xx answers, which a retried idempotent DELETE gets past. Every other fault
 (any phase before delete, any count, any status) is allowed: the client fails and still deletes.
