@@ -1,39 +1,49 @@
-"""Benchmarks for h2o-fsm (issue 6). Prints ratios measured side by side in one run.
+"""Benchmarks for h2o-fsm (issues 6, 9, 11). Prints ratios measured side by side in one run.
 
-    pip install '.[bench]' && python benchmarks/run.py [--quick]
+    pip install '.[bench]' && python benchmarks/run.py [--quick] [--only-cpu] [--profile]
 
 The server is the bundled emulator in *another process* (``h2o-fsm serve``) on loopback, so the
 client CPU measured here (``time.process_time`` of this process) excludes the server. Variants run
-in alternating rounds; medians over rounds are compared.
+in alternating rounds; medians over rounds are compared. Both dialects: the 2023 "h2o" one against
+the old provider's way and a raw httpx client, today's "chat-ui" one against a minimal hand-written
+chat-ui client on the same transport. ``--profile`` prints the top self-time functions of h2o-fsm
+on the h2o one-shot path (cProfile).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import json
+import os
 import platform
+import pstats
 import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
+import uuid
 from collections.abc import Awaitable, Callable
 
 import httpx
+from parser_chatui import realistic_stream  # benchmarks/ is on sys.path when run as a script
 
 from h2o_fsm import H2o, H2oClient, Retries
-from h2o_fsm._protocol import DEFAULT_MODEL, create_body, merge_parameters, send_body, settings_form
+from h2o_fsm._dialects.chatui_stream import JsonLinesParser
+from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
+from h2o_fsm._protocol import DEFAULT_MODEL, merge_parameters
 from h2o_fsm._stream import StreamParser
 
 MSGS = [{"role": "user", "content": "Hello, how are you?"}]
 
 
-def start_server(max_tokens: int, token_delay: float = 0.0) -> tuple[subprocess.Popen[str], str]:
+def start_server(max_tokens: int, token_delay: float = 0.0, dialect: str = "h2o") -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "h2o_fsm.cli", "serve", "--max-tokens", str(max_tokens), "--no-request-log",
-         "--token-delay", str(token_delay)],
+         "--token-delay", str(token_delay), "--dialect", dialect],
         stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
@@ -78,6 +88,36 @@ async def old_aiohttp(url: str) -> str:
         async with session.delete(f"{url}/conversation/{cid}") as r:
             await r.read()
         return "".join(out)
+
+
+async def handwritten_chatui(client: httpx.AsyncClient, url: str) -> str:
+    """A minimal hand-written client of today's chat-ui (PROTOCOL.md, second half), one shared client.
+
+    create (JSON) → the root message from the create answer's ``conversation`` field, else
+    ``GET /api/v2/conversations/{id}`` → multipart send with ``Origin`` → JSON lines (stdlib
+    ``json.loads`` per line, NULs removed) → DELETE. No validation, no limits, no retries.
+    """
+    r = await client.post(url + "/conversation", json={"model": DEFAULT_MODEL})
+    answer = r.json()
+    cid = answer["conversationId"]
+    if "conversation" in answer:
+        root = json.loads(answer["conversation"])["json"]["rootMessageId"]
+    else:
+        root = (await client.get(f"{url}/api/v2/conversations/{cid}")).json()["json"]["rootMessageId"]
+    data = json.dumps({"inputs": "Hello", "id": root, "is_retry": False, "generationId": str(uuid.uuid4())})
+    out = []
+    async with client.stream("POST", f"{url}/conversation/{cid}", files={"data": (None, data)},
+                             headers={"Origin": url}) as resp:
+        async for raw in resp.aiter_lines():
+            line = raw.strip()
+            if line:
+                ev = json.loads(line)
+                if ev["type"] == "stream":
+                    out.append(ev["token"].replace("\x00", ""))
+                elif ev["type"] == "finalAnswer":
+                    break
+    await client.delete(f"{url}/conversation/{cid}")
+    return "".join(out)
 
 
 def fast_transport() -> httpx.AsyncBaseTransport | None:
@@ -132,6 +172,40 @@ async def cpu_per_conversation(url: str, rounds: int, per_round: int) -> dict[st
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+# ---------------------------------------------------------------- 1b. chat-ui client CPU per conversation
+async def cpu_chatui(url: str, rounds: int, per_round: int) -> dict[str, float]:
+    """The chat-ui dialect vs a minimal hand-written chat-ui client, each on both transports."""
+    hand = httpx.AsyncClient()
+    hand_fast = httpx.AsyncClient(transport=fast_transport()) if fast_transport() else None
+    ours = H2oClient(url, dialect="chat-ui", retries=Retries(attempts=1))
+    ours_httpx = H2oClient(url, dialect="chat-ui", transport="httpx", retries=Retries(attempts=1))
+    variants: dict[str, Callable[[], Awaitable[str]]] = {}
+    if hand_fast is not None:
+        variants["hand-written chat-ui, httpx-aiohttp transport"] = lambda: handwritten_chatui(hand_fast, url)
+    variants["hand-written chat-ui, httpx transport"] = lambda: handwritten_chatui(hand, url)
+    variants["h2o-fsm chat-ui ask (default transport)"] = lambda: ours.ask(MSGS)
+    variants["h2o-fsm chat-ui ask, transport='httpx'"] = lambda: ours_httpx.ask(MSGS)
+    expected = await handwritten_chatui(hand, url)
+    for name, fn in variants.items():  # warm up, and check every variant reads a whole answer (random words)
+        for _ in range(5):
+            got = await fn()
+        assert len(got.split()) == len(expected.split()) > 0, (name, got, expected)
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            gc.collect()
+            t0 = time.process_time()
+            for _ in range(per_round):
+                await fn()
+            samples[name].append((time.process_time() - t0) / per_round * 1e6)
+    await hand.aclose()
+    if hand_fast is not None:
+        await hand_fast.aclose()
+    await ours.aclose()
+    await ours_httpx.aclose()
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 # ---------------------------------------------------------------- 2. throughput
 async def throughput(url: str, levels: list[int]) -> dict[int, float]:
     out = {}
@@ -148,7 +222,8 @@ async def throughput(url: str, levels: list[int]) -> dict[int, float]:
 def parser_ratio(
     tokens: int = 20000, rounds: int = 7, loads: Callable[[bytes], object] | None = None
 ) -> tuple[float, float, float]:
-    line = b'data:{"token":{"id":31,"text":" Hello","logprob":-0.3,"special":false},"generated_text":null,"details":null}\n\n'
+    line = (b'data:{"token":{"id":31,"text":" Hello","logprob":-0.3,"special":false},'
+            b'"generated_text":null,"details":null}\n\n')
     body = line * tokens
     chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
 
@@ -193,6 +268,65 @@ def parser_ratio(
     return statistics.median(a), statistics.median(b), statistics.median(c)
 
 
+def chatui_parser_ratio(tokens: int = 20000, rounds: int = 7, repeats: int = 3) -> dict[str, float]:
+    """chat-ui's JSON-lines parser on a realistic stream (see parser_chatui.py), tokens/s per variant."""
+    body, n_tokens = realistic_stream(tokens)
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+
+    def ours(loads: Callable[[bytes], object] | None = None) -> int:
+        p = JsonLinesParser(loads=loads)
+        n = sum(len(p.feed(c)) for c in chunks)
+        return n + len(p.close())
+
+    def bare() -> int:
+        n = 0
+        for ln in body.split(b"\n"):
+            if ln:
+                json.loads(ln)
+                n += 1
+        return n
+
+    variants: dict[str, Callable[[], int]] = {
+        "ours": ours, "ours, stdlib json": lambda: ours(json.loads), "bare json.loads loop": bare,
+    }
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            samples[name].append(n_tokens / statistics.median(times))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# ---------------------------------------------------------------- profile of the h2o one-shot path
+async def profile_h2o(url: str, n: int, top: int = 25) -> None:
+    """cProfile over ``n`` ``H2oClient.ask`` calls (h2o dialect, default transport): the top self-time
+    functions, and those of h2o_fsm alone."""
+    async with H2oClient(url, retries=Retries(attempts=1)) as client:
+        for _ in range(10):
+            await client.ask(MSGS)
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(n):
+            await client.ask(MSGS)
+        prof.disable()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+    print(f"\n## profile: {n} × H2oClient.ask (h2o dialect), {total / n * 1e6:.0f} µs per call under cProfile")
+    print("top self time, all code:")
+    for (path, line, fn), (_, ncalls, tt, _ct, _) in rows[:top]:
+        print(f"  {tt / total:6.1%} {ncalls / n:7.1f}/call  {'/'.join(path.split('/')[-2:])} {fn}:{line}")
+    ours = [r for r in rows if "/h2o_fsm/" in r[0][0]]
+    share = sum(r[1][2] for r in ours) / total
+    print(f"top self time in h2o_fsm (all of h2o_fsm: {share:.1%} of the profiled time):")
+    for (path, line, fn), (_, ncalls, tt, _ct, _) in ours[:top]:
+        print(f"  {tt / total:6.1%} {ncalls / n:7.1f}/call  {path.split('/h2o_fsm/')[-1]}:{line} {fn}")
+
+
 # ---------------------------------------------------------------- 4. memory per in-flight conversation
 async def memory_in_flight(url: str, n: int) -> float:
     async with H2oClient(url, max_connections=n + 10) as client:
@@ -226,7 +360,7 @@ async def memory_in_flight(url: str, n: int) -> float:
 def construction(n: int = 5000) -> tuple[float, float]:
     from transitions.extensions.asyncio import AsyncMachine
 
-    from h2o_fsm._machine import STATES, TRANSITIONS
+    from h2o_fsm._table import STATES, TRANSITIONS
 
     client = H2oClient("http://127.0.0.1:9")
     t0 = time.perf_counter()
@@ -246,49 +380,97 @@ def construction(n: int = 5000) -> tuple[float, float]:
     return ours, per_machine
 
 
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("h2o-fsm", "aiohttp", "httpx", "httpx-aiohttp", "orjson", "transitions"):
+        try:
+            out.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            out.append(f"{dist} -")
+    return ", ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only-cpu", action="store_true", help="only section 1")
+    ap.add_argument("--only-cpu", action="store_true", help="only section 1 (both dialects)")
+    ap.add_argument("--profile", action="store_true", help="also profile the h2o one-shot path")
     args = ap.parse_args()
     rounds, per_round = (5, 20) if args.quick else (11, 40)
     print(f"# h2o-fsm benchmarks — Python {platform.python_version()} on {platform.machine()}, "
-          f"{platform.system()}; server: bundled emulator in another process, loopback")
+          f"{platform.system()}, {os.cpu_count()} CPUs; server: bundled emulator in another process, loopback")
+    print(f"# {versions()}")
     proc, url = start_server(64)
     try:
         cpu = asyncio.run(cpu_per_conversation(url, rounds, per_round))
         base_old = cpu["aiohttp old provider (new session per call)"]
         base_raw = cpu["raw httpx, shared client"]
-        print(f"\n## 1. client CPU per one-shot conversation (64 tokens), median of {rounds} rounds × {per_round}")
+        print(f"\n## 1. h2o dialect: client CPU per one-shot conversation (64 tokens), "
+              f"median of {rounds} rounds × {per_round}")
         print(f"{'variant':52} {'µs CPU':>9} {'vs old aiohttp':>15} {'vs raw httpx':>13}")
         for name, us in cpu.items():
             print(f"{name:52} {us:9.0f} {us / base_old:14.2f}× {us / base_raw:12.2f}×")
         ratio = cpu["h2o-fsm H2oClient.ask, transport='httpx'"] / base_raw
-        print(f"h2o-fsm vs raw client on the same (httpx default) transport: {ratio:.2f}×")
+        print(f"h2o-fsm vs raw client on the same (httpx default) transport: {ratio:.2f}× (target <= 1.10×)")
         if "raw httpx + httpx-aiohttp transport" in cpu:
             ratio = cpu["h2o-fsm H2oClient.ask + httpx-aiohttp transport"] / cpu["raw httpx + httpx-aiohttp transport"]
-            print(f"h2o-fsm vs raw client on the same (httpx-aiohttp) transport: {ratio:.2f}×")
-        if args.only_cpu:
-            return
-        levels = [1, 10, 100] if args.quick else [1, 10, 100, 1000]
-        tput = asyncio.run(throughput(url, levels))
-        print("\n## 2. throughput (conversations/s, one client)")
-        for n, rate in tput.items():
-            print(f"  {n:>5} concurrent: {rate:8.0f}/s")
+            print(f"h2o-fsm vs raw client on the same (httpx-aiohttp) transport: {ratio:.2f}× (target <= 1.10×)")
+        print(f"native ask vs old provider: {cpu['h2o-fsm H2oClient.ask'] / base_old:.2f}×, compat generator: "
+              f"{cpu['h2o-fsm H2o.create_async_generator'] / base_old:.2f}× (target <= 1.0×)")
+        if args.profile:
+            asyncio.run(profile_h2o(url, 400 if args.quick else 2000))
+        if not args.only_cpu:
+            levels = [1, 10, 100] if args.quick else [1, 10, 100, 1000]
+            tput = asyncio.run(throughput(url, levels))
+            print("\n## 2. throughput, h2o dialect (conversations/s, one client)")
+            for n, rate in tput.items():
+                print(f"  {n:>5} concurrent: {rate:8.0f}/s")
     finally:
         proc.terminate()
         proc.wait()
+    proc, url = start_server(64, dialect="chat-ui")
+    try:
+        cu = asyncio.run(cpu_chatui(url, rounds, per_round))
+        print(f"\n## 1b. chat-ui dialect: client CPU per one-shot conversation (64 tokens), "
+              f"median of {rounds} rounds × {per_round}")
+        hand_httpx = cu["hand-written chat-ui, httpx transport"]
+        hand = {"httpx-aiohttp": cu.get("hand-written chat-ui, httpx-aiohttp transport", hand_httpx),
+                "httpx": hand_httpx}
+        print(f"{'variant':52} {'µs CPU':>9} {'vs hand-written, same transport':>32}")
+        for name, us in cu.items():
+            base = hand["httpx" if "httpx transport" in name or "'httpx'" in name else "httpx-aiohttp"]
+            print(f"{name:52} {us:9.0f} {us / base:31.2f}×")
+        if "hand-written chat-ui, httpx-aiohttp transport" in cu:
+            print(f"h2o-fsm chat-ui vs hand-written (httpx-aiohttp, the default transport): "
+                  f"{cu['h2o-fsm chat-ui ask (default transport)'] / hand['httpx-aiohttp']:.2f}× (target <= 1.10×)")
+        own = cu["h2o-fsm chat-ui ask, transport='httpx'"] / hand["httpx"]
+        print(f"h2o-fsm chat-ui vs hand-written (httpx's own transport): {own:.2f}× (target <= 1.10×)")
+    finally:
+        proc.terminate()
+        proc.wait()
+    if args.only_cpu:
+        return
     ours_json = parser_ratio(loads=json.loads)[0]
     ours, bare, bare_or = parser_ratio()
-    print(f"\n## 3. stream parsing: ours {ours:,.0f} tokens/s; a bare loop of json.loads per line {bare:,.0f}/s "
-          f"→ {ours / bare:.2f}×; of orjson.loads per line {bare_or:,.0f}/s → {ours / bare_or:.2f}×")
+    print(f"\n## 3. stream parsing, h2o (TGI data: lines): ours {ours:,.0f} tokens/s; "
+          f"a bare loop of json.loads per line "
+          f"{bare:,.0f}/s → {ours / bare:.2f}×; of orjson.loads per line {bare_or:,.0f}/s → {ours / bare_or:.2f}×")
     print(f"   ours with the stdlib json decoder (no fast extra): {ours_json:,.0f} tokens/s → {ours_json / bare:.2f}× "
           "the bare json.loads loop")
+    cp = chatui_parser_ratio()
+    cbare = cp["bare json.loads loop"]
+    print(f"## 3b. stream parsing, chat-ui (JSON lines, NUL-padded tokens, keepAlive, 4096-space padding): "
+          f"ours {cp['ours']:,.0f} tokens/s → {cp['ours'] / cbare:.2f}× a bare json.loads loop ({cbare:,.0f}/s; "
+          f"target >= 1.0×); with the stdlib json decoder {cp['ours, stdlib json']:,.0f}/s → "
+          f"{cp['ours, stdlib json'] / cbare:.2f}×")
     proc, url = start_server(64, token_delay=0.05)
     try:
         n = 100 if args.quick else 300
         kib = asyncio.run(memory_in_flight(url, n))
-        print(f"\n## 4. memory per in-flight conversation (mid-stream, {n} at once): {kib:.1f} KiB above the shared client")
+        print(f"\n## 4. memory per in-flight conversation (mid-stream, {n} at once): "
+              f"{kib:.1f} KiB above the shared client")
     finally:
         proc.terminate()
         proc.wait()
