@@ -192,6 +192,7 @@ class Requester:
                 timeout=self.http_timeouts[phase],
             )
             response = await http.send(request, stream=True)
+        session.established = True
         try:
             if session.update(response):  # the server replaced our session: its settings are gone too
                 session.settings_model = None

@@ -60,12 +60,13 @@ class Session:
     and ``token``); they are validated like the server's, and a bad one raises ``TypeError`` or
     ``ValueError`` naming the cookie, never showing its value."""
 
-    __slots__ = ("_cookies", "_header", "lock", "settings_model")
+    __slots__ = ("_cookies", "_header", "established", "lock", "settings_model")
 
     def __init__(self, cookies: Mapping[str, str] | None = None) -> None:
         self._cookies: dict[str, str] = _checked(cookies) if cookies is not None else {}
         self._header: str | None = self._render()
         self.settings_model: str | None = None
+        self.established = False  # the server answered in this session (and set its cookie if it wanted)
         self.lock = asyncio.Lock()
 
     def _render(self) -> str | None:

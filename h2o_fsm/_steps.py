@@ -85,6 +85,16 @@ async def create(event: EventData) -> None:
 
 
 async def _create(m: ConversationModel) -> None:
+    session = m.session
+    if not session.established:  # the first answer starts the session (its cookie): the others wait for it
+        async with session.lock:
+            if not session.established:
+                await _create_in(m)
+                return
+    await _create_in(m)
+
+
+async def _create_in(m: ConversationModel) -> None:
     rt, rq = m.rt, m.rt.requester
     body = rt.dialect.create_body(m.model, m.preprompt)
     try:

@@ -418,3 +418,14 @@ async def test_login_required_401_without_cookies_works_with_them_and_never_show
             assert SECRET not in shown
         assert any(e["event"] == "transition" for e in logs)  # something was logged, without the secret
         assert_clean(server)
+
+
+async def test_concurrent_first_conversations_share_one_new_session() -> None:
+    """A fresh client has no session yet: the first create starts it (the server sets its cookie) and
+    the others wait for that answer, instead of each starting a session the client cannot keep."""
+    with chatui() as server:
+        async with client_for(server) as client:
+            answers = await asyncio.gather(*(client.ask(f"q{i}") for i in range(20)))
+        assert answers == ["".join(generate([("user", f"q{i}")], 8)) for i in range(20)]
+        acct = server.accounting
+        assert acct.created == acct.deleted == 20 and acct.live == 0 and acct.deleted_twice == 0
