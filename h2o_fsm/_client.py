@@ -156,6 +156,7 @@ class H2oClient:
         self.limits = limits or Limits()
         self.retries = retries or Retries()
         self.log_content = bool(log_content)
+        direct: httpx.AsyncBaseTransport | None = None  # a transport the requests may go to directly
         if http_client is not None:
             http, self._owns_http = http_client, False
         else:
@@ -165,7 +166,8 @@ class H2oClient:
             elif isinstance(transport, httpx.AsyncBaseTransport):
                 chosen = transport
             else:
-                chosen = None  # httpx's own
+                chosen = None  # httpx's own, with its proxy handling (environment included)
+            direct = chosen
             http = httpx.AsyncClient(
                 transport=chosen,
                 proxy=_check_proxy(proxy),
@@ -177,7 +179,7 @@ class H2oClient:
             self._owns_http = True
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
-                              secrets=_proxy_secrets(proxy))
+                              secrets=_proxy_secrets(proxy), transport=direct)
         self._rt = Runtime(
             requester=requester,
             dialect=chosen_dialect,
