@@ -6,11 +6,11 @@ One test per defect of the old provider (PROTOCOL.md) and per cleanup path.
 from __future__ import annotations
 
 import asyncio
-import sys
+
 import httpx
 import pytest
 import structlog
-from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, client_for
+from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, client_for
 
 from h2o_fsm import (
     H2o,
@@ -196,28 +196,12 @@ async def test_timeout_around_the_caller_raises_timeout_error_and_still_deletes(
         async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3) if sys.version_info >= (3, 11) else _timeout(0.3):
-                    async with conv:
-                        await conv.ask("slow")
+                async with caller_timeout(0.3), conv:
+                    await conv.ask("slow")
         # the ending ran in a task the client owned; aclose() (the end of the block) waited for it
         assert conv.state is Phase.FAILED
         assert conv.conversation_id is not None
         assert_clean(server)
-
-
-class _timeout:  # Python 3.10 has no asyncio.timeout
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handle = asyncio.get_running_loop().call_later(self.delay, task.cancel)
-
-    async def __aexit__(self, et: object, e: object, tb: object) -> None:
-        self.handle.cancel()
-        if et is asyncio.CancelledError:
-            raise TimeoutError
 
 
 async def test_wait_for_around_the_caller(server: LocalServer, transport: str) -> None:

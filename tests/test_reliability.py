@@ -124,7 +124,7 @@ def journal_from_a_dead_process(path: Path, base_url: str, cids: list[str], cook
         "journal.close()\n"
     )
     child = subprocess.run([sys.executable, "-c", code, str(path), base_url, json.dumps(cids), json.dumps(cookies)],
-                           capture_output=True, text=True, timeout=30)
+                           check=False, capture_output=True, text=True, timeout=30)
     assert child.returncode == 0, child.stderr
     reader = Journal(path)
     pids = {e.pid for e in reader.entries() if e.conversation_id in cids}
