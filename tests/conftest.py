@@ -1,16 +1,13 @@
+"""Fixtures of the suite: the bundled server per test, and the transport an engine test runs on."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from support import TRANSPORTS
 
-from h2o_fsm import Retries, Timeouts
 from h2o_fsm.server import LocalServer, ServerConfig
-
-
-# Fast but real: small waits so that fault tests stay quick.
-FAST_RETRIES = Retries(attempts=3, backoff=0.01, max_wait=0.05, max_time=2.0)
-FAST_TIMEOUTS = Timeouts(connect=2.0, settings=5.0, create=5.0, send=5.0, token=5.0, delete=2.0, cleanup=5.0)
 
 
 @pytest.fixture
@@ -20,5 +17,7 @@ def server() -> Iterator[LocalServer]:
         yield srv
 
 
-def make_server(**config: object) -> LocalServer:
-    return LocalServer(ServerConfig(**config))  # type: ignore[arg-type]
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The client transport: a test taking it runs once per transport ("aiohttp", "httpx")."""
+    return str(request.param)

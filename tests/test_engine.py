@@ -6,13 +6,11 @@ One test per defect of the old provider (docs/protocol.md) and per cleanup path.
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import structlog
-from conftest import FAST_RETRIES, FAST_TIMEOUTS
+from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, client_for
 
 from h2o_fsm import (
     H2o,
@@ -33,32 +31,6 @@ USER = [{"role": "user", "content": "Hello, how are you?"}]
 
 def expected(prompt: str, n: int = 8) -> str:
     return "".join(generate([("user", prompt)], n))
-
-
-TRANSPORT = {"kind": "auto"}
-
-
-@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
-def transport_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every engine test runs on both transports: httpx-aiohttp (the default with the fast extra) and
-    httpx's own."""
-    TRANSPORT["kind"] = request.param
-    yield request.param
-    TRANSPORT["kind"] = "auto"
-
-
-def client_for(server: LocalServer, **kw: object) -> H2oClient:
-    kw.setdefault("transport", TRANSPORT["kind"])
-    kw.setdefault("retries", FAST_RETRIES)
-    kw.setdefault("timeouts", FAST_TIMEOUTS)
-    return H2oClient(server.url, **kw)  # type: ignore[arg-type]
-
-
-def assert_clean(server: LocalServer) -> None:
-    acct = server.accounting
-    assert acct.live == 0, acct.snapshot()
-    assert acct.deleted == acct.created
-    assert acct.deleted_twice == 0
 
 
 # ---------------------------------------------------------------- the seed's API
@@ -108,8 +80,8 @@ def test_create_completion_is_a_plain_generator(server: LocalServer, monkeypatch
 
 
 # ---------------------------------------------------------------- native API
-async def test_multi_turn_conversation_keeps_history_until_exit(server: LocalServer) -> None:
-    async with client_for(server) as client:
+async def test_multi_turn_conversation_keeps_history_until_exit(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport) as client:
         async with client.conversation() as conv:
             first = await conv.ask("first")
             second = await conv.ask("second")
@@ -124,8 +96,8 @@ async def test_multi_turn_conversation_keeps_history_until_exit(server: LocalSer
     assert_clean(server)
 
 
-async def test_history_records_status_duration_and_skipped_settings(server: LocalServer) -> None:
-    async with client_for(server) as client:
+async def test_history_records_status_duration_and_skipped_settings(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport) as client:
         a = client.conversation()
         async with a:
             await a.ask("x")
@@ -138,10 +110,9 @@ async def test_history_records_status_duration_and_skipped_settings(server: Loca
     assert a.history[1].status == 200 and a.history[1].conversation_id == a.conversation_id
 
 
-async def test_many_concurrent_conversations_one_failing(server: LocalServer) -> None:
-    server.faults = server.faults  # plan shared with the app
-    server.faults._pending.append([Fault("stream", "error_event", at_token=2), 1])
-    async with client_for(server) as client:
+async def test_many_concurrent_conversations_one_failing(server: LocalServer, transport: str) -> None:
+    server.faults.add(Fault("stream", "error_event", at_token=2))
+    async with client_for(server, transport) as client:
         results = await asyncio.gather(*(client.ask(f"q{i}") for i in range(30)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert len(errors) == 1 and isinstance(errors[0], H2oUpstreamError)
@@ -150,8 +121,8 @@ async def test_many_concurrent_conversations_one_failing(server: LocalServer) ->
     assert_clean(server)
 
 
-async def test_bad_input_is_refused_before_any_request(server: LocalServer) -> None:
-    async with client_for(server) as client:
+async def test_bad_input_is_refused_before_any_request(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport) as client:
         with pytest.raises(ValueError):
             await client.ask([])
         with pytest.raises(ValueError):
@@ -175,11 +146,11 @@ async def test_bad_input_is_refused_before_any_request(server: LocalServer) -> N
     ],
 )
 async def test_any_failure_after_create_deletes_the_conversation(
-    fault: Fault, error: type[Exception], phase: Phase
+    fault: Fault, error: type[Exception], phase: Phase, transport: str
 ) -> None:
     # Defect 1 (leak), 2 (send status unchecked), 4 (error event → KeyError).
     with LocalServer(ServerConfig(max_tokens=8), faults=[fault]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(error) as info:
                 async with conv:
@@ -191,25 +162,25 @@ async def test_any_failure_after_create_deletes_the_conversation(
         assert_clean(server)
 
 
-async def test_error_event_carries_its_type(server: LocalServer) -> None:
-    server.faults._pending.append([Fault("stream", "error_event", at_token=0), 1])
-    async with client_for(server) as client:
+async def test_error_event_carries_its_type(server: LocalServer, transport: str) -> None:
+    server.faults.add(Fault("stream", "error_event", at_token=0))
+    async with client_for(server, transport) as client:
         with pytest.raises(H2oUpstreamError) as info:
             await client.ask("x")
     assert info.value.error_type == "overloaded" and info.value.status == 200
 
 
-async def test_send_404_is_an_error_not_an_empty_answer(server: LocalServer) -> None:
-    server.faults._pending.append([Fault("send", "status", status=404), 1])
-    async with client_for(server) as client:
+async def test_send_404_is_an_error_not_an_empty_answer(server: LocalServer, transport: str) -> None:
+    server.faults.add(Fault("send", "status", status=404))
+    async with client_for(server, transport) as client:
         with pytest.raises(H2oStatusError) as info:
             await client.ask("x")
     assert info.value.status == 404 and info.value.phase is Phase.SEND
     assert_clean(server)
 
 
-async def test_another_session_cannot_use_a_conversation(server: LocalServer) -> None:
-    async with client_for(server) as client:
+async def test_another_session_cannot_use_a_conversation(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport) as client:
         conv = client.conversation()
         await conv.open()
         async with httpx.AsyncClient() as other:
@@ -220,46 +191,30 @@ async def test_another_session_cannot_use_a_conversation(server: LocalServer) ->
 
 
 # ---------------------------------------------------------------- cleanup on every path
-async def test_timeout_around_the_caller_raises_timeout_error_and_still_deletes() -> None:
+async def test_timeout_around_the_caller_raises_timeout_error_and_still_deletes(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=50, token_delay=0.05)) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3) if sys.version_info >= (3, 11) else _timeout(0.3):
-                    async with conv:
-                        await conv.ask("slow")
+                async with caller_timeout(0.3), conv:
+                    await conv.ask("slow")
         # the ending ran in a task the client owned; aclose() (the end of the block) waited for it
         assert conv.state is Phase.FAILED
         assert conv.conversation_id is not None
         assert_clean(server)
 
 
-class _timeout:  # Python 3.10 has no asyncio.timeout
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handle = asyncio.get_running_loop().call_later(self.delay, task.cancel)
-
-    async def __aexit__(self, et: object, e: object, tb: object) -> None:
-        self.handle.cancel()
-        if et is asyncio.CancelledError:
-            raise TimeoutError
-
-
-async def test_wait_for_around_the_caller(server: LocalServer) -> None:
-    server.faults._pending.append([Fault("stream", "stall", at_token=2, seconds=3), 1])
-    async with client_for(server) as client:
+async def test_wait_for_around_the_caller(server: LocalServer, transport: str) -> None:
+    server.faults.add(Fault("stream", "stall", at_token=2, seconds=3))
+    async with client_for(server, transport) as client:
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(client.ask("x"), 0.3)
     assert_clean(server)
 
 
-async def test_task_cancellation_mid_stream_propagates_and_deletes() -> None:
+async def test_task_cancellation_mid_stream_propagates_and_deletes(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=100, token_delay=0.02)) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             got: list[str] = []
 
             async def consume() -> None:
@@ -275,8 +230,8 @@ async def test_task_cancellation_mid_stream_propagates_and_deletes() -> None:
         assert_clean(server)
 
 
-async def test_consumer_breaking_out_deletes(server: LocalServer) -> None:
-    async with client_for(server) as client:
+async def test_consumer_breaking_out_deletes(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport) as client:
         conv = client.conversation()
         async with conv:
             turn = conv.stream("x")
@@ -296,30 +251,30 @@ async def test_compat_generator_closed_early_deletes(server: LocalServer, monkey
     await H2o.aclose()
 
 
-async def test_token_timeout_is_our_timeout_error() -> None:
+async def test_token_timeout_is_our_timeout_error(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("stream", "stall", at_token=1, seconds=2)]) as server:
         timeouts = Timeouts(token=0.2, delete=2, cleanup=5)
-        async with client_for(server, timeouts=timeouts) as client:
+        async with client_for(server, transport, timeouts=timeouts) as client:
             with pytest.raises(H2oTimeoutError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.STREAM
         assert_clean(server)
 
 
-async def test_overall_deadline() -> None:
+async def test_overall_deadline(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=100, token_delay=0.02)) as server:
-        async with client_for(server, timeouts=Timeouts(total=0.3)) as client:
+        async with client_for(server, transport, timeouts=Timeouts(total=0.3)) as client:
             with pytest.raises(H2oTimeoutError):
                 await client.ask("x")
         assert_clean(server)
 
 
 # ---------------------------------------------------------------- create / settings / delete faults
-async def test_create_that_succeeds_on_the_server_but_answers_an_error() -> None:
+async def test_create_that_succeeds_on_the_server_but_answers_an_error(transport: str) -> None:
     # Documented decision: the client cannot name that conversation; it is not retried and it leaks
     # on the server (only a server-side expiry can remove it). The error says so by its phase.
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("create", "create_then_error")]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(H2oStatusError) as info:
                 async with conv:
@@ -328,43 +283,43 @@ async def test_create_that_succeeds_on_the_server_but_answers_an_error() -> None
         assert server.accounting.created == 1 and len(server.accounting.requests_for("POST", "/conversation")) == 1
 
 
-async def test_create_html_page_is_a_protocol_error() -> None:
+async def test_create_html_page_is_a_protocol_error(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("create", "html")]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             with pytest.raises(H2oProtocolError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.CREATE and info.value.status == 200
         assert_clean(server)
 
 
-async def test_settings_429_with_retry_after_is_retried() -> None:
+async def test_settings_429_with_retry_after_is_retried(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("settings", "status", status=429, retry_after=0.05)]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             assert await client.ask("x") == expected("x")
         assert len(server.accounting.requests_for("POST", "/settings")) == 2
         assert_clean(server)
 
 
-async def test_create_500_is_not_retried() -> None:
+async def test_create_500_is_not_retried(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("create", "status", status=500)]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             with pytest.raises(H2oStatusError):
                 await client.ask("x")
         assert len(server.accounting.requests_for("POST", "/conversation")) == 1
 
 
-async def test_delete_is_retried_on_5xx() -> None:
+async def test_delete_is_retried_on_5xx(transport: str) -> None:
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("delete", "status", status=503, count=2)]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             await client.ask("x")
         assert len(server.accounting.requests_for("DELETE")) == 3
         assert_clean(server)
 
 
-async def test_failed_cleanup_raises_cleanup_error_when_nothing_else_failed() -> None:
+async def test_failed_cleanup_raises_cleanup_error_when_nothing_else_failed(transport: str) -> None:
     timeouts = Timeouts(connect=2.0, settings=5.0, create=5.0, send=5.0, token=5.0, delete=0.5, cleanup=1.0)
     with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("delete", "status", status=500, count=-1)]) as server:
-        async with client_for(server, timeouts=timeouts) as client:
+        async with client_for(server, transport, timeouts=timeouts) as client:
             conv = client.conversation()
             with pytest.raises(H2oCleanupError) as info:
                 async with conv:
@@ -376,10 +331,10 @@ async def test_failed_cleanup_raises_cleanup_error_when_nothing_else_failed() ->
         assert len(server.accounting.requests_for("DELETE")) > FAST_RETRIES.attempts
 
 
-async def test_failed_cleanup_never_hides_the_original_error() -> None:
+async def test_failed_cleanup_never_hides_the_original_error(transport: str) -> None:
     faults = [Fault("stream", "drop", at_token=1), Fault("delete", "status", status=500, count=-1)]
     with LocalServer(ServerConfig(max_tokens=8), faults=faults) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             with pytest.raises(H2oTransportError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.STREAM
@@ -387,22 +342,22 @@ async def test_failed_cleanup_never_hides_the_original_error() -> None:
         assert "cleanup also failed" in str(info.value)
 
 
-async def test_connection_refused_is_a_transport_error() -> None:
+async def test_connection_refused_is_a_transport_error(transport: str) -> None:
     with LocalServer() as server:
         url = server.url
-    async with H2oClient(url, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS, transport=TRANSPORT["kind"]) as client:  # type: ignore[arg-type]
+    async with H2oClient(url, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS, transport=transport) as client:  # type: ignore[arg-type]
         with pytest.raises(H2oTransportError) as info:
             await client.ask("x")
     assert info.value.phase is Phase.SETTINGS
     assert not isinstance(info.value, H2oTimeoutError)  # refused is not a timeout, whatever the transport says
-    assert isinstance(info.value.__cause__, httpx.ConnectError if TRANSPORT["kind"] == "httpx" else httpx.HTTPError)
+    assert isinstance(info.value.__cause__, httpx.ConnectError if transport == "httpx" else httpx.HTTPError)
 
 
 # ---------------------------------------------------------------- logging
-async def test_transitions_are_logged_without_prompt_or_cookie(server: LocalServer) -> None:
+async def test_transitions_are_logged_without_prompt_or_cookie(server: LocalServer, transport: str) -> None:
     log = structlog.get_logger("test")
     with structlog.testing.capture_logs() as logs:
-        async with client_for(server, logger=log) as client:
+        async with client_for(server, transport, logger=log) as client:
             await client.ask("a secret prompt")
     transitions = [e for e in logs if e["event"] == "transition"]
     assert [(e["source"], e["dest"]) for e in transitions][:3] == [
@@ -416,10 +371,10 @@ async def test_transitions_are_logged_without_prompt_or_cookie(server: LocalServ
     assert "a secret prompt" not in text and "hf-chat" not in text
 
 
-async def test_prompt_is_logged_only_when_opted_in(server: LocalServer) -> None:
+async def test_prompt_is_logged_only_when_opted_in(server: LocalServer, transport: str) -> None:
     log = structlog.get_logger("test")
     with structlog.testing.capture_logs() as logs:
-        async with client_for(server, logger=log, log_content=True) as client:
+        async with client_for(server, transport, logger=log, log_content=True) as client:
             await client.ask("visible prompt")
     assert "visible prompt" in repr(logs)
 
@@ -435,16 +390,16 @@ async def test_proxy_is_used(server: LocalServer, monkeypatch: pytest.MonkeyPatc
     await H2o.aclose()
 
 
-async def test_fresh_session_per_conversation_posts_settings_each_time(server: LocalServer) -> None:
-    async with client_for(server, share_session=False) as client:
+async def test_fresh_session_per_conversation_posts_settings_each_time(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport, share_session=False) as client:
         await asyncio.gather(*(client.ask(f"q{i}") for i in range(3)))
     assert len(server.accounting.requests_for("POST", "/settings")) == 3
     assert len({r.session for r in server.accounting.requests}) == 3
     assert_clean(server)
 
 
-async def test_shared_session_under_concurrency_posts_settings_once(server: LocalServer) -> None:
-    async with client_for(server) as client:
+async def test_shared_session_under_concurrency_posts_settings_once(server: LocalServer, transport: str) -> None:
+    async with client_for(server, transport) as client:
         await asyncio.gather(*(client.ask(f"q{i}") for i in range(10)))
     assert len(server.accounting.requests_for("POST", "/settings")) == 1
     assert len({r.session for r in server.accounting.requests}) == 1

@@ -14,7 +14,7 @@ from h2o_fsm import STATES, TRANSITIONS, H2oClient, H2oStateError, Phase
 from h2o_fsm._diagram import render
 from h2o_fsm._machine import MACHINE
 from h2o_fsm._table import VALID_TRIGGERS
-from h2o_fsm.server import LocalServer, ServerConfig
+from h2o_fsm.server import Fault, LocalServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ async def test_plain_transitions_093_swallows_outside_cancellation() -> None:
 
 async def test_our_machine_propagates_outside_cancellation() -> None:
     with LocalServer(ServerConfig(max_tokens=4)) as server:
-        server.faults._pending.append([__import__("h2o_fsm.server", fromlist=["Fault"]).Fault("create", "stall", seconds=2), 1])
+        server.faults.add(Fault("create", "stall", seconds=2))
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             task = asyncio.create_task(conv.open())
@@ -109,8 +109,6 @@ async def test_callbacks_run_in_order_in_the_callers_task() -> None:
 
 
 async def test_one_slow_conversation_does_not_block_another() -> None:
-    from h2o_fsm.server import Fault
-
     with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("stream", "stall", seconds=1.5)]) as server:
         async with H2oClient(server.url) as client:
             slow = asyncio.create_task(client.ask("slow"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
@@ -88,8 +89,9 @@ async def test_cookie_never_in_reprs_or_errors() -> None:
             conv = client.conversation()
             async with conv:
                 await conv.ask("x")
-            cookie = client._session.cookies["hf-chat"]
-            for text in (repr(client), repr(conv), repr(client._session), str(conv.history)):
+            cookie = server.accounting.requests[0].session  # the session cookie's value, as the server set it
+            assert all(r.session == cookie for r in server.accounting.requests)
+            for text in (repr(client), repr(conv), str(conv.history), repr(conv.history)):
                 assert cookie not in text
 
 
@@ -110,10 +112,30 @@ async def test_fast_transport_behaves_the_same(fault_kind: str) -> None:
         assert_nothing_leaked(server)
 
 
+def journal_from_a_dead_process(path: Path, base_url: str, cids: list[str], cookies: dict[str, str]) -> int:
+    """Journal ``cids`` from another process, which then exits: its pid is dead. Returns that pid."""
+    code = (
+        "import json, sys\n"
+        "from h2o_fsm import Journal\n"
+        "path, url, cids, cookies = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])\n"
+        "journal = Journal(path)\n"
+        "for cid in cids:\n"
+        "    journal.add(url, cid, cookies)\n"
+        "journal.close()\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code, str(path), base_url, json.dumps(cids), json.dumps(cookies)],
+                           check=False, capture_output=True, text=True, timeout=30)
+    assert child.returncode == 0, child.stderr
+    reader = Journal(path)
+    pids = {e.pid for e in reader.entries() if e.conversation_id in cids}
+    reader.close()
+    assert len(pids) == 1 and os.getpid() not in pids
+    return pids.pop()
+
+
 async def test_sweep_skips_live_processes_and_reports_each_outcome(tmp_path: Path) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    journal = Journal(tmp_path / "j.sqlite")
+    journal_path = tmp_path / "j.sqlite"
+    journal = Journal(journal_path)
     with LocalServer(ServerConfig(max_tokens=4)) as server:
         # a real leftover: created by a "dead" client, then journalled under the dead pid
         async with httpx.AsyncClient(base_url=server.url) as raw:
@@ -121,9 +143,8 @@ async def test_sweep_skips_live_processes_and_reports_each_outcome(tmp_path: Pat
                                               "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
             cid = (await raw.post("/conversation", json={"model": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"})).json()["conversationId"]
             cookies = dict(raw.cookies)
-        journal.add(server.url, cid, cookies)
-        journal.add(server.url, "0" * 24, cookies)  # already gone on the server
-        journal._db.execute("UPDATE conversations SET pid = ?", (dead.pid,))
+        # a real leftover and one already gone on the server, journalled by a process that then died
+        journal_from_a_dead_process(journal_path, server.url, [cid, "0" * 24], cookies)
         journal.add(server.url, "1" * 24, cookies)  # this (live) process's: skipped by default
         async with H2oClient(server.url) as client:
             report = await client.sweep(journal)
@@ -133,8 +154,7 @@ async def test_sweep_skips_live_processes_and_reports_each_outcome(tmp_path: Pat
             assert (report.already_gone, report.skipped) == (1, 0)
         assert_nothing_leaked(server)
         url = server.url
-    journal.add(url, "2" * 24, {})
-    journal._db.execute("UPDATE conversations SET pid = ?", (dead.pid,))
+    journal_from_a_dead_process(journal_path, url, ["2" * 24], {})
     async with H2oClient(url, transport="httpx") as client:  # server gone: the entry stays
         report = await client.sweep(journal)
     assert report.failed == 1 and len(journal.entries()) == 1
