@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 import structlog
-from conftest import FAST_RETRIES, FAST_TIMEOUTS
+from support import FAST_RETRIES, FAST_TIMEOUTS
 
 from h2o_fsm import (
     H2oCleanupError,
@@ -32,18 +31,9 @@ from h2o_fsm import (
 )
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 
-TRANSPORT = {"kind": "httpx"}
 NO_RETRY = Retries(attempts=1)
 # short step timeouts so that stalls become timeouts quickly; a small cleanup budget
 SHORT = Timeouts(connect=2.0, settings=0.3, create=0.3, fetch=0.3, send=0.3, token=0.3, delete=0.3, cleanup=1.5)
-
-
-@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
-def transport_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs on httpx-aiohttp and on httpx's own transport."""
-    TRANSPORT["kind"] = request.param
-    yield request.param
-    TRANSPORT["kind"] = "httpx"
 
 
 def chatui(faults: list[Fault] | None = None, **config: object) -> LocalServer:
@@ -52,8 +42,9 @@ def chatui(faults: list[Fault] | None = None, **config: object) -> LocalServer:
     return LocalServer(ServerConfig(**config), faults=faults, dialect="chat-ui")  # type: ignore[arg-type]
 
 
-def client_for(server: LocalServer, **kw: object) -> H2oClient:
-    kw.setdefault("transport", TRANSPORT["kind"])
+def client_for(server: LocalServer, transport: str, **kw: object) -> H2oClient:
+    """Every test takes conftest's ``transport`` fixture: it runs on httpx-aiohttp and on httpx's own."""
+    kw.setdefault("transport", transport)
     kw.setdefault("retries", FAST_RETRIES)
     kw.setdefault("timeouts", FAST_TIMEOUTS)
     return H2oClient(server.url, dialect="chat-ui", **kw)  # type: ignore[arg-type]
@@ -86,9 +77,9 @@ def stop_then_delete(server: LocalServer, cid: str | None) -> None:
 
 # ---------------------------------------------------------------- the happy path
 @pytest.mark.parametrize("conversation_field", [True, False])
-async def test_three_turns_exact_answers_on_the_linear_history_one_delete(conversation_field: bool) -> None:
+async def test_three_turns_exact_answers_on_the_linear_history_one_delete(transport: str, conversation_field: bool) -> None:
     with chatui(conversation_field=conversation_field) as server:
-        async with client_for(server) as client, client.conversation() as conv:
+        async with client_for(server, transport) as client, client.conversation() as conv:
             answers = [await conv.ask(p) for p in ("first", "second", "third")]
             cid = conv.conversation_id
             assert conv.state is Phase.READY and server.accounting.live == 1
@@ -117,9 +108,9 @@ async def test_three_turns_exact_answers_on_the_linear_history_one_delete(conver
         assert server.accounting.requests_for("POST", "/settings") == []
 
 
-async def test_a_system_message_becomes_the_preprompt() -> None:
+async def test_a_system_message_becomes_the_preprompt(transport: str) -> None:
     with chatui() as server:
-        async with client_for(server) as client, client.conversation() as conv:
+        async with client_for(server, transport) as client, client.conversation() as conv:
             first = await conv.ask([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
             second = await conv.ask("More")
             cid = conv.conversation_id
@@ -132,9 +123,9 @@ async def test_a_system_message_becomes_the_preprompt() -> None:
         assert_clean(server, cid)
 
 
-async def test_settings_are_posted_only_when_asked() -> None:
+async def test_settings_are_posted_only_when_asked(transport: str) -> None:
     with chatui() as server:
-        async with client_for(server, settings=True) as client:
+        async with client_for(server, transport, settings=True) as client:
             assert await client.ask("x") == answer([("user", "x")])
             assert await client.ask("y") == answer([("user", "y")])
         assert len(server.accounting.requests_for("POST", "/settings")) == 1  # once per session and model
@@ -142,10 +133,10 @@ async def test_settings_are_posted_only_when_asked() -> None:
 
 
 @pytest.mark.parametrize("title", ["before", "after", "none"])
-async def test_final_has_title_reasoning_and_interrupted_as_sent(title: str) -> None:
+async def test_final_has_title_reasoning_and_interrupted_as_sent(transport: str, title: str) -> None:
     # unknown update types and fields, reasoning tokens, the 4096-space padding and `finished`: all tolerated
     with chatui(reasoning_tokens=3, title=title, unknown_updates=True) as server:
-        async with client_for(server) as client, client.conversation() as conv:
+        async with client_for(server, transport) as client, client.conversation() as conv:
             text = await conv.ask("Tell me a long story please now")
             final = conv.final
         history = [("user", "Tell me a long story please now")]
@@ -157,13 +148,13 @@ async def test_final_has_title_reasoning_and_interrupted_as_sent(title: str) -> 
         assert_clean(server)
 
 
-async def test_interrupted_answer_is_reported() -> None:
+async def test_interrupted_answer_is_reported(transport: str) -> None:
     # Another tab of the same logged-in session stops the generation: finalAnswer says interrupted.
     import httpx
 
     cookies = {"hf-chat": "a-known-session-0123456789"}
     with chatui(max_tokens=100, token_delay=0.02, required_cookies=cookies) as server:
-        async with client_for(server, cookies=cookies) as client, client.conversation() as conv:
+        async with client_for(server, transport, cookies=cookies) as client, client.conversation() as conv:
             got: list[str] = []
             async for chunk in conv.stream("go"):
                 got.append(chunk)
@@ -179,11 +170,11 @@ async def test_interrupted_answer_is_reported() -> None:
         assert_clean(server)
 
 
-async def test_keepalive_lines_reset_the_token_gap() -> None:
+async def test_keepalive_lines_reset_the_token_gap(transport: str) -> None:
     # a 1 s pause with keepAlive every 50 ms is not a stalled stream for a 0.3 s token timeout
     faults = [Fault("stream", "stall", at_token=2, seconds=1.0)]
     with chatui(faults, keep_alive=0.05) as server:
-        async with client_for(server, timeouts=Timeouts(token=0.3, delete=2.0, cleanup=5.0)) as client:
+        async with client_for(server, transport, timeouts=Timeouts(token=0.3, delete=2.0, cleanup=5.0)) as client:
             assert await client.ask("x") == answer([("user", "x")])
         assert server.faults.fired == faults
         assert_clean(server)
@@ -214,12 +205,10 @@ FAULTS = [
 
 
 @pytest.mark.parametrize(("phase", "fault", "error"), FAULTS, ids=[f"{p}-{f.kind}" for p, f, _ in FAULTS])
-async def test_every_fault_is_a_typed_error_of_its_phase_and_nothing_is_left(
-    phase: str, fault: Fault, error: type[H2oError]
-) -> None:
+async def test_every_fault_is_a_typed_error_of_its_phase_and_nothing_is_left(transport: str, phase: str, fault: Fault, error: type[H2oError]) -> None:
     # fetch faults: a server without the `conversation` field makes the first turn read the root
     with chatui([fault], conversation_field=phase != "fetch") as server:
-        async with client_for(server, retries=NO_RETRY, timeouts=SHORT, settings=True) as client:
+        async with client_for(server, transport, retries=NO_RETRY, timeouts=SHORT, settings=True) as client:
             conv = client.conversation()
             with pytest.raises(H2oError) as info:
                 async with conv:
@@ -274,13 +263,13 @@ async def _eventually(check: object, seconds: float = 5.0) -> None:
 
 # ---------------------------------------------------------------- stop-generating faults
 @pytest.mark.parametrize("kind", ["status", "stall"])
-async def test_a_failed_stop_never_hides_the_real_error_and_the_delete_still_runs(kind: str) -> None:
+async def test_a_failed_stop_never_hides_the_real_error_and_the_delete_still_runs(transport: str, kind: str) -> None:
     fault = Fault("stop", kind, status=500, seconds=1.0, count=-1)
     stall = Fault("stream", "stall", at_token=2, seconds=2.0)
     with chatui([stall, fault], max_tokens=8) as server:
         log = structlog.get_logger()
         with structlog.testing.capture_logs() as logs:
-            async with client_for(server, timeouts=SHORT, logger=log) as client:
+            async with client_for(server, transport, timeouts=SHORT, logger=log) as client:
                 conv = client.conversation()
                 with pytest.raises(H2oTimeoutError) as info:
                     async with conv:
@@ -296,9 +285,9 @@ async def test_a_failed_stop_never_hides_the_real_error_and_the_delete_still_run
         assert_clean(server, conv.conversation_id)
 
 
-async def test_a_failed_stop_on_early_exit_still_deletes() -> None:
+async def test_a_failed_stop_on_early_exit_still_deletes(transport: str) -> None:
     with chatui([Fault("stop", "status", status=503, count=-1)], max_tokens=100, token_delay=0.02) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             async with client.conversation() as conv:
                 turn = conv.stream("x")
                 async for _ in turn:
@@ -322,9 +311,9 @@ def assert_stopped_and_deleted(server: LocalServer, cid: str | None) -> None:
     assert len(server.accounting.messages(cid)[-1].content.split()) < 100  # the generation did not run on
 
 
-async def test_consumer_break_stops_then_deletes() -> None:
+async def test_consumer_break_stops_then_deletes(transport: str) -> None:
     with slow() as server:
-        async with client_for(server) as client, client.conversation() as conv:
+        async with client_for(server, transport) as client, client.conversation() as conv:
             turn = conv.stream("x")
             async for _ in turn:
                 break
@@ -334,9 +323,9 @@ async def test_consumer_break_stops_then_deletes() -> None:
         assert_stopped_and_deleted(server, conv.conversation_id)
 
 
-async def test_task_cancel_stops_then_deletes_in_the_clients_task() -> None:
+async def test_task_cancel_stops_then_deletes_in_the_clients_task(transport: str) -> None:
     with slow() as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             conv = client.conversation()
             got: list[str] = []
             three = asyncio.Event()
@@ -357,9 +346,9 @@ async def test_task_cancel_stops_then_deletes_in_the_clients_task() -> None:
         assert_stopped_and_deleted(server, conv.conversation_id)
 
 
-async def test_timeout_around_the_caller_stops_then_deletes() -> None:
+async def test_timeout_around_the_caller_stops_then_deletes(transport: str) -> None:
     with slow() as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.3):
@@ -369,9 +358,9 @@ async def test_timeout_around_the_caller_stops_then_deletes() -> None:
         assert_stopped_and_deleted(server, conv.conversation_id)
 
 
-async def test_an_exception_in_the_callers_loop_body_stops_then_deletes() -> None:
+async def test_an_exception_in_the_callers_loop_body_stops_then_deletes(transport: str) -> None:
     with slow() as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(RuntimeError, match="the caller's own bug"):
                 async with conv:
@@ -381,9 +370,9 @@ async def test_an_exception_in_the_callers_loop_body_stops_then_deletes() -> Non
         assert_stopped_and_deleted(server, conv.conversation_id)
 
 
-async def test_error_event_fails_the_turn_then_one_delete() -> None:
+async def test_error_event_fails_the_turn_then_one_delete(transport: str) -> None:
     with chatui([Fault("stream", "error_event", at_token=3, status=429)]) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             with pytest.raises(H2oUpstreamError) as info:
                 async for _ in client.stream("x"):
                     pass
@@ -397,16 +386,16 @@ async def test_error_event_fails_the_turn_then_one_delete() -> None:
 SECRET = "tok-3f9a1c55d2e84b7e-SECRET"
 
 
-async def test_login_required_401_without_cookies_works_with_them_and_never_shows_them() -> None:
+async def test_login_required_401_without_cookies_works_with_them_and_never_shows_them(transport: str) -> None:
     with chatui(required_cookies={"token": SECRET}) as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             with pytest.raises(H2oStatusError) as info:
                 await client.ask("x")
         assert info.value.status == 401 and info.value.phase is Phase.CREATE
         assert "logged in" in str(info.value) and server.accounting.created == 0
 
         with structlog.testing.capture_logs() as logs:
-            async with client_for(server, cookies={"token": SECRET}, logger=structlog.get_logger(),
+            async with client_for(server, transport, cookies={"token": SECRET}, logger=structlog.get_logger(),
                                   log_content=True) as client:
                 assert await client.ask("hello") == answer([("user", "hello")])
                 server.faults.add(Fault("send", "status", status=500))
@@ -420,11 +409,11 @@ async def test_login_required_401_without_cookies_works_with_them_and_never_show
         assert_clean(server)
 
 
-async def test_concurrent_first_conversations_share_one_new_session() -> None:
+async def test_concurrent_first_conversations_share_one_new_session(transport: str) -> None:
     """A fresh client has no session yet: the first create starts it (the server sets its cookie) and
     the others wait for that answer, instead of each starting a session the client cannot keep."""
     with chatui() as server:
-        async with client_for(server) as client:
+        async with client_for(server, transport) as client:
             answers = await asyncio.gather(*(client.ask(f"q{i}") for i in range(20)))
         assert answers == ["".join(generate([("user", f"q{i}")], 8)) for i in range(20)]
         acct = server.accounting
