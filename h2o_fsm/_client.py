@@ -4,6 +4,7 @@ and the background cleanup tasks it owns."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -57,7 +58,7 @@ def _check_proxy(proxy: object) -> str | None:
         raise TypeError(f"proxy must be a URL string or None, not {type(proxy).__name__}")
     scheme = urlsplit(proxy).scheme
     if scheme not in ("http", "https", "socks5", "socks5h"):
-        raise ValueError(f"proxy must be an http(s):// or socks5:// URL, got {redact(proxy)!r}")
+        raise ValueError(f"proxy must be an http(s):// or socks5:// URL, not {scheme[:10]!r}")
     return proxy
 
 
@@ -227,24 +228,29 @@ class H2oClient:
         rt = self._rt
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.cleanup
-        for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
-            if isinstance(conv, Conversation) and not conv.transitioning:
-                conv._end("close")
-        while (rt.tasks or rt.live) and loop.time() < deadline:
-            pending = set(rt.tasks)
-            if pending:
-                await asyncio.wait(pending, timeout=deadline - loop.time())
-            else:  # conversations whose turn another task is running: give them until the deadline
-                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
-        left = set(rt.tasks)
-        for task in left:
-            task.cancel()
-        if left:
-            await asyncio.wait(left, timeout=1.0)
-        if rt.live or left:
-            rt.log.warning("client_closed_with_live_conversations", live=len(rt.live), undeleted=rt.undeleted)
-        if self._owns_http:
-            await self._http.aclose()
+        try:
+            rt.requester.interrupt()  # steps in callers' tasks fail now: those callers end their conversations
+            for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
+                if isinstance(conv, Conversation) and not conv.transitioning:
+                    conv._end("close")
+            while (rt.tasks or rt.live) and loop.time() < deadline:
+                pending = set(rt.tasks)
+                if pending:
+                    await asyncio.wait(pending, timeout=min(0.05, deadline - loop.time()))
+                else:  # an interrupted caller has yet to run its abort: let it
+                    await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
+            left = set(rt.tasks)
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left, timeout=1.0)
+            if rt.live or left:
+                with contextlib.suppress(Exception):  # the host's log sink: never in the way of closing
+                    rt.log.warning("client_closed_with_live_conversations", live=len(rt.live),
+                                   undeleted=rt.undeleted)
+        finally:
+            if self._owns_http:
+                await self._http.aclose()
 
     def conversation(
         self,

@@ -101,12 +101,17 @@ class Conversation(Stepping):
         """Run the steps up to ``create`` now (otherwise the first turn does it)."""
         if self.state is not Phase.NEW:
             raise H2oStateError(f"open() needs state 'new', not {self.state.value!r}", phase=self.state)
+        self._check_can_send()
+        self.busy = True
         try:
             await self._start_turn()
             await self._advance(lambda p: SPEC[p].rests)
         except BaseException as exc:
+            self.busy = False
             await self._abort(exc)
             raise
+        finally:
+            self.busy = False
 
     async def aclose(self) -> None:
         """Delete the conversation (if created) and end in ``closed``. Idempotent.
@@ -139,11 +144,20 @@ class Conversation(Stepping):
         self.deadline = None if total is None else asyncio.get_running_loop().time() + total
         if not self.holds_slot and rt.slots is not None:
             await rt.slots.acquire()
-            self.holds_slot = True
+            if self.holds_slot or self.state.is_terminal or self.ending is not None:
+                rt.slots.release()  # ended (or given a slot) while this turn waited: never keep a second one
+                if not self.holds_slot:
+                    raise H2oStateError("the conversation ended while its turn waited for a slot",
+                                        phase=self.state, conversation_id=self.cid)
+            else:
+                self.holds_slot = True
 
     async def _advance(self, until: Callable[[Phase], bool]) -> None:
         """Fire each state's ``next`` (from the table) until ``until(state)`` holds; at least once."""
         while True:
+            if self.state.is_terminal or self.ending is not None:
+                raise H2oStateError("the conversation was ended meanwhile (closed from another task)",
+                                    phase=self.state, conversation_id=self.cid)
             await self._fire(SPEC[self.state].next or "")
             if until(self.state):
                 return
@@ -175,6 +189,7 @@ class Conversation(Stepping):
         return self.ending
 
     async def _run_end(self, trigger: str) -> None:
+        self.end_by = asyncio.get_running_loop().time() + self.rt.timeouts.cleanup
         try:
             create = self.create_task
             if create is not None:  # a create still in flight: its answer names what to delete
@@ -224,7 +239,12 @@ class Conversation(Stepping):
         ending = self._end("abort")
         if isinstance(exc, _CANCELLED):
             return
-        await wait_owned(ending)
+        try:
+            await wait_owned(ending)
+        except H2oStateError as closed:  # the client gave up on the ending: never hide ``exc`` behind that
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"h2o-fsm: {closed.message}")
+            return
         cleanup = self.cleanup_error
         if cleanup is not None:
             if isinstance(exc, H2oError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import Limits, Timeouts
 from ._exceptions import H2oCleanupError
-from ._log import NULL_LOGGER, Logger
+from ._log import NULL_LOGGER, Logger, scrub
 from ._phase import Phase
 from ._protocol import Parameters
 from ._records import TransitionRecord
@@ -107,6 +107,7 @@ class ConversationModel:
         self.error: BaseException | None = None
         self.cleanup_error: H2oCleanupError | None = None
         self.create_task: asyncio.Task[None] | None = None
+        self.end_by = 0.0  # loop time by which the ending (stop and DELETE) must be over
         self.ending: asyncio.Task[None] | None = None
         self.transitioning = False
         self.busy = False
@@ -185,10 +186,14 @@ class ConversationModel:
             self.holds_slot = False
         rt.live.discard(self)
 
-    def note(self, event: str, **fields: object) -> None:
-        """Log a warning about this conversation; a failing log sink is ignored here."""
+    def note(self, event: str, level: str = "warning", **fields: object) -> None:
+        """Log about this conversation; a failing log sink is ignored here."""
         with contextlib.suppress(Exception):
-            self.log.warning(event, **fields)
+            getattr(self.log, level)(event, **fields)
+
+    def scrubbed(self, text: str) -> str:
+        """``text`` (something the server sent) without our secrets: cookie values, proxy credentials."""
+        return scrub(text, (*self.rt.requester.secrets, *self.session.cookies.values()))
 
 
 def _describe(err: BaseException) -> str:

@@ -143,13 +143,13 @@ def normalize_base_url(url: object) -> str:
     """Check that ``url`` is an absolute http(s) URL and return it without a trailing slash."""
     if not isinstance(url, str):
         raise TypeError(f"base URL must be a str, not {type(url).__name__}")
-    parts = urlsplit(url.strip())
+    parts = urlsplit(url.strip())  # the URL itself is never echoed: it may carry a password
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"base URL must start with http:// or https://, got {url!r}")
+        raise ValueError(f"base URL must start with http:// or https://, not {parts.scheme[:10]!r}")
     if not parts.hostname:
-        raise ValueError(f"base URL has no host: {url!r}")
+        raise ValueError("base URL has no host")
     if parts.query or parts.fragment:
-        raise ValueError(f"base URL must not have a query or fragment: {url!r}")
+        raise ValueError("base URL must not have a query or fragment")
     return url.strip().rstrip("/")
 
 

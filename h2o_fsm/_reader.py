@@ -7,13 +7,13 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import NoReturn, cast
 
-from ._aio import expired_at
+from ._aio import Deadline
 from ._events import Event, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
 from ._model import ConversationModel
 from ._phase import Phase
-from ._requester import translate
 from ._stream import StreamSyntaxError
+from ._translate import translate
 
 __all__ = ["read_answer"]
 
@@ -45,7 +45,7 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                 if deadline is None:
                     chunk = await body.__anext__()
                 else:
-                    async with expired_at(deadline):
+                    async with Deadline(deadline):
                         chunk = await body.__anext__()
                 events = parser.feed(chunk)
             except StopAsyncIteration:
@@ -93,6 +93,6 @@ def _error(m: ConversationModel, cls: type[H2oError], message: str) -> H2oError:
 def _fail(m: ConversationModel, exc: Exception) -> NoReturn:
     if isinstance(exc, StreamSyntaxError):
         raise _error(m, H2oProtocolError, str(exc)) from exc
-    if isinstance(exc, asyncio.TimeoutError):  # our expired_at: the turn's deadline
+    if isinstance(exc, asyncio.TimeoutError):  # our Deadline: the turn's
         raise _error(m, H2oTimeoutError, "the conversation's deadline passed while streaming") from exc
     raise translate(exc, _STREAM, m.cid, m.send_status, "the stream") from exc

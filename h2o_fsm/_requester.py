@@ -1,26 +1,27 @@
-"""The HTTP requester: builds each request, sends it, bounds its step, retries it by the table's policy,
-and translates every lower-level error into an ``H2oError`` in one place (:func:`translated`)."""
+"""The HTTP requester: builds each request, sends it, bounds its step and retries it by the table's
+policy; every lower-level error goes through ``_translate`` on its way out."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Collection, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import NoReturn
+from collections.abc import AsyncGenerator, Collection
+from contextlib import aclosing
+from types import TracebackType
+from typing import NoReturn, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ._aio import expired_at
+from ._aio import Deadline
 from ._config import Limits, Timeouts
 from ._dialects import Body
 from ._exceptions import (
     H2oError,
     H2oLimitError,
+    H2oStateError,
     H2oStatusError,
     H2oTimeoutError,
-    H2oTransportError,
 )
 from ._hints import status_hint
 from ._json import dumps
@@ -29,10 +30,10 @@ from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
 from ._table import SPEC
-from ._transport import is_timeout, transport_error_text
+from ._translate import translate, translated
 from ._version import VERSION
 
-__all__ = ["Requester", "conversation_path", "segment", "translate", "translated"]
+__all__ = ["Requester", "conversation_path", "segment"]
 
 def segment(cid: str) -> str:
     """A server-chosen id (validated when it arrived) as one encoded path segment, whatever it holds."""
@@ -42,45 +43,6 @@ def segment(cid: str) -> str:
 def conversation_path(cid: str, suffix: str = "") -> str:
     """``/conversation/{id}`` (+ ``suffix``)."""
     return f"/conversation/{segment(cid)}{suffix}"
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    """A transport error in a few words, never its own text (it can carry raw headers or cookies)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # "refused" is worth saying as such, on either transport
-        if seen is None:
-            break
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
-        seen = seen.__cause__ or seen.__context__
-    return transport_error_text(exc)
-
-
-def translate(exc: Exception, phase: Phase, cid: str | None, status: int | None = None, what: str = "") -> H2oError:
-    """THE translation of a lower-level error (httpx's, the transport's, anything unexpected raised while
-    a request is built, sent or read) into an ``H2oError``; the caller raises it ``from exc``."""
-    if isinstance(exc, H2oError):
-        return exc
-    what = what or phase.value
-    if isinstance(exc, httpx.HTTPError) and is_timeout(exc):
-        return H2oTimeoutError(f"{what} timed out ({_describe(exc)})", phase=phase, status=status, conversation_id=cid)
-    if isinstance(exc, httpx.HTTPError):
-        return H2oTransportError(f"{what} failed: {_describe(exc)}", phase=phase, status=status, conversation_id=cid)
-    # a header that cannot be encoded, a transport's own error class, ...: its text is never shown
-    return H2oTransportError(f"{what} failed: unexpected {type(exc).__name__}", phase=phase, status=status,
-                             conversation_id=cid)
-
-
-@contextmanager
-def translated(phase: Phase, cid: str | None, status: int | None = None, what: str = "") -> Iterator[None]:
-    """:func:`translate` as a context manager. ``H2oError``, the end of an iteration and cancellations
-    pass through."""
-    try:
-        yield
-    except (H2oError, StopAsyncIteration):
-        raise
-    except Exception as exc:
-        raise translate(exc, phase, cid, status, what) from exc
 
 
 class Requester:
@@ -119,28 +81,30 @@ class Requester:
             for phase, seconds in self.step_seconds.items()
         }
         self.extensions = {phase: {"timeout": t.as_dict()} for phase, t in self.http_timeouts.items()}
+        self.active: set[Deadline] = set()  # the bounds of the steps in flight
+        self.closing = False
 
     def url(self, path: str) -> httpx.URL:
         return _parse_url(self.base_url + path)
 
-    @asynccontextmanager
-    async def step(self, phase: Phase, deadline: float | None, cid: str | None) -> AsyncIterator[None]:
-        """Bound a whole step (wall clock) by its table timeout and the turn's ``deadline`` (loop time)."""
-        loop_now = asyncio.get_running_loop().time()
-        when = loop_now + self.step_seconds[phase]
-        if deadline is not None:
-            if deadline <= loop_now:
-                raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid)
-            when = min(when, deadline)
-        try:
-            async with expired_at(when) as fired:
-                yield
-        except asyncio.TimeoutError as exc:
-            if not fired[0]:
-                raise
-            raise H2oTimeoutError(
-                f"no complete answer within {when - loop_now:.3g}s", phase=phase, conversation_id=cid
-            ) from exc
+    def step(self, phase: Phase, deadline: float | None, cid: str | None) -> _Step:
+        """Bound a whole step (wall clock) by its table timeout and ``deadline`` (loop time), and let
+        :meth:`interrupt` end it when the client closes."""
+        return _Step(self, phase, deadline, cid)
+
+    def refuse_late(self, phase: Phase, deadline: float | None, cid: str | None) -> None:
+        """Refuse to start a turn's step after its deadline or while the client closes."""
+        if self.closing and not SPEC[phase].cleanup:
+            raise H2oStateError("the client is closing", phase=phase, conversation_id=cid)
+        if deadline is not None and deadline <= asyncio.get_running_loop().time():
+            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid)
+
+    def interrupt(self) -> None:
+        """End every step in flight in a caller's task now: they fail with ``H2oStateError`` (the client
+        is closing); the steps in tasks the client owns (create, stop, delete) go on."""
+        self.closing = True
+        for bound in list(self.active):
+            bound.interrupt()
 
     async def call(
         self,
@@ -217,11 +181,19 @@ class Requester:
             await self.status_error(response, phase, cid, session)
         return response
 
+    async def snippet(self, response: httpx.Response, limit: int, session: Session) -> str:
+        """The first ``limit`` bytes of an answer's body as text, without our secrets; the body is closed
+        however this ends (a stalled body must not keep its pooled connection)."""
+        try:
+            raw = await self.read_up_to(response, limit)
+        finally:
+            await response.aclose()
+        return scrub(raw.decode("utf-8", "replace").strip(), (*self.secrets, *session.cookies.values()))
+
     async def status_error(self, response: httpx.Response, phase: Phase, cid: str | None, session: Session) -> NoReturn:
         status = response.status_code
-        snippet = b"" if status == 407 else (await self.read_up_to(response, self.limits.max_error_body_bytes))
-        await response.aclose()
-        text = scrub(snippet.decode("utf-8", "replace").strip(), (*self.secrets, *session.cookies.values()))
+        limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
+        text = await self.snippet(response, limit, session)
         hint = status_hint(phase, status) or response.reason_phrase
         raise H2oStatusError(
             f"HTTP {status} {hint}" + (f": {text[:200]}" if text else ""),
@@ -231,11 +203,14 @@ class Requester:
     async def read_up_to(self, response: httpx.Response, limit: int) -> bytes:
         """At most ``limit`` bytes of the body (an error while reading just ends it). Does not close it."""
         buf = bytearray()
+        if limit <= 0:
+            return b""
         try:
-            async for chunk in response.aiter_bytes():
-                buf += chunk
-                if len(buf) >= limit:
-                    break
+            async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as chunks:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) >= limit:
+                        break
         except Exception:
             pass
         return bytes(buf[:limit])
@@ -261,6 +236,48 @@ class Requester:
             await self.read_up_to(response, self.limits.max_error_body_bytes)
         finally:
             await response.aclose()
+
+
+class _Step:
+    """The bound of one step (see :meth:`Requester.step`)."""
+
+    __slots__ = ("_bound", "_cid", "_deadline", "_phase", "_rq", "_seconds", "_turn")
+
+    def __init__(self, rq: Requester, phase: Phase, deadline: float | None, cid: str | None) -> None:
+        self._rq, self._phase, self._deadline, self._cid = rq, phase, deadline, cid
+        self._bound: Deadline | None = None
+        self._seconds = rq.step_seconds[phase]
+        self._turn = not SPEC[phase].owned  # runs in a caller's task: aclose() may cut it; owned ones never
+
+    async def __aenter__(self) -> None:
+        rq = self._rq
+        rq.refuse_late(self._phase, self._deadline, self._cid)
+        now = asyncio.get_running_loop().time()
+        when = now + self._seconds
+        if self._deadline is not None:
+            when = min(when, self._deadline)
+        self._seconds = when - now
+        bound = self._bound = Deadline(when)
+        await bound.__aenter__()
+        if self._turn:
+            rq.active.add(bound)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        bound = self._bound
+        assert bound is not None
+        self._rq.active.discard(bound)
+        try:
+            await bound.__aexit__(kind, exc, tb)
+        except asyncio.TimeoutError as timeout:
+            if not bound.fired:
+                raise
+            if bound.interrupted:
+                raise H2oStateError("the client was closed during this step", phase=self._phase,
+                                    conversation_id=self._cid) from timeout
+            raise H2oTimeoutError(f"no complete answer within {self._seconds:.3g}s", phase=self._phase,
+                                  conversation_id=self._cid) from timeout
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -9,11 +9,12 @@ optional state the dialect does not use records itself as skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING
 
-from ._aio import expired_at
+from ._aio import Deadline, wait_owned
 from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError, H2oTransportError
 from ._model import ConversationModel
 from ._phase import Phase
@@ -41,6 +42,11 @@ def _skip(m: ConversationModel, phase: Phase) -> bool:
     return True
 
 
+def _skip_if(m: ConversationModel, nothing_to_do: bool) -> bool:
+    m.skipped = nothing_to_do
+    return nothing_to_do
+
+
 def _request(m: ConversationModel, phase: Phase) -> str:
     request = SPEC[phase].request or ""
     return request.replace("{id}", m.cid) if m.cid else request
@@ -51,12 +57,10 @@ async def settings(event: EventData) -> None:
     m = _model(event)
     m.request = _request(m, Phase.SETTINGS)
     session = m.session
-    if _skip(m, Phase.SETTINGS) or session.settings_model == m.model:
-        m.skipped = True
+    if _skip(m, Phase.SETTINGS) or _skip_if(m, session.settings_model == m.model):
         return
     async with session.lock:
-        if session.settings_model == m.model:  # another conversation sent them meanwhile
-            m.skipped = True
+        if _skip_if(m, session.settings_model == m.model):  # another conversation sent them meanwhile
             return
         async with m.rt.requester.step(Phase.SETTINGS, m.deadline, None):
             await _post_settings(m)
@@ -81,7 +85,7 @@ async def create(event: EventData) -> None:
     # In a task the client owns: a caller cancelled meanwhile gets control at once, and the task still
     # learns the id, so the ending (which waits for it) can delete the conversation.
     task = m.create_task = m.rt.spawn(_create(m))
-    await asyncio.shield(task)
+    await wait_owned(task)
 
 
 async def _create(m: ConversationModel) -> None:
@@ -97,6 +101,7 @@ async def _create(m: ConversationModel) -> None:
 async def _create_in(m: ConversationModel) -> None:
     rt, rq = m.rt, m.rt.requester
     body = rt.dialect.create_body(m.model, m.preprompt)
+    rq.refuse_late(Phase.CREATE, m.deadline, None)  # refused here: nothing was sent, nothing is counted
     try:
         async with rq.step(Phase.CREATE, m.deadline, None):
             try:
@@ -121,9 +126,10 @@ async def _create_in(m: ConversationModel) -> None:
         cid, root = rt.dialect.parse_create(raw)
     except ValueError as exc:
         m.cid = getattr(exc, "conversation_id", None)  # a valid id beside a malformed rest: still deleted
-        raise H2oProtocolError(str(exc), phase=Phase.CREATE, status=200, conversation_id=m.cid) from exc
+        raise H2oProtocolError(m.scrubbed(str(exc)), phase=Phase.CREATE, status=200, conversation_id=m.cid) from exc
     m.cid, m.parent_id = cid, root
-    m.log = m.log.bind(conversation_id=cid)
+    with contextlib.suppress(Exception):  # a failing log sink never stops the machine
+        m.log = m.log.bind(conversation_id=cid)
     journal = rt.journal
     if journal is not None:
         try:
@@ -136,8 +142,7 @@ async def _create_in(m: ConversationModel) -> None:
 async def fetch(event: EventData) -> None:
     m = _model(event)
     m.request = _request(m, Phase.FETCH)
-    if _skip(m, Phase.FETCH) or m.parent_id is not None:  # the create answer named the root already
-        m.skipped = True
+    if _skip(m, Phase.FETCH) or _skip_if(m, m.parent_id is not None):  # the create answer named the root
         return
     assert m.cid is not None
     rq = m.rt.requester
@@ -149,7 +154,7 @@ async def fetch(event: EventData) -> None:
     try:
         m.parent_id = m.rt.dialect.parse_fetch(raw)
     except ValueError as exc:
-        raise H2oProtocolError(str(exc), phase=Phase.FETCH, status=200, conversation_id=m.cid) from exc
+        raise H2oProtocolError(m.scrubbed(str(exc)), phase=Phase.FETCH, status=200, conversation_id=m.cid) from exc
 
 
 # ---------------------------------------------------------------------------------------------- send
@@ -161,7 +166,7 @@ async def send(event: EventData) -> None:
     m.generation_id = str(uuid.uuid4())
     body = rt.dialect.send_body(m.prompt, m.parameters, m.parent_id, m.generation_id)
     if rt.log_content:
-        m.log.debug("send_prompt", prompt=m.prompt, parameters=m.parameters)
+        m.note("send_prompt", level="debug", prompt=m.prompt, parameters=m.parameters)
     m.prompt_pending = False
     m.generating = True  # from here the server may be generating, even if we never see its answer
     async with rq.step(Phase.SEND, m.deadline, m.cid):
@@ -174,8 +179,7 @@ async def send(event: EventData) -> None:
     m.status = m.send_status = response.status_code
     if response.headers.get("content-type", "").startswith("text/html"):
         m.generating = False  # a proxy's page: nothing is generating behind it
-        snippet = (await rq.read_up_to(response, 120)).decode("utf-8", "replace").strip()
-        await response.aclose()
+        snippet = await rq.snippet(response, 120, m.session)
         raise H2oProtocolError(f"expected a stream, got an HTML page: {snippet!r}", phase=Phase.SEND,
                                status=response.status_code, conversation_id=m.cid)
     m.response = response
@@ -200,14 +204,17 @@ async def leave_stream(event: EventData) -> None:
 async def stop(event: EventData) -> None:
     m = _model(event)
     m.request = _request(m, Phase.STOP)
-    if _skip(m, Phase.STOP) or not m.generating or m.cid is None:
-        m.skipped = True
+    cid = m.cid
+    if _skip(m, Phase.STOP) or _skip_if(m, not m.generating or cid is None):  # nothing runs
         return
+    assert cid is not None
     rq, body = m.rt.requester, m.rt.dialect.stop_body(m.generation_id or "")
+    now = asyncio.get_running_loop().time()
+    share = now + max(0.0, m.end_by - now) / 2  # the DELETE keeps at least half of the ending's budget
     try:  # best effort: bounded, and never hiding the error that ended the turn
-        async with rq.step(Phase.STOP, None, m.cid):
-            response = await rq.call(Phase.STOP, "POST", conversation_path(m.cid, "/stop-generating"),
-                                     session=m.session, body=body, ok=(200, 202, 204, 404), cid=m.cid)
+        async with rq.step(Phase.STOP, share, cid):
+            response = await rq.call(Phase.STOP, "POST", conversation_path(cid, "/stop-generating"),
+                                     session=m.session, body=body, ok=(200, 202, 204, 404), cid=cid)
             m.status = response.status_code
             await rq.drain(response)
         m.generating = False
@@ -223,15 +230,15 @@ async def delete(event: EventData) -> None:
     assert cid is not None
     m.request = _request(m, Phase.DELETE)
     rt, rq = m.rt, m.rt.requester
-    budget = rt.timeouts.cleanup
+    left = max(0.0, m.end_by - asyncio.get_running_loop().time())  # what the ending's budget still allows
     try:
-        async with expired_at(asyncio.get_running_loop().time() + budget):
+        async with Deadline(m.end_by):
             response = await rq.call(Phase.DELETE, "DELETE", conversation_path(cid), session=m.session,
-                                     ok=DELETE_OK, cid=cid, budget=max(0.0, budget - rt.timeouts.delete), each=True)
+                                     ok=DELETE_OK, cid=cid, budget=max(0.0, left - rt.timeouts.delete), each=True)
             m.status = response.status_code
             await rq.drain(response)
     except (asyncio.TimeoutError, H2oError) as exc:
-        reason = exc.message if isinstance(exc, H2oError) else f"did not finish within {budget:g}s"
+        reason = exc.message if isinstance(exc, H2oError) else f"did not finish within {rt.timeouts.cleanup:g}s"
         err = H2oCleanupError(f"DELETE failed: {reason}", phase=Phase.DELETE,
                               status=getattr(exc, "status", None), conversation_id=cid)
         err.__cause__ = exc

@@ -37,7 +37,9 @@ class StateSpec:
         idle: what the stepper fires here instead of ``next`` when no prompt is queued.
         needs_prompt: entering this state sends the turn's prompt.
         optional: a dialect may skip its request (the transition is recorded as ``skipped``).
-        cleanup: part of the ending; runs in a task the client owns, bounded by ``Timeouts.cleanup``.
+        cleanup: part of the ending, bounded by ``Timeouts.cleanup``; still sent while the client closes.
+        owned: its request runs in a task the client owns: a cancelled caller does not wait for it, and
+            ``aclose()`` waits for it instead of cutting it short (the create's answer names what to delete).
     """
 
     phase: Phase
@@ -54,6 +56,7 @@ class StateSpec:
     needs_prompt: bool = False
     optional: bool = False
     cleanup: bool = False
+    owned: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,7 @@ STATES: Final[tuple[StateSpec, ...]] = (
     StateSpec(P.SETTINGS, "accept the session's settings (skipped when this session sent them)", "settings",
               request="POST /settings", timeout="settings", idempotent=True, next="create", optional=True),
     StateSpec(P.CREATE, "create the conversation: its id", "create",
-              request="POST /conversation", timeout="create", next="fetch", rests=True),
+              request="POST /conversation", timeout="create", next="fetch", rests=True, owned=True),
     StateSpec(P.FETCH, "learn the message the turn hangs from (chat-ui)", "fetch",
               request="GET /api/v2/conversations/{id}", timeout="fetch", idempotent=True, next="send", optional=True),
     StateSpec(P.SEND, "post the turn's prompt", "send", request="POST /conversation/{id}", timeout="send",
@@ -82,9 +85,10 @@ STATES: Final[tuple[StateSpec, ...]] = (
     StateSpec(P.READY, "answer complete, another turn may be sent", next="fetch", rests=True, idle="close"),
     StateSpec(P.STOP, "stop a generation left running (chat-ui)", "stop",
               request="POST /conversation/{id}/stop-generating", timeout="delete", idempotent=True,
-              next="stopped", optional=True, cleanup=True),
+              next="stopped", optional=True, cleanup=True, owned=True),
     StateSpec(P.DELETE, "delete the conversation (retried until Timeouts.cleanup)", "delete",
-              request="DELETE /conversation/{id}", timeout="delete", idempotent=True, next="deleted", cleanup=True),
+              request="DELETE /conversation/{id}", timeout="delete", idempotent=True, next="deleted", cleanup=True,
+              owned=True),
     StateSpec(P.CLOSED, "done, nothing left on the server"),
     StateSpec(P.FAILED, "ended by an error, the conversation deleted if it existed"),
 )
