@@ -10,13 +10,16 @@ Callback order of one transition (transitions' documented order, run strictly in
 5. ``finalize_event`` – ``ConversationModel.finalize``: append the history record and log the
    transition; it runs also when a callback raised.
 
-What we change in transitions' ``AsyncMachine``, through three of its public methods (each change is
-pinned by ``tests/test_transitions_contract.py``, which fails loudly if transitions' behaviour moves):
+What we change in transitions' ``AsyncMachine``, through three of its public methods and its documented
+``state_cls`` (each change is pinned by ``tests/test_transitions_contract.py``, which fails loudly if
+transitions' behaviour moves):
 
 * ``await_all`` runs a callback list in order, in the caller's task (0.9.x gathers them in tasks);
 * ``callbacks`` calls each callback directly (a function of the table, or a method of the model named
   by a string), without a partial, a list and the generic resolution per callback: every await inside
   a step resumes this stack, so its depth is paid per network read (measured: ~8 % of client CPU);
+* ``state_cls``: states enter and exit without transitions' two stdlib log records per call (the host
+  did not ask for them; their arguments are built even when the logger is off);
 * ``process_context`` lets an outside cancellation propagate (0.9.3 turns it into ``False``) and keeps
   no class-level registry of running tasks, so one conversation can never cancel or block another.
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, cast
 
-from transitions.extensions.asyncio import AsyncMachine
+from transitions.extensions.asyncio import AsyncMachine, AsyncState
 
 from . import _steps
 from ._table import STATES, TRANSITIONS
@@ -37,8 +40,20 @@ from ._table import STATES, TRANSITIONS
 __all__ = ["MACHINE"]
 
 
+class _State(AsyncState):
+    """A state whose enter/exit run their callbacks and nothing else."""
+
+    async def enter(self, event_data: Any) -> None:  # type: ignore[override]  # as transitions' own stub
+        await event_data.machine.callbacks(self.on_enter, event_data)
+
+    async def exit(self, event_data: Any) -> None:  # type: ignore[override]  # as transitions' own stub
+        await event_data.machine.callbacks(self.on_exit, event_data)
+
+
 class _Machine(AsyncMachine):
     """``AsyncMachine`` with in-order callbacks and cancellation that propagates."""
+
+    state_cls = _State  # type: ignore[assignment]  # transitions' stub names its nested state class here
 
     @staticmethod
     async def await_all(callables: Iterable[Callable[[], Awaitable[Any]]]) -> list[Any]:

@@ -38,7 +38,9 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
             raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
         return texts
 
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    # no content-encoding (chat-ui and TGI send none): the raw bytes, one generator layer less per chunk
+    raw = "content-encoding" not in response.headers
+    body = cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
     try:
         while True:
             try:

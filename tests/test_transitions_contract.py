@@ -127,3 +127,14 @@ async def test_set_state_is_there_for_the_last_resort_ending() -> None:
     machine, model = build(_Machine)
     machine.set_state("b", model=model)
     assert model.state == "b"
+
+
+async def test_our_states_enter_and_exit_without_stdlib_log_records(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="transitions")
+    machine, model = build(_Machine)
+    await machine.events["go"].trigger(model)
+    assert model.seen == ORDER  # the callbacks still ran, in order
+    assert not [r for r in caplog.records if "state" in r.getMessage().lower()]
+    stock, other = build(AsyncMachine)
+    await stock.events["go"].trigger(other)
+    assert [r for r in caplog.records if "Entering state" in r.getMessage()], "transitions stopped logging states"
