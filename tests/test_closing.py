@@ -138,16 +138,19 @@ async def test_b_slot_given_back_when_conversation_ends_while_its_turn_waits(dia
 @pytest.mark.timeout(3)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_b2_open_and_ask_at_once_lose_no_slot(dialect: str, transport: str) -> None:
-    with LocalServer(ServerConfig(token_delay=0.02, max_tokens=4), dialect=dialect) as server:  # type: ignore[arg-type]
+    with LocalServer(ServerConfig(token_delay=0.05, max_tokens=6), dialect=dialect) as server:  # type: ignore[arg-type]
         async with client_for(server, transport, max_concurrency=2) as client:
             hold = [asyncio.create_task(client.ask(f"hold {i}")) for i in range(2)]
             await wait_until(lambda: server.accounting.created == 2, 1.0)
             conv = client.conversation()
             opened = asyncio.create_task(conv.open())
             asked = asyncio.create_task(conv.ask("hi"))
+            # the ask is refused at once (open() runs a turn): it never queues for a second slot
+            await asyncio.wait({asked}, timeout=0.1)
+            assert not any(t.done() for t in hold), "the slots were free already: the race did not happen"
+            assert asked.done() and isinstance(asked.exception(), H2oStateError)
             await asyncio.gather(*hold)
-            outcomes = await asyncio.gather(opened, asked, return_exceptions=True)
-            assert all(o is None or isinstance(o, (str, H2oStateError)) for o in outcomes), outcomes
+            await opened
             await conv.aclose()
             assert client.live_conversations == 0
             await assert_slots_free(client, server, 2)
@@ -180,11 +183,11 @@ async def test_c_server_page_echoing_the_cookie_never_reaches_the_error(where: s
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
 
-    async with raw_server(handler) as url:
-        async with H2oClient(url, transport=transport, cookies={"token": SECRET},  # type: ignore[arg-type]
-                             retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS) as client:
-            with pytest.raises(H2oError) as info:
-                await client.ask("hi")
+    async with raw_server(handler) as url, H2oClient(
+        url, transport=transport, cookies={"token": SECRET}, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS  # type: ignore[arg-type]
+    ) as client:
+        with pytest.raises(H2oError) as info:
+            await client.ask("hi")
     text = f"{info.value} {info.value!r} {info.value.message}"
     assert "Cookie" in text  # the page's snippet is shown ...
     assert SECRET not in text  # ... without the cookie's value
