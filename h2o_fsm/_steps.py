@@ -163,7 +163,7 @@ async def send(event: EventData) -> None:
     assert m.cid is not None and m.prompt is not None
     m.request = _request(m, Phase.SEND)
     rt, rq = m.rt, m.rt.requester
-    m.generation_id = str(uuid.uuid4())
+    m.generation_id = str(uuid.uuid4()) if Phase.STOP in rt.performs else ""  # only what can be stopped
     body = rt.dialect.send_body(m.prompt, m.parameters, m.parent_id, m.generation_id)
     if rt.log_content:
         m.note("send_prompt", level="debug", prompt=m.prompt, parameters=m.parameters)
