@@ -102,16 +102,12 @@ class Conversation(Stepping):
         if self.state is not Phase.NEW:
             raise H2oStateError(f"open() needs state 'new', not {self.state.value!r}", phase=self.state)
         self._check_can_send()
-        self.busy = True
-        try:
+
+        async def up_to_create() -> None:
             await self._start_turn()
             await self._advance(lambda p: SPEC[p].rests)
-        except BaseException as exc:
-            self.busy = False
-            await self._abort(exc)
-            raise
-        finally:
-            self.busy = False
+
+        await self._guarded(up_to_create)
 
     async def aclose(self) -> None:
         """Delete the conversation (if created) and end in ``closed``. Idempotent.
@@ -279,7 +275,7 @@ class _TurnScope:
             conv.prompt = self._text
             await conv._advance(lambda p: SPEC[p].reads)
         except BaseException as exc:
-            conv.busy = False
+            conv.busy = False  # (the turn never started: the next one may)
             await conv._abort(exc)
             raise
         self._reader = read_answer(conv)

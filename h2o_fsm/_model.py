@@ -21,6 +21,7 @@ from ._protocol import Parameters
 from ._records import TransitionRecord
 from ._retry import Retries
 from ._session import Session
+from ._table import request_line
 
 if TYPE_CHECKING:
     import httpx
@@ -118,7 +119,6 @@ class ConversationModel:
         self.stream_t0 = 0.0
         self.status: int | None = None
         self.skipped = False
-        self.request: str | None = None
         self.source: Phase = Phase.NEW
 
     # ------------------------------------------------------------------ guards (named in the table)
@@ -138,7 +138,6 @@ class ConversationModel:
         self.t0 = self.stream_t0 if event.event.name == "finish" else time.perf_counter()
         self.status = None
         self.skipped = False
-        self.request = None
         self.source = self.state
 
     def finalize(self, event: EventData) -> None:
@@ -154,7 +153,7 @@ class ConversationModel:
             error=None if err is None else _describe(err),
             skipped=self.skipped,
             conversation_id=self.cid,
-            request=self.request,
+            request=request_line(self.state, self.cid) if self.state is not self.source else None,
         )
         self.records.append(record)
         if self.state.is_terminal:

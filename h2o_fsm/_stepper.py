@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._aio import wait_owned
@@ -19,7 +20,7 @@ from ._model import ConversationModel
 from ._phase import Phase
 from ._protocol import Messages
 from ._records import StepResult
-from ._table import SPEC, destination
+from ._table import SPEC, destination, request_line
 
 __all__ = ["Stepping"]
 
@@ -48,22 +49,19 @@ class Stepping(ConversationModel):
         t0 = time.perf_counter()
         text: str | None = None
         before = len(self.records)
-        self.busy = True  # one step at a time, and no turn meanwhile
-        try:
+
+        async def one_step() -> None:
+            nonlocal text
             if trigger == spec.idle:
                 await wait_owned(self._end(trigger))
-            else:
-                if spec.rests:
-                    await self._start_turn()  # a new turn: its own deadline
-                if spec.reads:
-                    text = await self._read_all()
-                await self._fire(trigger)
-        except BaseException as exc:
-            self.busy = False
-            await self._abort(exc)
-            raise
-        finally:
-            self.busy = False
+                return
+            if spec.rests:
+                await self._start_turn()  # a new turn: its own deadline
+            if spec.reads:
+                text = await self._read_all()
+            await self._fire(trigger)
+
+        await self._guarded(one_step)  # one step at a time, and no turn meanwhile
         new = self.records[before:]
         last = new[0] if new else None
         return StepResult(
@@ -109,8 +107,7 @@ class Stepping(ConversationModel):
         dest = destination(state, trigger)
         if dest is None or SPEC[dest].request is None:
             return "open the answer's stream" if dest is not None and SPEC[dest].reads else trigger
-        method, _, path = SPEC[dest].request.partition(" ")  # type: ignore[union-attr]
-        path = path.replace("{id}", self.cid or "{id}")
+        method, _, path = (request_line(dest, self.cid) or "").partition(" ")
         shown = (self.prompt or "") if self.rt.log_content else f"<{len(self.prompt or '')} chars>"
         body = self.rt.dialect.describe(dest, self.model, shown, self.parameters)
         skip = ""
@@ -128,6 +125,17 @@ class Stepping(ConversationModel):
         if fmt not in ("mermaid", "dot"):
             raise ValueError(f"unknown diagram format {fmt!r}; expected 'mermaid' or 'dot'")
         return render("mermaid" if fmt == "mermaid" else "dot", highlight=self.state)
+
+    async def _guarded(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` as this conversation's one running operation; any failure ends the conversation."""
+        self.busy = True
+        try:
+            await work()
+        except BaseException as exc:
+            await self._abort(exc)
+            raise
+        finally:
+            self.busy = False
 
     # -- the driver's half (``Conversation``)
     async def _fire(self, trigger: str) -> None:

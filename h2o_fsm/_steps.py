@@ -20,7 +20,6 @@ from ._model import ConversationModel
 from ._phase import Phase
 from ._protocol import DELETE_OK
 from ._requester import conversation_path, segment
-from ._table import SPEC
 from ._transport import not_sent
 
 if TYPE_CHECKING:
@@ -47,15 +46,9 @@ def _skip_if(m: ConversationModel, nothing_to_do: bool) -> bool:
     return nothing_to_do
 
 
-def _request(m: ConversationModel, phase: Phase) -> str:
-    request = SPEC[phase].request or ""
-    return request.replace("{id}", m.cid) if m.cid else request
-
-
 # ---------------------------------------------------------------------------------------------- settings
 async def settings(event: EventData) -> None:
     m = _model(event)
-    m.request = _request(m, Phase.SETTINGS)
     session = m.session
     if _skip(m, Phase.SETTINGS) or _skip_if(m, session.settings_model == m.model):
         return
@@ -81,7 +74,6 @@ async def _post_settings(m: ConversationModel) -> None:
 # ---------------------------------------------------------------------------------------------- create
 async def create(event: EventData) -> None:
     m = _model(event)
-    m.request = _request(m, Phase.CREATE)
     # In a task the client owns: a caller cancelled meanwhile gets control at once, and the task still
     # learns the id, so the ending (which waits for it) can delete the conversation.
     task = m.create_task = m.rt.spawn(_create(m))
@@ -141,7 +133,6 @@ async def _create_in(m: ConversationModel) -> None:
 # ---------------------------------------------------------------------------------------------- fetch
 async def fetch(event: EventData) -> None:
     m = _model(event)
-    m.request = _request(m, Phase.FETCH)
     if _skip(m, Phase.FETCH) or _skip_if(m, m.parent_id is not None):  # the create answer named the root
         return
     assert m.cid is not None
@@ -161,7 +152,6 @@ async def fetch(event: EventData) -> None:
 async def send(event: EventData) -> None:
     m = _model(event)
     assert m.cid is not None and m.prompt is not None
-    m.request = _request(m, Phase.SEND)
     rt, rq = m.rt, m.rt.requester
     m.generation_id = str(uuid.uuid4()) if Phase.STOP in rt.performs else ""  # only what can be stopped
     body = rt.dialect.send_body(m.prompt, m.parameters, m.parent_id, m.generation_id)
@@ -203,7 +193,6 @@ async def leave_stream(event: EventData) -> None:
 # ---------------------------------------------------------------------------------------------- stop
 async def stop(event: EventData) -> None:
     m = _model(event)
-    m.request = _request(m, Phase.STOP)
     cid = m.cid
     if _skip(m, Phase.STOP) or _skip_if(m, not m.generating or cid is None):  # nothing runs
         return
@@ -228,7 +217,6 @@ async def delete(event: EventData) -> None:
     m = _model(event)
     cid = m.cid
     assert cid is not None
-    m.request = _request(m, Phase.DELETE)
     rt, rq = m.rt, m.rt.requester
     left = max(0.0, m.end_by - asyncio.get_running_loop().time())  # what the ending's budget still allows
     try:

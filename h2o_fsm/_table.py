@@ -17,7 +17,7 @@ from typing import Final
 
 from ._phase import Phase
 
-__all__ = ["SPEC", "STATES", "TRANSITIONS", "VALID_TRIGGERS", "Edge", "StateSpec", "destination"]
+__all__ = ["SPEC", "STATES", "TRANSITIONS", "VALID_TRIGGERS", "Edge", "StateSpec", "destination", "request_line"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +122,12 @@ VALID_TRIGGERS: Final[Mapping[Phase, frozenset[str]]] = {
 }
 
 
+
+
+def request_line(phase: Phase, cid: str | None) -> str | None:
+    """``phase``'s request as the history and the stepper show it (``{id}`` filled in once known)."""
+    request = SPEC[phase].request
+    return request.replace("{id}", cid) if request is not None and cid else request
 
 
 def destination(source: Phase, trigger: str) -> Phase | None:
