@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -194,3 +195,16 @@ def test_strategies_per_dialect_and_recoverable() -> None:
         assert all(f.kind == "stall" or (f.count == 1 and f.status in (429, 500, 502, 503)) for f in deletes)
 
     check()
+
+
+def test_installed_without_the_server_extra_pytest_still_runs(tmp_path: Path) -> None:
+    """The plugin is registered by installing h2o-fsm; without the server extra it must stay out of the
+    way of a project's unrelated tests, and only the h2o_server fixture says what to install."""
+    (tmp_path / "test_plain.py").write_text("def test_x():\n    assert 1\n\ndef test_uses(h2o_server):\n    pass\n")
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"  # as if not installed
+        "import pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'test_plain.py']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "1 passed" in result.stdout and "1 error" in result.stdout, result.stdout + result.stderr
+    assert "pip install 'h2o-fsm[server]'" in result.stdout

@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from ..server import Accounting, Fault, FaultPlan, LocalServer, ServerConfig
+if TYPE_CHECKING:  # imported when used: without the server extra, only using them fails (not pytest)
+    from ..server import Accounting, Fault, FaultPlan, LocalServer, ServerConfig
 
 __all__ = ["Fault", "FaultPlan", "LocalServer", "ServerConfig", "assert_nothing_leaked", "expected_leaks"]
 
@@ -45,6 +47,8 @@ def assert_nothing_leaked(
     ``allowed`` (an exact number of live conversations) is the older, coarser form; it skips the
     rules above.
     """
+    from ..server import LocalServer
+
     acct = server.accounting if isinstance(server, LocalServer) else server
     snap = acct.snapshot()
     assert snap["deleted_twice"] == 0, f"a conversation was deleted twice: {snap}"
@@ -58,3 +62,11 @@ def assert_nothing_leaked(
     if reported is not None:
         silent = excused["delete_failed"] - set(reported)
         assert not silent, f"DELETE failed for good but the client did not report it: {sorted(silent)}"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Fault", "FaultPlan", "LocalServer", "ServerConfig"):
+        from .. import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

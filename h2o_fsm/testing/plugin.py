@@ -19,10 +19,14 @@ plugin, e.g. ``@pytest.mark.asyncio``, unless it runs in auto mode). Disable wit
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ..server import DIALECTS, FaultPlan, LocalServer, ServerConfig
+from .._dialects import DIALECTS
+
+if TYPE_CHECKING:  # imported by the fixture: installed without the server extra, pytest still runs
+    from ..server import LocalServer
 
 __all__ = ["h2o_server"]
 
@@ -36,6 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def h2o_server(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
     """The bundled emulator on 127.0.0.1 (an ephemeral port) for one test."""
+    from ..server import FaultPlan, LocalServer, ServerConfig  # needs the server extra
+
     faults_marker = request.node.get_closest_marker("h2o_faults")
     config_marker = request.node.get_closest_marker("h2o_config")
     dialect_marker = request.node.get_closest_marker("h2o_dialect")
