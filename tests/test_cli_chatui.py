@@ -100,3 +100,23 @@ def test_cookie_against_a_login_required_emulator(tmp_path: Path) -> None:
     for shown in (denied, ok, from_env, failed):
         assert SECRET not in shown.stdout + shown.stderr
     assert SECRET not in trace.read_text()
+
+
+def test_the_wrong_dialect_is_named_in_the_advice() -> None:
+    with chatui() as server:  # a chat-ui server, spoken to in the 2023 dialect
+        result = h2o_fsm("chat", "Hi", "--base-url", server.url, "--dialect", "h2o")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "try --dialect chat-ui" in result.stderr
+    with LocalServer(ServerConfig(max_tokens=8)) as old:  # a 2023 server, spoken to in today's dialect
+        result = h2o_fsm("chat", "Hi", "--base-url", old.url, "--dialect", "chat-ui")
+        assert old.accounting.live == 0
+    assert result.returncode == 1 and "try --dialect h2o" in result.stderr
+
+
+def test_an_answer_cut_by_the_timeout_ends_its_line_before_the_error() -> None:
+    with chatui(max_tokens=40, token_delay=0.05) as server:
+        result = h2o_fsm("chat", "Hi", "--base-url", server.url, "--dialect", "chat-ui", "--timeout", "0.6")
+        assert server.accounting.live == 0
+    assert result.returncode == 1
+    assert result.stdout and result.stdout.endswith("\n")  # the partial answer, then its own line end
+    assert result.stderr.startswith("h2o-fsm: stream failed") and result.stderr.count("\n") == 1

@@ -62,7 +62,7 @@ def main(
     except H2oError as exc:
         if debug:
             traceback.print_exc(file=err)
-        err.write(error_line(exc, base_url) + "\n")
+        err.write(error_line(exc, base_url, getattr(args, "dialect", None)) + "\n")
         return EXIT_FAILED
     except Aborted:
         err.write("h2o-fsm: aborted at a --step pause; whatever was created has been deleted\n")

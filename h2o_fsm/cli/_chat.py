@@ -16,6 +16,7 @@ from .._journal import Journal
 from .._phase import Phase
 from .._protocol import Message
 from .._records import TransitionRecord
+from .._table import SPEC, STATES, destination
 from ._errors import Aborted, UsageError, os_error_text
 from ._parser import cookies_from
 
@@ -94,7 +95,10 @@ class ChatSetup:
             self.trace.write(json.dumps(record.as_dict()) + "\n")
             self.trace.flush()
         if not record.dest.is_terminal:
-            self.status.show(record.dest.value)
+            # the record is of a step that is over: show the one running now (the table says which)
+            spec = SPEC[record.dest]
+            running = destination(record.dest, spec.next) if spec.next and not (spec.reads or spec.idle) else None
+            self.status.show(running or record.dest)
 
     def client(self) -> H2oClient:
         """The client of this command's options (cookies as given, never printed)."""
@@ -178,13 +182,20 @@ async def _one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, std
                 await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
             else:
                 first = True
-                async for chunk in conv.stream(messages(setup.args.system, prompt)):
-                    if first:  # from here the answer owns the line: no more status
-                        status.clear()
-                        status.enabled = False
-                        first = False
-                    out.write(chunk)
-                    out.flush()
+                status.show(destination(STATES[0].phase, STATES[0].next or "") or STATES[0].phase)  # the first step
+                try:
+                    async for chunk in conv.stream(messages(setup.args.system, prompt)):
+                        if first:  # from here the answer owns the line: no more status
+                            status.clear()
+                            status.enabled = False
+                            first = False
+                        out.write(chunk)
+                        out.flush()
+                except BaseException:
+                    if not first:  # a cut answer: the error that follows starts on a line of its own
+                        out.write("\n")
+                        out.flush()
+                    raise
         status.clear()
         if not setup.args.step:
             out.write("\n")

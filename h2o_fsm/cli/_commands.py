@@ -111,7 +111,8 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write("demo FAILED: the conversation was not cleaned up\n")
             return EXIT_FAILED
         out.write("demo OK\n")
-    err.write("try it yourself: `h2o-fsm serve` prints a URL; then `h2o-fsm chat --base-url URL`\n")
+    flag = f" --dialect {args.dialect}" if args.dialect != "h2o" else ""
+    err.write(f"try it yourself: `h2o-fsm serve{flag}` prints a URL; then `h2o-fsm chat{flag} --base-url URL`\n")
     return 0
 
 

@@ -65,8 +65,22 @@ def _message(exc: H2oError) -> str:
     return text
 
 
-def _advice(exc: H2oError, base_url: str) -> str:
+def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
+    """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
+    if not isinstance(exc, H2oStatusError):
+        return None
+    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
+        return "chat-ui"  # today's chat-ui takes JSON settings, not the 2023 form
+    if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
+        return "h2o"  # the 2023 welcome-modal gate
+    return None
+
+
+def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
     where = redact(base_url)
+    other = _other_dialect(exc, dialect)
+    if other is not None:
+        return f"is this a server of the other dialect? try --dialect {other}"
     if isinstance(exc, H2oTimeoutError):
         return "the server is slow or stalled; raise --timeout or try again later"
     if isinstance(exc, H2oTransportError) and is_refused(exc):
@@ -90,7 +104,7 @@ def _advice(exc: H2oError, base_url: str) -> str:
     return "run again with --debug for details"
 
 
-def error_line(exc: H2oError, base_url: str) -> str:
+def error_line(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
     """``h2o-fsm: send failed (HTTP 404): <what happened> — <what to do>``: the phase said once."""
     phase = exc.phase.value if exc.phase else "request"
     shown = exc.status is not None and (isinstance(exc, H2oStatusError) or exc.status >= 400)
@@ -108,4 +122,4 @@ def error_line(exc: H2oError, base_url: str) -> str:
                 what = f"{hint}: {body}" if body else hint
     what = " ".join(what.split()) or type(exc).__name__
     cleanup = " — and deleting the conversation failed too" if exc.cleanup_error is not None else ""
-    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url)}"
+    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url, dialect)}"

@@ -187,6 +187,6 @@ class Interactive:
                 self._say("(answer stopped; that conversation was deleted, a new one starts)")
             except H2oError as exc:
                 self.failed = True
-                self._say(error_line(exc, self.setup.args.base_url))
+                self._say(error_line(exc, self.setup.args.base_url, self.setup.args.dialect))
                 self._run(self._end())
                 self._say("(a new conversation starts)")
