@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Container
 from types import TracebackType
 from typing import Any
 
@@ -15,7 +16,39 @@ __all__ = ["Deadline", "wait_owned"]
 if sys.version_info >= (3, 11):
     from asyncio import timeout_at as _timeout_at
 else:  # pragma: no cover - Python 3.10
-    from async_timeout import timeout_at as _timeout_at
+
+    class _timeout_at:
+        """Python 3.10 has no ``asyncio.timeout_at``; async_timeout's cancels whichever task reschedules
+        it, so ``interrupt()`` from ``aclose()`` would cancel the wrong task. This one always cancels the
+        task that entered it (on 3.10 a cancellation from outside at the same instant reads as ours)."""
+
+        def __init__(self, when: float) -> None:
+            self._when, self._fired = when, False
+            self._task: asyncio.Task[Any] | None = None
+            self._handle: asyncio.Handle | None = None
+
+        async def __aenter__(self) -> None:
+            self._task = asyncio.current_task()
+            self.reschedule(self._when)
+
+        async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+            if self._handle is not None:
+                self._handle.cancel()
+            if self._fired and kind is asyncio.CancelledError:
+                raise asyncio.TimeoutError from exc
+
+        def _fire(self) -> None:
+            if self._task is not None and not self._task.done():
+                self._fired = True
+                self._task.cancel()
+
+        def expired(self) -> bool:
+            return self._fired
+
+        def reschedule(self, when: float) -> None:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = asyncio.get_running_loop().call_at(when, self._fire)
 
 
 class Deadline:
@@ -41,9 +74,8 @@ class Deadline:
     ) -> bool | None:
         try:
             return await self._cm.__aexit__(kind, exc, tb)  # type: ignore[no-any-return]
-        except asyncio.TimeoutError:  # TimeoutError since 3.11; async_timeout's class before
-            expired = self._cm.expired
-            self.fired = bool(expired() if callable(expired) else expired)
+        except asyncio.TimeoutError:  # the builtin TimeoutError since 3.11
+            self.fired = bool(self._cm.expired())
             raise
 
     def interrupt(self) -> None:
@@ -51,23 +83,21 @@ class Deadline:
         if self._cm is None:
             return
         self.interrupted = True
-        now = asyncio.get_running_loop().time()
-        if hasattr(self._cm, "reschedule"):
-            self._cm.reschedule(now)
-        else:  # pragma: no cover - async_timeout on Python 3.10
-            self._cm.update(now)
+        self._cm.reschedule(asyncio.get_running_loop().time())
 
 
-async def wait_owned(task: asyncio.Future[Any]) -> None:
+async def wait_owned(task: asyncio.Future[Any], abandoned: Container[asyncio.Future[Any]] = ()) -> None:
     """Wait for a task the client owns. If the caller is cancelled meanwhile, the cancellation reaches
     it at once and the task goes on (the client's ``aclose()`` waits for it). If the *task* was cancelled
     (the client gave up on it at the end of ``aclose()``), the caller gets an ``H2oStateError``, not a
-    cancellation it never asked for. A task that failed raises its exception here."""
+    cancellation it never asked for (``abandoned``: the tasks the client gave up on; Python 3.10 cannot
+    tell otherwise). A task that failed raises its exception here."""
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         current = asyncio.current_task()
-        mine = current is not None and getattr(current, "cancelling", lambda: 1)() > 0
+        cancelling = getattr(current, "cancelling", None)
+        mine = cancelling() > 0 if cancelling is not None else task not in abandoned
         if task.cancelled() and not mine:
             raise H2oStateError("the client was closed before this step or ending finished") from None
         raise

@@ -241,6 +241,7 @@ class H2oClient:
                     await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))
             left = set(rt.tasks)
             for task in left:
+                rt.abandoned.add(task)
                 task.cancel()
             if left:
                 await asyncio.wait(left, timeout=1.0)

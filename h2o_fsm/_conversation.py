@@ -119,7 +119,7 @@ class Conversation(Stepping):
         if self.transitioning and self.ending is None:  # a turn in another task is inside a step
             raise H2oStateError("cannot close while another task runs one of its steps; cancel that task",
                                 phase=self.state, conversation_id=self.cid)
-        await wait_owned(self._end("close"))
+        await wait_owned(self._end("close"), self.rt.abandoned)
         if self.cleanup_error is not None and self.error is None:
             raise self.cleanup_error
 
@@ -236,7 +236,7 @@ class Conversation(Stepping):
         if isinstance(exc, _CANCELLED):
             return
         try:
-            await wait_owned(ending)
+            await wait_owned(ending, self.rt.abandoned)
         except H2oStateError as closed:  # the client gave up on the ending: never hide ``exc`` behind that
             if hasattr(exc, "add_note"):
                 exc.add_note(f"h2o-fsm: {closed.message}")
@@ -298,7 +298,7 @@ class _TurnScope:
             if exc is not None and not conv.state.is_terminal:
                 if isinstance(exc, GeneratorExit):  # the consumer left the loop: the answer is cut, we end
                     ending = conv._end("close")
-                    await wait_owned(ending)
+                    await wait_owned(ending, conv.rt.abandoned)
                 else:
                     await conv._abort(exc)
         finally:

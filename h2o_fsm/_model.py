@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,7 @@ class Runtime:
         self.performs = optional | {Phase.SETTINGS} if send_settings else optional
         self.live: set[ConversationModel] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

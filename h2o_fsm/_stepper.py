@@ -53,7 +53,7 @@ class Stepping(ConversationModel):
         async def one_step() -> None:
             nonlocal text
             if trigger == spec.idle:
-                await wait_owned(self._end(trigger))
+                await wait_owned(self._end(trigger), self.rt.abandoned)
                 return
             if spec.rests:
                 await self._start_turn()  # a new turn: its own deadline

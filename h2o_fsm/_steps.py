@@ -77,7 +77,7 @@ async def create(event: EventData) -> None:
     # In a task the client owns: a caller cancelled meanwhile gets control at once, and the task still
     # learns the id, so the ending (which waits for it) can delete the conversation.
     task = m.create_task = m.rt.spawn(_create(m))
-    await wait_owned(task)
+    await wait_owned(task, m.rt.abandoned)
 
 
 async def _create(m: ConversationModel) -> None:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import structlog
-from support import FAST_RETRIES, FAST_TIMEOUTS
+from support import FAST_RETRIES, FAST_TIMEOUTS, caller_timeout
 
 from h2o_fsm import (
     H2oCleanupError,
@@ -351,7 +351,7 @@ async def test_timeout_around_the_caller_stops_then_deletes(transport: str) -> N
         async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3):
+                async with caller_timeout(0.3):
                     async with conv:
                         await conv.ask("x")
         assert conv.state is Phase.FAILED

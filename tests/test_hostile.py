@@ -167,7 +167,7 @@ async def test_slow_create_caller_deadline_holds_and_the_late_id_is_deleted(
     server.on["create"] = default_with(server, delay=0.8)  # after the caller's deadline, within Timeouts.create
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
-    assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
+    assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server)  # the create's answer came after the deadline: its id is deleted
     assert len(server.created) == 1 and server.deleted_ok == server.created
     assert_no_secret(out, logs, secrets_of(server))
@@ -180,7 +180,7 @@ async def test_stalled_create_caller_deadline_holds_and_the_unknown_outcome_is_c
     server.on["create"] = default_with(server, stall="before_head")
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
-    assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
+    assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server, owed=[])  # created on the server, its id never known
     assert server.deletes() == {}
     assert_no_secret(out, logs, secrets_of(server))
@@ -195,7 +195,7 @@ async def test_stalled_stream_caller_gets_control_in_time_and_one_delete(
     client = client_for(server, transport)
     if how == "asyncio.timeout":
         out = await run(client.ask("hi"), deadline=0.5)
-        assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
+        assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     else:
         task = asyncio.ensure_future(client.ask("hi"))
         await asyncio.sleep(0.3)
@@ -214,7 +214,7 @@ async def test_stalled_delete_caller_deadline_holds_and_undeleted_is_counted(
     server.on["delete"] = default_with(server, stall="before_head")
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
-    assert isinstance(out.exc, TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
+    assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server, owed=[])
     assert server.deletes()[server.created[0]] >= 1  # attempted; no answer ever came, so it is counted
     assert_no_secret(out, logs, secrets_of(server))
@@ -225,7 +225,7 @@ async def test_a_stall_does_not_hold_the_slot(server: HostileServer, transport: 
     server.on["send"] = default_with(server, stall="after_head")
     client = client_for(server, transport)
     out = await run(client.ask("hi"), deadline=0.5)
-    assert isinstance(out.exc, TimeoutError)
+    assert isinstance(out.exc, asyncio.TimeoutError)
     await next_conversation_completes(client, server)
     await finish(client, server)
     assert_undeleted(client, 0)
