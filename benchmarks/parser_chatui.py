@@ -40,13 +40,10 @@ def realistic_stream(tokens: int) -> tuple[bytes, int]:
     return body, tokens
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=20_000)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--repeats", type=int, default=5, help="alternating repeats; the median of their medians")
-    args = ap.parse_args()
-    body, n_tokens = realistic_stream(args.tokens)
+def measure(tokens: int = 20_000, rounds: int = 7, repeats: int = 5) -> tuple[dict[str, float], int, int]:
+    """Tokens/s of each variant on the same realistic stream (medians of alternating repeats), the
+    number of tokens and of bytes. The one measurement both this script and ``run.py`` print."""
+    body, n_tokens = realistic_stream(tokens)
     chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
 
     def ours(loads: Callable[[bytes], object] | None = None) -> int:
@@ -66,9 +63,9 @@ def main() -> None:
         return n
 
     variants: dict[str, Callable[[], int]] = {
-        "ours (JsonLinesParser, default decoder)": ours,
-        "ours with loads=json.loads (no fast extra)": lambda: ours(json.loads),
-        "bare loop: json.loads per line": bare_json,
+        OURS: ours,
+        OURS_STDLIB: lambda: ours(json.loads),
+        BARE: bare_json,
     }
     try:
         import orjson
@@ -87,24 +84,37 @@ def main() -> None:
 
     assert ours() == n_tokens, "the parser must find every token"
     samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in variants.items():
             times = []
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 gc.collect()
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
             samples[name].append(n_tokens / statistics.median(times))
-    rates = {k: statistics.median(v) for k, v in samples.items()}
-    base = rates["bare loop: json.loads per line"]
+    return {k: statistics.median(v) for k, v in samples.items()}, n_tokens, len(body)
+
+
+OURS = "ours (JsonLinesParser, default decoder)"
+OURS_STDLIB = "ours with loads=json.loads (no fast extra)"
+BARE = "bare loop: json.loads per line"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=5, help="alternating repeats; the median of their medians")
+    args = ap.parse_args()
+    rates, n_tokens, n_bytes = measure(args.tokens, args.rounds, args.repeats)
+    base = rates[BARE]
     print(f"# chat-ui stream parsing — Python {platform.python_version()} on {platform.machine()}; "
-          f"{n_tokens} tokens, {len(body):,} bytes in 4 KiB chunks; median of {args.repeats}×{args.rounds} rounds")
+          f"{n_tokens} tokens, {n_bytes:,} bytes in 4 KiB chunks; median of {args.repeats}×{args.rounds} rounds")
     print(f"{'variant':46} {'tokens/s':>12} {'vs bare json.loads':>19}")
     for name, rate in rates.items():
         print(f"{name:46} {rate:12,.0f} {rate / base:18.2f}×")
-    ratio = rates["ours (JsonLinesParser, default decoder)"] / base
-    print(f"ours vs a bare per-line json.loads loop: {ratio:.2f}× (target >= 1.0×)")
+    print(f"ours vs a bare per-line json.loads loop: {rates[OURS] / base:.2f}× (target >= 1.0×)")
 
 
 if __name__ == "__main__":

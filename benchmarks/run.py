@@ -29,10 +29,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import httpx
-from parser_chatui import realistic_stream  # benchmarks/ is on sys.path when run as a script
+import parser_chatui as chatui_parser  # benchmarks/ is on sys.path when run as a script
 
 from h2o_fsm import H2o, H2oClient, Retries
-from h2o_fsm._dialects.chatui_stream import JsonLinesParser
 from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
 from h2o_fsm._protocol import DEFAULT_MODEL, merge_parameters
 from h2o_fsm._stream import StreamParser
@@ -268,39 +267,6 @@ def parser_ratio(
     return statistics.median(a), statistics.median(b), statistics.median(c)
 
 
-def chatui_parser_ratio(tokens: int = 20000, rounds: int = 7, repeats: int = 3) -> dict[str, float]:
-    """chat-ui's JSON-lines parser on a realistic stream (see parser_chatui.py), tokens/s per variant."""
-    body, n_tokens = realistic_stream(tokens)
-    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
-
-    def ours(loads: Callable[[bytes], object] | None = None) -> int:
-        p = JsonLinesParser(loads=loads)
-        n = sum(len(p.feed(c)) for c in chunks)
-        return n + len(p.close())
-
-    def bare() -> int:
-        n = 0
-        for ln in body.split(b"\n"):
-            if ln:
-                json.loads(ln)
-                n += 1
-        return n
-
-    variants: dict[str, Callable[[], int]] = {
-        "ours": ours, "ours, stdlib json": lambda: ours(json.loads), "bare json.loads loop": bare,
-    }
-    samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            times = []
-            for _ in range(rounds):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            samples[name].append(n_tokens / statistics.median(times))
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
 # ---------------------------------------------------------------- profile of the h2o one-shot path
 async def profile_h2o(url: str, n: int, top: int = 25) -> None:
     """cProfile over ``n`` ``H2oClient.ask`` calls (h2o dialect, default transport): the top self-time
@@ -459,12 +425,11 @@ def main() -> None:
           f"{bare:,.0f}/s → {ours / bare:.2f}×; of orjson.loads per line {bare_or:,.0f}/s → {ours / bare_or:.2f}×")
     print(f"   ours with the stdlib json decoder (no fast extra): {ours_json:,.0f} tokens/s → {ours_json / bare:.2f}× "
           "the bare json.loads loop")
-    cp = chatui_parser_ratio()
-    cbare = cp["bare json.loads loop"]
+    cp, _, _ = chatui_parser.measure(rounds=7, repeats=3)
+    cbare, cours, cstd = cp[chatui_parser.BARE], cp[chatui_parser.OURS], cp[chatui_parser.OURS_STDLIB]
     print(f"## 3b. stream parsing, chat-ui (JSON lines, NUL-padded tokens, keepAlive, 4096-space padding): "
-          f"ours {cp['ours']:,.0f} tokens/s → {cp['ours'] / cbare:.2f}× a bare json.loads loop ({cbare:,.0f}/s; "
-          f"target >= 1.0×); with the stdlib json decoder {cp['ours, stdlib json']:,.0f}/s → "
-          f"{cp['ours, stdlib json'] / cbare:.2f}×")
+          f"ours {cours:,.0f} tokens/s → {cours / cbare:.2f}× a bare json.loads loop ({cbare:,.0f}/s; "
+          f"target >= 1.0×); with the stdlib json decoder {cstd:,.0f}/s → {cstd / cbare:.2f}×")
     proc, url = start_server(64, token_delay=0.05)
     try:
         n = 100 if args.quick else 300
