@@ -231,8 +231,8 @@ class H2oClient:
         try:
             rt.requester.interrupt()  # steps in callers' tasks fail now: those callers end their conversations
             for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
-                if isinstance(conv, Conversation) and not conv.transitioning:
-                    conv._end("close")
+                if isinstance(conv, Conversation):
+                    conv.close_soon()
             while (rt.tasks or rt.live) and loop.time() < deadline:
                 pending = set(rt.tasks)
                 if pending:

@@ -123,6 +123,12 @@ class Conversation(Stepping):
         if self.cleanup_error is not None and self.error is None:
             raise self.cleanup_error
 
+    def close_soon(self) -> None:
+        """Start ending the conversation in the client's task without waiting for it (unless a step of
+        it runs in another task right now: ending it is that task's job). ``H2oClient.aclose()`` uses it."""
+        if not self.state.is_terminal and not self.transitioning:
+            self._end("close")
+
     # ------------------------------------------------------------------ driver
     def _check_can_send(self) -> None:
         if self.busy:
