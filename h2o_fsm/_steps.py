@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create", "delete", "fetch", "leave_stream", "send", "settings", "stop", "stream"]
 
+
 def _model(event: EventData) -> ConversationModel:
     model = event.model
     assert isinstance(model, ConversationModel)
@@ -67,7 +68,8 @@ async def _post_settings(m: ConversationModel) -> None:
     html = response.status_code == 200 and "html" in response.headers.get("content-type", "")
     await rq.drain(response)
     if html:  # chat-ui answers 303 (2023) or 200 with no body (today): an HTML page is a proxy's
-        raise H2oProtocolError("settings answered an HTML page, not the 303", phase=Phase.SETTINGS, status=200)
+        raise H2oProtocolError("settings answered an HTML page (a proxy's?), not chat-ui's answer",
+                               phase=Phase.SETTINGS, status=200)
     m.session.settings_model = m.model
 
 
