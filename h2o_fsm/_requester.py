@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Collection
 from contextlib import aclosing
 from types import TracebackType
 from typing import NoReturn, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -29,21 +29,11 @@ from ._log import scrub
 from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
-from ._table import SPEC
-from ._translate import translate, translated
+from ._table import SPEC, request_of
+from ._translate import translated
 from ._version import VERSION
 
-__all__ = ["Requester", "conversation_path", "segment"]
-
-def segment(cid: str) -> str:
-    """A server-chosen id (validated when it arrived) as one encoded path segment, whatever it holds."""
-    return quote(cid, safe="")
-
-
-def conversation_path(cid: str, suffix: str = "") -> str:
-    """``/conversation/{id}`` (+ ``suffix``)."""
-    return f"/conversation/{segment(cid)}{suffix}"
-
+__all__ = ["Requester"]
 
 class Requester:
     """Sends the requests of one deployment over one ``httpx.AsyncClient``. Shared by all conversations
@@ -109,8 +99,6 @@ class Requester:
     async def call(
         self,
         phase: Phase,
-        method: str,
-        path: str,
         *,
         session: Session,
         body: Body = Body(),  # noqa: B008 - an immutable NamedTuple
@@ -119,11 +107,14 @@ class Requester:
         budget: float | None = None,
         each: bool = False,
     ) -> httpx.Response:
-        """Send one request of ``phase`` (retried by the table's policy); return the streamed response
-        (the caller reads and closes it). A status outside ``ok`` raises ``H2oStatusError``.
+        """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
+        table's policy; return the streamed response (the caller reads and closes it). A status outside
+        ``ok`` raises ``H2oStatusError``.
 
         ``budget``: retry until these seconds are spent instead of counting attempts; ``each``: bound
         each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget)."""
+
+        method, path = request_of(phase, cid)
 
         async def once() -> httpx.Response:
             if not each:
@@ -156,7 +147,7 @@ class Requester:
             headers["Content-Type"] = "application/json"
             content = dumps(body.json)
         transport = self.transport
-        try:
+        with translated(phase, cid):
             if transport is not None:  # a transport of ours: straight to it (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
@@ -167,10 +158,6 @@ class Requester:
                 request = http.build_request(method, self.url(path), content=content, data=body.form,
                                              files=body.files, headers=headers, timeout=self.http_timeouts[phase])
                 response = await http.send(request, stream=True)
-        except H2oError:
-            raise
-        except Exception as exc:
-            raise translate(exc, phase, cid) from exc
         session.established = True
         try:
             if session.update(response):  # the server replaced our session: its settings are gone too

@@ -19,7 +19,6 @@ from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusE
 from ._model import ConversationModel
 from ._phase import Phase
 from ._protocol import DELETE_OK
-from ._requester import conversation_path, segment
 from ._transport import not_sent
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ async def settings(event: EventData) -> None:
 async def _post_settings(m: ConversationModel) -> None:
     rq = m.rt.requester
     body = m.rt.dialect.settings_body(m.model)
-    response = await rq.call(Phase.SETTINGS, "POST", "/settings", session=m.session, body=body, ok=range(200, 400))
+    response = await rq.call(Phase.SETTINGS, session=m.session, body=body, ok=range(200, 400))
     m.status = response.status_code
     html = response.status_code == 200 and "html" in response.headers.get("content-type", "")
     await rq.drain(response)
@@ -99,7 +98,7 @@ async def _create_in(m: ConversationModel) -> None:
     try:
         async with rq.step(Phase.CREATE, m.deadline, None):
             try:
-                response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
+                response = await rq.call(Phase.CREATE, session=m.session, body=body)
             except H2oStatusError as exc:
                 if exc.status is None or exc.status != rt.dialect.welcome_gate:
                     raise
@@ -108,7 +107,7 @@ async def _create_in(m: ConversationModel) -> None:
                 m.note("session_renewed", status=exc.status)
                 m.session.settings_model = None
                 await _post_settings(m)
-                response = await rq.call(Phase.CREATE, "POST", "/conversation", session=m.session, body=body)
+                response = await rq.call(Phase.CREATE, session=m.session, body=body)
             m.status = response.status_code
             raw = await rq.read_body(response, Phase.CREATE, None)
     except (H2oTransportError, asyncio.CancelledError) as exc:
@@ -140,8 +139,7 @@ async def fetch(event: EventData) -> None:
     assert m.cid is not None
     rq = m.rt.requester
     async with rq.step(Phase.FETCH, m.deadline, m.cid):
-        response = await rq.call(Phase.FETCH, "GET", f"/api/v2/conversations/{segment(m.cid)}", session=m.session,
-                                 cid=m.cid)
+        response = await rq.call(Phase.FETCH, session=m.session, cid=m.cid)
         m.status = response.status_code
         raw = await rq.read_body(response, Phase.FETCH, m.cid)
     try:
@@ -163,8 +161,7 @@ async def send(event: EventData) -> None:
     m.generating = True  # from here the server may be generating, even if we never see its answer
     async with rq.step(Phase.SEND, m.deadline, m.cid):
         try:
-            response = await rq.call(Phase.SEND, "POST", conversation_path(m.cid), session=m.session, body=body,
-                                     cid=m.cid)
+            response = await rq.call(Phase.SEND, session=m.session, body=body, cid=m.cid)
         except H2oStatusError:
             m.generating = False  # refused: nothing runs
             raise
@@ -204,8 +201,7 @@ async def stop(event: EventData) -> None:
     share = now + max(0.0, m.end_by - now) / 2  # the DELETE keeps at least half of the ending's budget
     try:  # best effort: bounded, and never hiding the error that ended the turn
         async with rq.step(Phase.STOP, share, cid):
-            response = await rq.call(Phase.STOP, "POST", conversation_path(cid, "/stop-generating"),
-                                     session=m.session, body=body, ok=(200, 202, 204, 404), cid=cid)
+            response = await rq.call(Phase.STOP, session=m.session, body=body, ok=(200, 202, 204, 404), cid=cid)
             m.status = response.status_code
             await rq.drain(response)
         m.generating = False
@@ -223,8 +219,8 @@ async def delete(event: EventData) -> None:
     left = max(0.0, m.end_by - asyncio.get_running_loop().time())  # what the ending's budget still allows
     try:
         async with Deadline(m.end_by):
-            response = await rq.call(Phase.DELETE, "DELETE", conversation_path(cid), session=m.session,
-                                     ok=DELETE_OK, cid=cid, budget=max(0.0, left - rt.timeouts.delete), each=True)
+            budget = max(0.0, left - rt.timeouts.delete)
+            response = await rq.call(Phase.DELETE, session=m.session, ok=DELETE_OK, cid=cid, budget=budget, each=True)
             m.status = response.status_code
             await rq.drain(response)
     except (asyncio.TimeoutError, H2oError) as exc:

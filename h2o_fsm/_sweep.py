@@ -10,7 +10,7 @@ from ._exceptions import H2oError
 from ._journal import Journal
 from ._phase import Phase
 from ._protocol import DELETE_OK
-from ._requester import Requester, conversation_path
+from ._requester import Requester
 from ._session import Session
 
 __all__ = ["SweepReport", "sweep"]
@@ -55,10 +55,8 @@ async def sweep(requester: Requester, journal: Journal, *, include_live_processe
             continue
         try:
             async with requester.step(Phase.DELETE, None, entry.conversation_id):
-                response = await requester.call(
-                    Phase.DELETE, "DELETE", conversation_path(entry.conversation_id), session=Session(entry.cookies),
-                    ok=DELETE_OK, cid=entry.conversation_id,
-                )
+                session = Session(entry.cookies)
+                response = await requester.call(Phase.DELETE, session=session, ok=DELETE_OK, cid=entry.conversation_id)
                 await requester.drain(response)
         except (H2oError, ValueError, TypeError):
             report.failed += 1

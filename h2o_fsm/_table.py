@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Final
+from urllib.parse import quote
 
 from ._phase import Phase
+from ._protocol import validate_conversation_id
 
-__all__ = ["SPEC", "STATES", "TRANSITIONS", "VALID_TRIGGERS", "Edge", "StateSpec", "destination", "request_line"]
+__all__ = [
+    "SPEC", "STATES", "TRANSITIONS", "VALID_TRIGGERS", "Edge", "StateSpec", "destination", "request_line", "request_of",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +126,16 @@ VALID_TRIGGERS: Final[Mapping[Phase, frozenset[str]]] = {
 }
 
 
+def request_of(phase: Phase, cid: str | None) -> tuple[str, str]:
+    """The method and path ``phase`` sends; ``{id}`` becomes ``cid``, checked again and encoded as one
+    path segment (an id from the server never reaches another path)."""
+    request = SPEC[phase].request
+    if request is None:
+        raise ValueError(f"state {phase.value!r} sends no request")
+    method, _, path = request.partition(" ")
+    if "{id}" in path:
+        path = path.replace("{id}", quote(validate_conversation_id(cid), safe=""))
+    return method, path
 
 
 def request_line(phase: Phase, cid: str | None) -> str | None:

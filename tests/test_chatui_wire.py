@@ -14,16 +14,16 @@ from h2o_fsm._dialects.chatui_wire import (
     MAX_MESSAGES,
     CreateAnswer,
     WireError,
-    api_conversation_path,
     create_body,
     parse_conversation,
     parse_create_answer,
     send_data,
     split_system,
     stop_body,
-    stop_path,
 )
+from h2o_fsm._phase import Phase
 from h2o_fsm._protocol import Message, validate_messages
+from h2o_fsm._table import request_of
 
 CID = "65a1b2c3d4e5f60718293a4b"
 ROOT = "0b8a6a1e-8f3e-4c3e-9d55-0f1e2d3c4b5a"
@@ -275,10 +275,11 @@ def test_send_data() -> None:
 def test_stop_body_and_paths() -> None:
     gid = uid()
     assert stop_body(gid) == {"generationId": gid}
-    assert api_conversation_path(CID) == f"/api/v2/conversations/{CID}"
-    assert stop_path(CID) == f"/conversation/{CID}/stop-generating"
+    # every path comes from the table (the one place requests are written), the id checked again there
+    assert request_of(Phase.FETCH, CID) == ("GET", f"/api/v2/conversations/{CID}")
+    assert request_of(Phase.STOP, CID) == ("POST", f"/conversation/{CID}/stop-generating")
     for bad in (".", "..", "a?b", "a#b"):
         with pytest.raises(ValueError):
-            stop_path(bad)
+            request_of(Phase.STOP, bad)
         with pytest.raises(ValueError):
-            api_conversation_path(bad)
+            request_of(Phase.FETCH, bad)

@@ -32,7 +32,6 @@ __all__ = [
     "CreateAnswer",
     "MessageView",
     "WireError",
-    "api_conversation_path",
     "create_body",
     "json_loads",
     "parse_conversation",
@@ -40,7 +39,6 @@ __all__ = [
     "send_data",
     "split_system",
     "stop_body",
-    "stop_path",
 ]
 
 MAX_BODY_BYTES: Final = 16 << 20
@@ -249,14 +247,3 @@ def send_data(
 def stop_body(generation_id: str) -> dict[str, str]:
     """JSON body of ``POST /conversation/{id}/stop-generating``."""
     return {"generationId": generation_id}
-
-
-def api_conversation_path(conversation_id: str) -> str:
-    """Path of ``GET /api/v2/conversations/{id}`` (the id checked again: it must be one path segment)."""
-    return f"/api/v2/conversations/{validate_conversation_id(conversation_id)}"
-
-
-def stop_path(conversation_id: str) -> str:
-    """Path of ``POST /conversation/{id}/stop-generating``."""
-    return f"/conversation/{validate_conversation_id(conversation_id)}/stop-generating"
-
