@@ -29,6 +29,8 @@ from ._exceptions import (
     H2oUpstreamError,
 )
 from ._journal import Journal, JournalEntry, JournalScan
+from ._journal_base import JournalBackend
+from ._journal_redis import RedisJournal
 from ._model import TransitionObserver
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
@@ -68,12 +70,14 @@ __all__ = [
     "H2oTransportError",
     "H2oUpstreamError",
     "Journal",
+    "JournalBackend",
     "JournalEntry",
     "JournalScan",
     "Limits",
     "Message",
     "Messages",
     "Phase",
+    "RedisJournal",
     "Retries",
     "StateSpec",
     "StepResult",

@@ -17,6 +17,7 @@ from ._config import Limits, Timeouts
 from ._conversation import Conversation
 from ._dialects import DialectName, get_dialect
 from ._exceptions import H2oStateError
+from ._journal_lease import ClientJournal, JournalValue, open_journal, sweep_journal
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
 from ._protocol import (
@@ -33,7 +34,6 @@ from ._session import Session
 from ._transport import fast_available, fast_transport, no_cookie_jar
 
 if TYPE_CHECKING:
-    from ._journal import Journal
     from ._sweep import SweepReport
 
 __all__ = ["ClientState", "H2oClient", "TransportChoice", "default_base_url"]
@@ -101,7 +101,9 @@ class H2oClient:
         max_connections: size of the pool of the client we create.
         share_session: conversations share one chat-ui session (settings are sent once per model);
             with ``False`` every conversation gets a fresh session.
-        journal: a :class:`~h2o_fsm.Journal` recording live conversations for crash-safe cleanup.
+        journal: where live conversations are recorded for crash-safe cleanup: a :class:`~h2o_fsm.Journal`
+            or :class:`~h2o_fsm.RedisJournal`, a file path (SQLite) or a ``redis://``/``rediss://`` URL.
+        background_sweep: with a journal, sweep what dead owners left, at start and every lease period.
         on_transition: a callback receiving every :class:`TransitionRecord` (tracing).
     """
 
@@ -125,8 +127,9 @@ class H2oClient:
         max_concurrency: int | None = None,
         max_connections: int = 100,
         share_session: bool = True,
-        journal: Journal | None = None,
+        journal: JournalValue = None,
         on_transition: TransitionObserver | None = None,
+        background_sweep: bool = True,
     ) -> None:
         self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
         if urlsplit(self.base_url).username is not None:
@@ -151,6 +154,7 @@ class H2oClient:
             raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
+        store, owned = open_journal(journal)
         self.model = validate_model(model)
         self.dialect: DialectName = chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
@@ -189,11 +193,14 @@ class H2oClient:
             retries=self.retries,
             logger=logger if logger is not None else default_logger(),
             log_content=self.log_content,
-            journal=journal,
+            journal=None,
             observer=on_transition,
             max_concurrency=max_concurrency,
             send_settings=chosen_dialect.settings_by_default if settings is None else settings,
         )
+        self._journal = None if store is None else ClientJournal(
+            store, owned=owned, dialect=self.dialect, logger=self._rt.log, background=bool(background_sweep))
+        self._rt.journal = self._journal
         self._share_session = share_session
         self._session = Session(self._cookies)
         self.state = ClientState.OPEN
@@ -202,7 +209,12 @@ class H2oClient:
         return f"<H2oClient {redact(self.base_url)} {self.dialect} live={len(self._rt.live)} {self.state.value}>"
 
     async def __aenter__(self) -> H2oClient:
+        self._start_journal()
         return self
+
+    def _start_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.start(self.sweep)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -218,6 +230,11 @@ class H2oClient:
         journal, if there is one, for a later sweep)."""
         return self._rt.undeleted
 
+    @property
+    def journal_failures(self) -> int:
+        """Journal calls that failed or timed out (each is logged; the conversations went on)."""
+        return 0 if self._journal is None else self._journal.failures
+
     async def aclose(self) -> None:
         """End every conversation still open (idle ones are deleted), wait for the cleanup tasks this
         client owns — at most ``Timeouts.cleanup`` — then close the pool. What is still undeleted then
@@ -229,6 +246,8 @@ class H2oClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.cleanup
         try:
+            if self._journal is not None:
+                await self._journal.stop()
             rt.requester.interrupt()  # steps in callers' tasks fail now: those callers end their conversations
             for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
                 if isinstance(conv, Conversation):
@@ -250,6 +269,8 @@ class H2oClient:
                     rt.log.warning("client_closed_with_live_conversations", live=len(rt.live),
                                    undeleted=rt.undeleted)
         finally:
+            if self._journal is not None:
+                await self._journal.aclose()
             if self._owns_http:
                 await self._http.aclose()
 
@@ -268,6 +289,7 @@ class H2oClient:
         """
         if self.state is ClientState.CLOSED:
             raise H2oStateError("the client is closed")
+        self._start_journal()
         if model is not None:
             validate_model(model)
         merged = dict(parameters or {})
@@ -275,11 +297,10 @@ class H2oClient:
         session = self._session if self._share_session and not new_session else Session(self._cookies)
         return Conversation(self._rt, model=model or self.model, parameters=merge_parameters(merged), session=session)
 
-    async def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
-        """Delete the conversations of this deployment that a dead process left in ``journal``."""
-        from ._sweep import sweep
-
-        return await sweep(self._rt.requester, journal, include_live_processes=include_live_processes)
+    async def sweep(self, journal: JournalValue = None, *, include_live_processes: bool = False) -> SweepReport:
+        """Delete the conversations of this deployment whose owner's lease expired or was released, from
+        ``journal`` (a journal, path or URL; default: this client's own)."""
+        return await sweep_journal(self._rt.requester, self._journal, journal, include_live=include_live_processes)
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer, delete it."""

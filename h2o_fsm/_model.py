@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ._dialects import Dialect
     from ._events import FinalAnswer
-    from ._journal import Journal
+    from ._journal_lease import ClientJournal
     from ._requester import Requester
     from ._stream import Parser
 
@@ -53,7 +53,7 @@ class Runtime:
         retries: Retries,
         logger: Logger,
         log_content: bool,
-        journal: Journal | None,
+        journal: ClientJournal | None,
         observer: TransitionObserver | None,
         max_concurrency: int | None,
         send_settings: bool,

@@ -155,6 +155,11 @@ async def send(event: EventData) -> None:
     rt, rq = m.rt, m.rt.requester
     m.generation_id = str(uuid.uuid4()) if Phase.STOP in rt.performs else ""  # only what can be stopped
     body = rt.dialect.send_body(m.prompt, m.parameters, m.parent_id, m.generation_id)
+    if rt.journal is not None and m.generation_id:  # what a sweep stops if this process dies mid-answer
+        try:
+            await rt.journal.running_async(rq.base_url, m.cid, m.generation_id, m.session.cookies)
+        except Exception as exc:  # bounded; the turn goes on
+            m.note("journal_failed", error=type(exc).__name__)
     if rt.log_content:
         m.note("send_prompt", level="debug", prompt=m.prompt, parameters=m.parameters)
     m.prompt_pending = False

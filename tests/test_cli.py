@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -329,7 +330,7 @@ import asyncio, os, sys
 from h2o_fsm import H2oClient, Journal
 
 async def main():
-    journal = Journal(sys.argv[1])
+    journal = Journal(sys.argv[1], lease=0.5)  # the lease runs out soon after the process dies
     for url in sys.argv[2:]:
         client = H2oClient(url, journal=journal)
         conv = client.conversation()
@@ -348,6 +349,7 @@ def test_sweep_uses_the_url_recorded_with_each_entry(tmp_path: Path) -> None:
     with LocalServer() as a, LocalServer() as b:
         subprocess.run([sys.executable, "-c", _CRASH_AFTER_CREATE, str(path), a.url, b.url], check=True, timeout=60)
         assert (a.accounting.live, b.accounting.live) == (1, 1)
+        time.sleep(1.0)  # past the dead owner's lease
         code, out, err = run_cli("sweep", "--journal", str(path), "--base-url", a.url)
         assert code == 0 and "deleted=1 " in out
         assert b.url in one_line(err) and "without --base-url" in err  # says what it left
