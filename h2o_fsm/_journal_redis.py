@@ -125,6 +125,7 @@ class RedisJournal(JournalBackend):
             clean, socket_timeout=self.op_timeout, socket_connect_timeout=self.op_timeout,
             retry=Retry(NoBackoff(), 0), decode_responses=True,
         )
+        self.namespace = namespace
         self._prefix = "{" + namespace + "}:"
         self._entries = self._prefix + "entries"
         self._claim = self._redis.register_script(_CLAIM)
