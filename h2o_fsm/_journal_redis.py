@@ -138,7 +138,16 @@ class RedisJournal(JournalBackend):
         return f"<RedisJournal {self.url} {self._prefix}>"
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        return await asyncio.wait_for(call, self.op_timeout)
+        """``call`` within :attr:`op_timeout`; a Redis failure as an ``OSError`` (``TimeoutError``,
+        ``ConnectionError``) naming the journal, never its password."""
+        from redis.exceptions import RedisError
+
+        try:
+            return await asyncio.wait_for(call, self.op_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"Redis journal {self.url}: no answer within {self.op_timeout:g} s") from None
+        except RedisError as exc:
+            raise ConnectionError(f"Redis journal {self.url}: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}owner:{owner}"

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from .._client import H2oClient
 from .._diagram import render
-from .._journal import Journal
+from .._journal_base import JournalBackend
 from .._log import redact
 from .._phase import Phase
 from .._protocol import normalize_base_url
@@ -123,11 +123,11 @@ def run_diagram(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _sweep_each(
-    urls: list[str], journal: Journal, options: dict[str, Any], *, include_live_processes: bool
+    urls: list[str], journal: JournalBackend, options: dict[str, Any], *, include_live_processes: bool
 ) -> SweepReport:
     total = SweepReport()
     for url in urls:
-        async with H2oClient(url, **options) as client:
+        async with H2oClient(url, background_sweep=False, **options) as client:
             report = await client.sweep(journal, include_live_processes=include_live_processes)
         total.deleted += report.deleted
         total.already_gone += report.already_gone
@@ -136,24 +136,47 @@ async def _sweep_each(
     return total
 
 
+def _sweep_journal(spec: str) -> JournalBackend:
+    """``--journal``: a ``redis://``/``rediss://`` URL or the path of an existing journal file."""
+    if "://" not in spec:
+        return open_journal(spec, must_exist=True)
+    from .._journal_redis import RedisJournal
+
+    try:
+        return RedisJournal(spec)
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"--journal: {exc}") from None
+
+
+async def _sweep_all(
+    journal: JournalBackend, base_url: str | None, options: dict[str, Any], *, include_live_processes: bool
+) -> tuple[SweepReport, list[str]]:
+    try:
+        recorded = sorted({entry.base_url for entry in (await journal.scan_async()).entries})
+        if base_url:
+            wanted = normalize_base_url(base_url)
+            targets = [url for url in recorded if url == wanted]
+            skipped = [url for url in recorded if url != wanted]
+        else:
+            targets, skipped = recorded, []
+        total = await _sweep_each(targets, journal, options, include_live_processes=include_live_processes)
+    finally:
+        await journal.aclose()
+    return total, skipped
+
+
 def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Sweep each journal entry at the URL recorded with it (or only those of ``--base-url``)."""
     options: dict[str, Any] = {"dialect": args.dialect}
     cookies = cookies_from(args.cookie)
     if cookies:
         options["cookies"] = cookies
-    journal = open_journal(args.journal, must_exist=True)
+    journal = _sweep_journal(args.journal)
     try:
-        recorded = sorted({entry.base_url for entry in journal.entries()})
-        if args.base_url:
-            wanted = normalize_base_url(args.base_url)
-            targets = [url for url in recorded if url == wanted]
-            skipped = [url for url in recorded if url != wanted]
-        else:
-            targets, skipped = recorded, []
-        total = asyncio.run(_sweep_each(targets, journal, options, include_live_processes=args.all))
-    finally:
-        journal.close()
+        total, skipped = asyncio.run(_sweep_all(journal, args.base_url, options, include_live_processes=args.all))
+    except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
+        err.write(f"h2o-fsm: --journal: {exc}\n")
+        return EXIT_FAILED
     out.write(
         f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
         f"skipped_live_process={total.skipped}\n"

@@ -175,8 +175,9 @@ def parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="delete conversations a dead process left in a journal", **_FMT)
     sweep.add_argument("--base-url",
                        help="sweep only this deployment's entries (default: each entry at the URL recorded with it)")
-    sweep.add_argument("--journal", metavar="FILE", required=True, help="the journal written by `chat --journal`")
-    sweep.add_argument("--all", action="store_true", help="also entries of processes still running")
+    sweep.add_argument("--journal", metavar="FILE|URL", required=True,
+                       help="the journal: a file written by `chat --journal`, or a redis://host:port/db URL")
+    sweep.add_argument("--all", action="store_true", help="also entries whose owner's lease still holds")
     sweep.add_argument("--debug", action="store_true", help="show tracebacks")
     _dialect_option(sweep)
     _cookie_option(sweep)
