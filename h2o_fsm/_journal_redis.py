@@ -52,8 +52,9 @@ return 1
 """
 
 
-def _parse_url(url: str, lease: float | None, timeout: float | None) -> tuple[str, float, float]:
-    """``(the URL redis-py gets, lease, timeout)``; a ValueError naming what is wrong (never the password)."""
+def _parse_url(url: str, lease: float | None, timeout: float | None) -> tuple[str, float, float, str | None]:
+    """``(the URL redis-py gets, lease, timeout, namespace)``; a ValueError naming what is wrong (never the
+    password)."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"a Redis journal URL starts with redis:// or rediss://, not {parts.scheme[:10]!r}://")
@@ -67,10 +68,10 @@ def _parse_url(url: str, lease: float | None, timeout: float | None) -> tuple[st
     if db and not (db.isdigit() and len(db) < 6):
         raise ValueError(f"the Redis journal URL's path is the database number (/0, /1...), not {db[:20]!r}")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = sorted(set(options) - {"lease", "timeout"})
+    unknown = sorted(set(options) - {"lease", "timeout", "namespace"})
     if unknown:
         shown = ", ".join(unknown)[:80]
-        raise ValueError(f"unknown option(s) in the Redis journal URL: {shown} (known: lease, timeout)")
+        raise ValueError(f"unknown option(s) in the Redis journal URL: {shown} (known: lease, timeout, namespace)")
     values: dict[str, float] = {}
     for name, given in (("lease", lease), ("timeout", timeout)):
         if name in options:
@@ -83,7 +84,8 @@ def _parse_url(url: str, lease: float | None, timeout: float | None) -> tuple[st
     chosen_lease = check_lease(values.get("lease", DEFAULT_LEASE))
     chosen_timeout = check_lease(values.get("timeout", 1.0), "timeout")
     del port
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), chosen_lease, chosen_timeout
+    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return clean, chosen_lease, chosen_timeout, options.get("namespace")
 
 
 def _redacted(url: str) -> str:
@@ -97,11 +99,12 @@ class RedisJournal(JournalBackend):
     """The journal on a Redis server, shared by every replica that names the same URL and namespace.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` or ``rediss://`` (TLS); ``?lease=N`` and
-            ``?timeout=N`` (seconds) may ride along.
+        url: ``redis://[user:password@]host:port/db`` or ``rediss://`` (TLS); ``?lease=N``,
+            ``?timeout=N`` (seconds) and ``?namespace=NAME`` may ride along.
         lease: seconds an owner's lease lasts (default 30; the URL's ``?lease=`` wins).
         timeout: the longest one Redis call may take (default 1 s; the URL's ``?timeout=`` wins).
-        namespace: the key prefix (several deployments may share a Redis under different ones).
+        namespace: the key prefix (several deployments may share a Redis under different ones; the
+            URL's ``?namespace=`` wins).
 
     Nothing is sent at construction; the connection is made by the first call.
     """
@@ -111,9 +114,10 @@ class RedisJournal(JournalBackend):
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
+        clean, self.lease, self.op_timeout, in_url = _parse_url(url, lease, timeout)
+        namespace = in_url if in_url is not None else namespace
         if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}\r\n "):
             raise ValueError("namespace must be a non-empty text without braces, spaces or line breaks")
-        clean, self.lease, self.op_timeout = _parse_url(url, lease, timeout)
         self.url = _redacted(url)
         try:
             from redis.asyncio import Redis
