@@ -91,7 +91,7 @@ def start_redis() -> RedisServer:
         import redis  # noqa: F401
     except ImportError:
         unavailable("redis-py is not installed")
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    binary = shutil.which("redis-server")
     if binary is None:
         unavailable("redis-server is not installed")
         raise AssertionError("unreachable")
