@@ -154,8 +154,8 @@ class H2oClient:
             raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
-        store, owned = open_journal(journal)
         self.model = validate_model(model)
+        store, owned = open_journal(journal)
         self.dialect: DialectName = chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()

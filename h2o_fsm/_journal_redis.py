@@ -105,12 +105,14 @@ class RedisJournal(JournalBackend):
         timeout: the longest one Redis call may take (default 1 s; the URL's ``?timeout=`` wins).
         namespace: the key prefix (several deployments may share a Redis under different ones; the
             URL's ``?namespace=`` wins).
+        max_connections: the connection pool's size (a call waits for a free one, within ``timeout``).
 
     Nothing is sent at construction; the connection is made by the first call.
     """
 
     def __init__(
-        self, url: str, *, lease: float | None = None, timeout: float | None = None, namespace: str = "h2o-fsm"
+        self, url: str, *, lease: float | None = None, timeout: float | None = None, namespace: str = "h2o-fsm",
+        max_connections: int = 32,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
@@ -120,15 +122,17 @@ class RedisJournal(JournalBackend):
             raise ValueError("namespace must be a non-empty text without braces, spaces or line breaks")
         self.url = _redacted(url)
         try:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
         except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
             raise ImportError("a Redis journal needs redis-py: pip install 'h2o-fsm[redis]'") from exc
-        self._redis: Any = Redis.from_url(
-            clean, socket_timeout=self.op_timeout, socket_connect_timeout=self.op_timeout,
-            retry=Retry(NoBackoff(), 0), decode_responses=True,
+        # a bounded pool (a burst of conversations waits for a connection, at most `timeout`), no retries
+        pool = BlockingConnectionPool.from_url(
+            clean, max_connections=max_connections, timeout=self.op_timeout, socket_timeout=self.op_timeout,
+            socket_connect_timeout=self.op_timeout, retry=Retry(NoBackoff(), 0), decode_responses=True,
         )
+        self._redis: Any = Redis(connection_pool=pool)
         self.namespace = namespace
         self._prefix = "{" + namespace + "}:"
         self._entries = self._prefix + "entries"
@@ -247,6 +251,7 @@ class RedisJournal(JournalBackend):
             pass
         finally:
             await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
 
 
 def _check(field: str, text: str) -> JournalEntry | str:
