@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 from redis_support import RedisServer, redis_server, start_redis, unique_namespace
 from support import FAST_RETRIES, FAST_TIMEOUTS
 
@@ -198,8 +200,9 @@ async def test_a_redis_that_is_stopped_never_blocks_the_loop_nor_the_conversatio
     own = start_redis()  # SIGSTOPped below: a Redis that answers nothing
     try:
         journal = RedisJournal(own.url, lease=1, timeout=0.3, namespace=unique_namespace())
-        with LocalServer(ServerConfig(max_tokens=4)) as server:
-            async with H2oClient(server.url, journal=journal, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS) as client:
+        with LocalServer(ServerConfig(max_tokens=4)) as server, structlog.testing.capture_logs() as logs:
+            async with H2oClient(server.url, journal=journal, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS,
+                                 cookies={"token": SECRET}, logger=structlog.get_logger("t")) as client:
                 assert await client.ask("warm") != ""
                 os.kill(own.process.pid, signal.SIGSTOP)
                 try:
@@ -235,5 +238,43 @@ async def test_a_redis_that_is_stopped_never_blocks_the_loop_nor_the_conversatio
                 assert isinstance(report_error, TimeoutError), repr(report_error)
                 assert sweep_took < 3.0
             await journal.aclose()
+        events = {e["event"] for e in logs}
+        assert "journal_failed" in events, events  # logged, with the error's type only
+        assert SECRET not in repr(logs)
     finally:
         own.close()
+
+
+_LEAVE_ONE = """
+import asyncio, os, sys
+from h2o_fsm import H2oClient
+
+async def main():
+    client = H2oClient(sys.argv[1], journal=sys.argv[2], background_sweep=False)
+    conv = client.conversation()
+    while conv.conversation_id is None:
+        await conv.step()
+    os._exit(0)  # dies like kill -9: nothing deleted
+
+asyncio.run(main())
+"""
+
+
+def test_the_sweep_command_takes_a_redis_url(redis_server: RedisServer) -> None:
+    import subprocess
+    import sys
+
+    url = f"{redis_server.url}?lease=0.5&namespace={unique_namespace()}"
+    with LocalServer(ServerConfig(max_tokens=4)) as server:
+        subprocess.run([sys.executable, "-c", _LEAVE_ONE, server.url, url], check=True, timeout=60)
+        assert server.accounting.live == 1
+        time.sleep(1.0)  # past the dead owner's lease
+        cli = [sys.executable, "-m", "h2o_fsm.cli", "sweep", "--journal"]
+        done = subprocess.run([*cli, url], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "deleted=1 " in done.stdout, done.stderr
+        assert server.accounting.live == 0
+    bad = subprocess.run([*cli, "redis://127.0.0.1:1/0?lease=soon"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "lease" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    down = subprocess.run([*cli, f"redis://:{SECRET}@127.0.0.1:1/0?timeout=0.5"], capture_output=True, text=True,
+                          timeout=60)
+    assert down.returncode == 1 and "Redis journal" in down.stderr and SECRET not in down.stderr, down.stderr
