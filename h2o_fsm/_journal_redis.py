@@ -149,10 +149,11 @@ class RedisJournal(JournalBackend):
         """``call`` within :attr:`op_timeout`; a Redis failure as an ``OSError`` (``TimeoutError``,
         ``ConnectionError``) naming the journal, never its password."""
         from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeout
 
         try:
             return await asyncio.wait_for(call, self.op_timeout)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, RedisTimeout):
             raise TimeoutError(f"Redis journal {self.url}: no answer within {self.op_timeout:g} s") from None
         except RedisError as exc:
             raise ConnectionError(f"Redis journal {self.url}: {type(exc).__name__}: {str(exc)[:200]}") from exc
