@@ -9,6 +9,8 @@ distribution's ``redis-server``, ephemeral port, no persistence), rounds interle
 round kept. Printed: wall time and client CPU (``time.process_time``, threads included) per
 conversation, and what the journal adds over none. The background sweep is on (as by default).
 
+Calls: each journal call (add, running, remove) on its own, one after another.
+
 Kill: a replica in a subprocess streams a long chat-ui answer with a journal of lease L; it is killed
 with SIGKILL; a client of this process with the same journal (background sweep every L) deletes it.
 Printed: seconds from the kill until the emulator (a LocalServer here: its accounting is read) no
@@ -109,6 +111,27 @@ async def cost(n: int, rounds: int, redis_url: str, folder: Path) -> None:
                   f"{med[2]:11.2f}ms {med[2] - base[2]:+7.2f}ms")
 
 
+async def calls_alone(redis_url: str, folder: Path, n: int = 500) -> None:
+    """Each journal call on its own, awaited one after another (what a conversation waits for)."""
+    print(f"\njournal calls alone, {n} of each, one at a time (h2o: add + remove; chat-ui: + running)")
+    for name in ("sqlite", "redis"):
+        journal = Journal(folder / "calls.sqlite") if name == "sqlite" else RedisJournal(redis_url, namespace="calls")
+        figures = []
+        for call in ("add", "running", "remove"):
+            t0 = time.perf_counter()
+            for i in range(n):
+                cid = f"{i:024x}"
+                if call == "add":
+                    await journal.add_async("http://x", cid, {"hf-chat": "v"}, owner="o", dialect="chat-ui")
+                elif call == "running":
+                    await journal.running_async("http://x", cid, "generation", {"hf-chat": "v"})
+                else:
+                    await journal.remove_async("http://x", cid)
+            figures.append(f"{call} {(time.perf_counter() - t0) / n * 1000:.3f} ms")
+        await journal.aclose()
+        print(f"  {name:6} " + ", ".join(figures))
+
+
 async def kill_to_gone(kills: int, leases: list[float], redis_url: str, folder: Path) -> None:
     print(f"\nkill -9 mid-answer -> conversation gone (a sweeping client, background sweep every lease); {kills} runs")
     with LocalServer(ServerConfig(max_tokens=2000, token_delay=0.01), dialect="chat-ui") as server:
@@ -152,6 +175,7 @@ def main() -> None:
     redis = start_redis()
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(calls_alone(redis.url, Path(tmp)))
             asyncio.run(cost(args.n, args.rounds, redis.url, Path(tmp)))
             asyncio.run(kill_to_gone(args.kills, args.leases, redis.url, Path(tmp)))
     finally:
