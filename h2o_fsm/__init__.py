@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._journal import Journal, JournalEntry, JournalScan
 from ._journal_base import JournalBackend
+from ._journal_postgres import PostgresJournal
 from ._journal_redis import RedisJournal
 from ._model import TransitionObserver
 from ._phase import Phase
@@ -77,6 +78,7 @@ __all__ = [
     "Message",
     "Messages",
     "Phase",
+    "PostgresJournal",
     "RedisJournal",
     "Retries",
     "StateSpec",

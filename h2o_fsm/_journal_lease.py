@@ -22,17 +22,23 @@ JournalValue = JournalBackend | str | os.PathLike[str] | None
 
 
 def open_journal(value: object) -> tuple[JournalBackend | None, bool]:
-    """``(the journal, whether we opened it)`` for what ``journal=`` got: a journal, a path (SQLite) or
-    a ``redis://`` / ``rediss://`` URL. TypeError for another kind, ValueError for a bad path or URL."""
+    """``(the journal, whether we opened it)`` for what ``journal=`` got: a journal, a path (SQLite), a
+    ``redis://`` / ``rediss://`` or ``postgresql://`` URL. TypeError for another kind, ValueError for a bad
+    path or URL."""
     if value is None or isinstance(value, JournalBackend):
         return value, False
     if isinstance(value, str) and "://" in value:
-        from ._journal_redis import RedisJournal
-
         scheme = value.partition("://")[0]
-        if scheme not in ("redis", "rediss"):
-            raise ValueError(f"journal URL must be redis:// or rediss:// (or give a file path), not {scheme[:10]!r}://")
-        return RedisJournal(value), True
+        if scheme in ("redis", "rediss"):
+            from ._journal_redis import RedisJournal
+
+            return RedisJournal(value), True
+        if scheme in ("postgres", "postgresql"):
+            from ._journal_postgres import PostgresJournal
+
+            return PostgresJournal(value), True
+        raise ValueError(f"journal URL must be redis://, rediss:// or postgresql:// (or give a file path), "
+                         f"not {scheme[:10]!r}://")
     if isinstance(value, (str, os.PathLike)):
         if not os.fspath(value):
             raise ValueError("journal path must not be empty")

@@ -28,11 +28,11 @@ def require_services() -> bool:
     return os.environ.get("H2O_FSM_REQUIRE_SERVICES") == "1"
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str, how: str = HOW) -> None:
     """Skip (a user's machine) or fail (CI, which must run these tests) with ``reason``."""
     if require_services():
         pytest.fail(f"{reason}; H2O_FSM_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
-    pytest.skip(f"{reason}: {HOW}")
+    pytest.skip(f"{reason}: {how}")
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """Crash-safe cleanup with real processes: replicas killed with SIGKILL mid-answer, live ones beside
 them, two sweepers at once, a restarted process that has its predecessor's pid (a PID namespace).
-Each test runs on the SQLite journal and on a real Redis server (started by the tests)."""
+Each test runs on the SQLite journal and on real Redis and PostgreSQL servers (started by the tests)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres_support import postgres_server
 from redis_support import redis_server, unique_namespace
 
 from h2o_fsm import H2oClient, Journal, JournalBackend
 from h2o_fsm.server import Fault, LocalServer, ServerConfig
 
-__all__ = ["redis_server"]
+__all__ = ["postgres_server", "redis_server"]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
@@ -77,12 +78,13 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The journal as a replica names it: a SQLite path, or a Redis URL (a namespace of its own)."""
+    """The journal as a replica names it: a SQLite path, or a Redis or PostgreSQL URL (a namespace of
+    its own)."""
     if request.param == "sqlite":
         return str(tmp_path / "fleet.sqlite")
-    server = request.getfixturevalue("redis_server")
+    server = request.getfixturevalue(f"{request.param}_server")
     return f"{server.url}?lease={LEASE:g}&namespace={unique_namespace()}"
 
 

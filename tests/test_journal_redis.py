@@ -33,7 +33,7 @@ def test_a_journal_of_the_wrong_kind_is_a_type_error(value: object) -> None:
 
 
 @pytest.mark.parametrize(("url", "match"), [
-    ("postgres://127.0.0.1/db", "redis://"),
+    ("mysql://127.0.0.1/db", "redis://"),
     ("http://127.0.0.1:6379", "redis://"),
     ("redis://127.0.0.1:notaport/0", "port"),
     ("redis:///0", "no host"),

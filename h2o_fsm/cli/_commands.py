@@ -137,15 +137,17 @@ async def _sweep_each(
 
 
 def _sweep_journal(spec: str) -> JournalBackend:
-    """``--journal``: a ``redis://``/``rediss://`` URL or the path of an existing journal file."""
+    """``--journal``: a ``redis://`` or ``postgresql://`` URL, or the path of an existing journal file."""
     if "://" not in spec:
         return open_journal(spec, must_exist=True)
-    from .._journal_redis import RedisJournal
+    from .._journal_lease import open_journal as open_url
 
     try:
-        return RedisJournal(spec)
+        journal, _ = open_url(spec)
     except (ValueError, ImportError) as exc:
         raise UsageError(f"--journal: {exc}") from None
+    assert journal is not None
+    return journal
 
 
 async def _sweep_all(
