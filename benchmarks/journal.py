@@ -1,11 +1,12 @@
 """The journal's cost per conversation (SQLite and Redis, same run, against no journal) and how long
 after a ``kill -9`` a dead replica's conversation is gone (issue 17). Prints figures.
 
-    pip install -e '.[bench,redis]' && python benchmarks/journal.py [--n 300] [--rounds 3] [--kills 3]
+    pip install -e '.[bench,redis,postgres]' && python benchmarks/journal.py [--n 300] [--rounds 3] [--kills 3]
 
 Cost: one client, the bundled emulator in another process, ``--n`` one-shot asks one after another
 and ``--n`` more 50 at a time, per journal (none, a SQLite file, a Redis server started here from the
-distribution's ``redis-server``, ephemeral port, no persistence), rounds interleaved, the median
+distribution's ``redis-server``, ephemeral port, no persistence; a PostgreSQL server likewise, from
+``initdb``/``postgres``, fsync off), rounds interleaved, the median
 round kept. Printed: wall time and client CPU (``time.process_time``, threads included) per
 conversation, and what the journal adds over none. The background sweep is on (as by default).
 
@@ -29,11 +30,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_support import start_redis  # the tests' helper: one redis-server, ephemeral port  # noqa: E402
+from postgres_support import start_postgres  # the tests' helpers: servers on ephemeral ports  # noqa: E402
+from redis_support import start_redis  # noqa: E402
 
-from h2o_fsm import H2oClient, Journal, RedisJournal  # noqa: E402
+from h2o_fsm import H2oClient, Journal, PostgresJournal, RedisJournal  # noqa: E402
 from h2o_fsm.server import LocalServer, ServerConfig  # noqa: E402
 
 REPLICA = r"""
@@ -81,20 +84,17 @@ async def one_round(url: str, dialect: str, journal: object, n: int) -> tuple[fl
     return serial, cpu, concurrent
 
 
-async def cost(n: int, rounds: int, redis_url: str, folder: Path) -> None:
+async def cost(n: int, rounds: int, urls: dict[str, str], folder: Path) -> None:
     for dialect in ("h2o", "chat-ui"):
         proc = emulator(dialect)
         try:
             assert proc.stdout is not None
             url = proc.stdout.readline().strip()
-            results: dict[str, list[tuple[float, float, float]]] = {"none": [], "sqlite": [], "redis": []}
+            results: dict[str, list[tuple[float, float, float]]] = {"none": [], "sqlite": [], "redis": [],
+                                                                    "postgres": []}
             for r in range(rounds):
                 for name in results:
-                    journal: object = None
-                    if name == "sqlite":
-                        journal = Journal(folder / f"bench-{dialect}-{r}.sqlite")
-                    elif name == "redis":
-                        journal = RedisJournal(redis_url, namespace=f"bench-{dialect}-{r}")
+                    journal = open_one(name, urls, folder, f"bench-{dialect}-{r}")
                     results[name].append(await one_round(url, dialect, journal, n))
                     if journal is not None:
                         await journal.aclose()  # type: ignore[attr-defined]
@@ -111,11 +111,21 @@ async def cost(n: int, rounds: int, redis_url: str, folder: Path) -> None:
                   f"{med[2]:11.2f}ms {med[2] - base[2]:+7.2f}ms")
 
 
-async def calls_alone(redis_url: str, folder: Path, n: int = 500) -> None:
+def open_one(name: str, urls: dict[str, str], folder: Path, tag: str) -> object:
+    if name == "sqlite":
+        return Journal(folder / f"{tag}.sqlite")
+    if name == "redis":
+        return RedisJournal(urls["redis"], namespace=tag)
+    if name == "postgres":
+        return PostgresJournal(urls["postgres"], namespace=tag)
+    return None
+
+
+async def calls_alone(urls: dict[str, str], folder: Path, n: int = 500) -> None:
     """Each journal call on its own, awaited one after another (what a conversation waits for)."""
     print(f"\njournal calls alone, {n} of each, one at a time (h2o: add + remove; chat-ui: + running)")
-    for name in ("sqlite", "redis"):
-        journal = Journal(folder / "calls.sqlite") if name == "sqlite" else RedisJournal(redis_url, namespace="calls")
+    for name in ("sqlite", "redis", "postgres"):
+        journal: Any = open_one(name, urls, folder, "calls")
         figures = []
         for call in ("add", "running", "remove"):
             t0 = time.perf_counter()
@@ -129,19 +139,19 @@ async def calls_alone(redis_url: str, folder: Path, n: int = 500) -> None:
                     await journal.remove_async("http://x", cid)
             figures.append(f"{call} {(time.perf_counter() - t0) / n * 1000:.3f} ms")
         await journal.aclose()
-        print(f"  {name:6} " + ", ".join(figures))
+        print(f"  {name:8} " + ", ".join(figures))
 
 
-async def kill_to_gone(kills: int, leases: list[float], redis_url: str, folder: Path) -> None:
+async def kill_to_gone(kills: int, leases: list[float], urls: dict[str, str], folder: Path) -> None:
     print(f"\nkill -9 mid-answer -> conversation gone (a sweeping client, background sweep every lease); {kills} runs")
     with LocalServer(ServerConfig(max_tokens=2000, token_delay=0.01), dialect="chat-ui") as server:
         for lease in leases:
-            for name in ("sqlite", "redis"):
+            for name in ("sqlite", "redis", "postgres"):
                 spec = (str(folder / f"kill-{lease}.sqlite") if name == "sqlite"
-                        else f"{redis_url}?lease={lease:g}&namespace=kill-{lease:g}")
+                        else f"{urls[name]}?lease={lease:g}&namespace=kill-{lease:g}")
                 journal = Journal(spec, lease=lease) if name == "sqlite" else spec
                 times = []
-                async with H2oClient(server.url, journal=journal, dialect="chat-ui") as client:
+                async with H2oClient(server.url, journal=journal, dialect="chat-ui"):
                     for _ in range(kills):
                         child = subprocess.Popen([sys.executable, "-c", REPLICA, server.url, spec, str(lease)],
                                                  stdout=subprocess.PIPE, text=True)
@@ -157,8 +167,9 @@ async def kill_to_gone(kills: int, leases: list[float], redis_url: str, folder: 
                         times.append(time.perf_counter() - killed)
                 if isinstance(journal, Journal):
                     journal.close()
-                print(f"  {name:6} lease {lease:4.1f}s: gone after min {min(times):.2f}s median "
-                      f"{statistics.median(times):.2f}s max {max(times):.2f}s (bound lease + period = {2 * lease:.1f}s)")
+                print(f"  {name:8} lease {lease:4.1f}s: gone after min {min(times):.2f}s median "
+                      f"{statistics.median(times):.2f}s max {max(times):.2f}s "
+                      f"(bound lease + period = {2 * lease:.1f}s)")
         acct = server.accounting
         print(f"  emulator: created={acct.created} deleted={acct.deleted} live={acct.live} "
               f"deleted_twice={acct.deleted_twice} stops_that_hit_a_running_generation={acct.stopped_running}")
@@ -172,14 +183,16 @@ def main() -> None:
     ap.add_argument("--leases", type=float, nargs="+", default=[1.0, 3.0])
     args = ap.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
-    redis = start_redis()
+    redis, postgres = start_redis(), start_postgres()
+    urls = {"redis": redis.url, "postgres": postgres.url}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(calls_alone(redis.url, Path(tmp)))
-            asyncio.run(cost(args.n, args.rounds, redis.url, Path(tmp)))
-            asyncio.run(kill_to_gone(args.kills, args.leases, redis.url, Path(tmp)))
+            asyncio.run(calls_alone(urls, Path(tmp)))
+            asyncio.run(cost(args.n, args.rounds, urls, Path(tmp)))
+            asyncio.run(kill_to_gone(args.kills, args.leases, urls, Path(tmp)))
     finally:
         redis.close()
+        postgres.close()
 
 
 if __name__ == "__main__":
