@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
+from h2o_fsm._dialects.h2o.bodies import create_body, send_body, settings_form
 from h2o_fsm._protocol import (
     DEFAULT_PARAMETERS,
     format_prompt,

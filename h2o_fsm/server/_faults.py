@@ -10,13 +10,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-from .._dialects.h2o import H2O
-from .._table import STATES
+from .._dialects import DIALECTS, DialectName, get_dialect
+from .._phase import Phase
+from .._table import SPEC, STATES
 
-__all__ = ["DIALECTS", "PHASES", "Dialect", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "phases_of"]
+__all__ = ["DIALECTS", "PHASES", "Dialect", "DialectName", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "phases_of"]
 
-Dialect = Literal["h2o", "chat-ui"]
-DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
+Dialect = DialectName
+"""The old name of :data:`~h2o_fsm._dialects.DialectName` (a built-in dialect's name)."""
 
 FaultPhase = str
 """One of :data:`PHASES` (checked when a :class:`Fault` is built)."""
@@ -39,15 +40,13 @@ _SPECIAL_KINDS: Mapping[FaultPhase, frozenset[FaultKind]] = {
 }
 ALLOWED: Mapping[FaultPhase, frozenset[FaultKind]] = {p: _SPECIAL_KINDS.get(p, _REQUEST_KINDS) for p in PHASES}
 
-# Phases whose route only the chat-ui dialect has: the optional states the 2023 dialect skips.
-_CHATUI_ONLY = frozenset(s.phase.value for s in STATES if s.optional) - {p.value for p in H2O.optional_steps}
 
 
-def phases_of(dialect: Dialect) -> tuple[FaultPhase, ...]:
-    """The fault phases a server of ``dialect`` has a route for (a fault elsewhere never fires)."""
-    if dialect not in DIALECTS:
-        raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
-    return PHASES if dialect == "chat-ui" else tuple(p for p in PHASES if p not in _CHATUI_ONLY)
+def phases_of(dialect: str) -> tuple[FaultPhase, ...]:
+    """The fault phases a server of ``dialect`` has a route for (a fault elsewhere never fires): every
+    phase but the optional ones the dialect does not perform (settings: any client may ask for them)."""
+    performs = get_dialect(dialect).optional_steps | {Phase.SETTINGS}
+    return tuple(p for p in PHASES if not SPEC[Phase(p)].optional or Phase(p) in performs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from types import TracebackType
 import uvicorn
 
 from ._app import Accounting, ServerConfig, create_app, state_of
-from ._faults import Dialect, Fault, FaultPlan
+from ._faults import Fault, FaultPlan
 
 __all__ = ["LocalServer", "bind_socket", "serve_forever"]
 
@@ -67,12 +67,12 @@ class LocalServer:
         config: ServerConfig | None = None,
         faults: FaultPlan | list[Fault] | None = None,
         *,
-        dialect: Dialect = "h2o",
+        dialect: str = "h2o",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.config = config or ServerConfig()
-        self.dialect: Dialect = dialect
+        self.dialect: str = dialect
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults or [])
         self.accounting = Accounting(self.config.request_log_size, self.config.message_log_size)
         self.earlier_leaks_by_design = 0  # kept for old callers; the accounting now knows them by id
@@ -185,7 +185,7 @@ def serve_forever(
     config: ServerConfig | None = None,
     faults: FaultPlan | None = None,
     *,
-    dialect: Dialect = "h2o",
+    dialect: str = "h2o",
 ) -> tuple[str, uvicorn.Server, object]:
     """Prepare a foreground server: returns (url, server, socket); run with ``server.run(sockets=[sock])``."""
     app = create_app(config or ServerConfig(), faults or FaultPlan(), dialect=dialect)  # before binding: may raise
