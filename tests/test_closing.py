@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from support import FAST_RETRIES, FAST_TIMEOUTS, caller_timeout, client_for, no_task_left
+from support import FAST_RETRIES, FAST_TIMEOUTS, caller_timeout, client_for, emulator, no_task_left
 
 from h2o_fsm import H2oClient, H2oError, H2oStateError, H2oStatusError, H2oTimeoutError, Retries, Timeouts
 from h2o_fsm.server import Fault, LocalServer, ServerConfig
@@ -120,7 +120,7 @@ async def test_a_stalled_error_body_gives_back_its_pooled_connection(transport: 
 @pytest.mark.timeout(3)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_b_slot_given_back_when_conversation_ends_while_its_turn_waits(dialect: str, transport: str) -> None:
-    with LocalServer(ServerConfig(token_delay=0.05, max_tokens=4), dialect=dialect) as server:  # type: ignore[arg-type]
+    with emulator(ServerConfig(token_delay=0.05, max_tokens=4), dialect=dialect) as server:  # type: ignore[arg-type]
         async with client_for(server, transport, max_concurrency=1) as client:
             busy = asyncio.create_task(client.ask("hold the only slot"))
             await wait_until(lambda: server.accounting.created == 1, 1.0)
@@ -138,7 +138,7 @@ async def test_b_slot_given_back_when_conversation_ends_while_its_turn_waits(dia
 @pytest.mark.timeout(3)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_b2_open_and_ask_at_once_lose_no_slot(dialect: str, transport: str) -> None:
-    with LocalServer(ServerConfig(token_delay=0.05, max_tokens=6), dialect=dialect) as server:  # type: ignore[arg-type]
+    with emulator(ServerConfig(token_delay=0.05, max_tokens=6), dialect=dialect) as server:  # type: ignore[arg-type]
         async with client_for(server, transport, max_concurrency=2) as client:
             hold = [asyncio.create_task(client.ask(f"hold {i}")) for i in range(2)]
             await wait_until(lambda: server.accounting.created == 2, 1.0)
@@ -214,7 +214,7 @@ def test_c2_refused_url_never_echoes_its_password(kw: dict[str, str]) -> None:
 @pytest.mark.timeout(3)
 async def test_h_stalled_stop_generating_leaves_the_delete_its_time(transport: str) -> None:
     faults = [Fault("stop", "stall", seconds=1.2, count=-1)]
-    with LocalServer(ServerConfig(max_tokens=50, token_delay=0.05), dialect="chat-ui", faults=faults) as server:
+    with emulator(ServerConfig(max_tokens=50, token_delay=0.05), dialect="chat-ui", faults=faults) as server:
         # stop's own bound (Timeouts.delete) is longer than the whole ending's budget (Timeouts.cleanup)
         client = client_for(server, transport, timeouts=Timeouts(delete=1.0, cleanup=0.8))
         with pytest.raises(TimeoutError):
@@ -236,7 +236,7 @@ async def test_h_stalled_stop_generating_leaves_the_delete_its_time(transport: s
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_i_aclose_giving_up_on_create_raises_state_error_not_cancelled(dialect: str, transport: str) -> None:
     faults = [Fault("create", "stall", seconds=1.2, count=-1)]
-    with LocalServer(ServerConfig(max_tokens=4), dialect=dialect, faults=faults) as server:  # type: ignore[arg-type]
+    with emulator(ServerConfig(max_tokens=4), dialect=dialect, faults=faults) as server:  # type: ignore[arg-type]
         client = client_for(server, transport, timeouts=Timeouts(create=10, delete=2, cleanup=0.4))
         turn = asyncio.create_task(client.conversation().ask("hi"))
         assert await wait_until(lambda: bool(server.faults.fired), 1.0)  # the create is stalled now
@@ -257,7 +257,7 @@ async def test_i_aclose_giving_up_on_create_raises_state_error_not_cancelled(dia
 @pytest.mark.timeout(3)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_j_aclose_ends_a_turn_inside_a_stalled_step(dialect: str, transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=4), dialect=dialect,  # type: ignore[arg-type]
+    with emulator(ServerConfig(max_tokens=4), dialect=dialect,  # type: ignore[arg-type]
                      faults=[Fault("send", "stall", seconds=1.0)]) as server:
         client = client_for(server, transport, timeouts=Timeouts(send=20, cleanup=0.5))
         conv = client.conversation()
@@ -295,7 +295,7 @@ class _RaisingLog:
 async def test_l2_raising_log_sink_never_stops_aclose(dialect: str, transport: str) -> None:
     # a create the client owns is never cut: at the deadline it is still live, and the warning is logged
     faults = [Fault("create", "stall", seconds=1.0)]
-    with LocalServer(ServerConfig(max_tokens=4), dialect=dialect, faults=faults) as server:  # type: ignore[arg-type]
+    with emulator(ServerConfig(max_tokens=4), dialect=dialect, faults=faults) as server:  # type: ignore[arg-type]
         client = client_for(server, transport, logger=_RaisingLog(), timeouts=Timeouts(cleanup=0.3))
         turn = asyncio.create_task(client.ask("x"))
         assert await wait_until(lambda: bool(server.faults.fired), 1.0)  # the create is stalled now
@@ -313,7 +313,7 @@ async def test_l2_raising_log_sink_never_stops_aclose(dialect: str, transport: s
 @pytest.mark.timeout(3)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_m_create_refused_after_the_deadline_is_not_counted_undeleted(dialect: str, transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=2), dialect=dialect) as server:  # type: ignore[arg-type]
+    with emulator(ServerConfig(max_tokens=2), dialect=dialect) as server:  # type: ignore[arg-type]
         async with client_for(server, transport, max_concurrency=1, timeouts=Timeouts(total=0.3)) as client:
             await client.ask("warm the session")
             server.faults.add(Fault("delete", "stall", seconds=0.7))  # the slot is given back after the DELETE

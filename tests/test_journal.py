@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import emulator
 
 from h2o_fsm import H2oClient, Journal, JournalScan
 from h2o_fsm.server import LocalServer, ServerConfig
@@ -209,7 +210,7 @@ def dead_pid() -> int:
 async def test_a_bad_row_does_not_stop_a_sweep(tmp_path: Path, dead_pid: int) -> None:
     path = tmp_path / "j.sqlite"
     j = Journal(path)
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with httpx.AsyncClient(base_url=server.url) as raw:
             await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",
                                               "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})

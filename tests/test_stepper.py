@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support import emulator
 
 from h2o_fsm import H2oClient, H2oStateError, H2oStatusError, Phase
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
@@ -42,7 +43,7 @@ async def test_every_phase_one_step_at_a_time(server: LocalServer) -> None:
 @pytest.mark.parametrize("steps", range(7))
 @pytest.mark.parametrize("how", ["exit", "exception", "cancel"])
 async def test_abandoning_a_stepped_conversation_deletes_it(steps: int, how: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with H2oClient(server.url) as client:
 
             async def drive() -> None:
@@ -85,7 +86,7 @@ async def test_step_without_a_prompt_is_a_clear_error(server: LocalServer) -> No
 
 
 async def test_a_failing_step_aborts_and_deletes() -> None:
-    with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("send", "status", status=500)]) as server:
+    with emulator(ServerConfig(max_tokens=4), faults=[Fault("send", "status", status=500)]) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             conv.queue("x")
@@ -113,7 +114,7 @@ async def test_describe_next_redacts_and_diagram_highlights(server: LocalServer)
 
 
 async def test_aclose_from_another_task_during_a_step_is_refused_then_works() -> None:
-    with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("create", "stall", seconds=0.3)]) as server:
+    with emulator(ServerConfig(max_tokens=4), faults=[Fault("create", "stall", seconds=0.3)]) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             opening = asyncio.create_task(conv.open())
