@@ -12,7 +12,7 @@ its own (a start is cheap, a stop costs ~0.2 s: uvicorn's shutdown poll)::
 
 ``emulator(config, faults, dialect=...)`` takes the arguments of ``LocalServer`` and hands out a server
 nobody else holds: two ``with emulator()`` at once are two servers. When the block ends the server
-goes back to the pool once its requests have finished (one still stalled after a second is stopped
+goes back to the pool once its requests have finished (one still stalled after 0.2 s is stopped
 instead, so a late request never lands in the next test's accounting); the pool starts one server per
 (dialect, config) it is asked for and stops them all at the end of the session (conftest). The
 ``server`` fixture of conftest is ``emulator(ServerConfig(max_tokens=8))``; ``chatui_server`` the same
@@ -140,7 +140,7 @@ class _InFlight:
 class EmulatorPool:
     """Running emulators by (dialect, config), each held by one test at a time; see the module docstring."""
 
-    IDLE_WAIT = 1.0  # seconds a returned server may take to finish its requests before it is stopped
+    IDLE_WAIT = 0.2  # seconds a returned server may take to finish its requests before it is stopped
 
     def __init__(self) -> None:
         self._idle: dict[tuple[str, str], list[tuple[LocalServer, list[int]]]] = {}

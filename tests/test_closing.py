@@ -213,17 +213,18 @@ def test_c2_refused_url_never_echoes_its_password(kw: dict[str, str]) -> None:
 
 @pytest.mark.timeout(3)
 async def test_h_stalled_stop_generating_leaves_the_delete_its_time(transport: str) -> None:
-    faults = [Fault("stop", "stall", seconds=1.2, count=-1)]
+    faults = [Fault("stop", "stall", seconds=3.0, count=-1)]
     with emulator(ServerConfig(max_tokens=50, token_delay=0.05), dialect="chat-ui", faults=faults) as server:
-        # stop's own bound (Timeouts.delete) is longer than the whole ending's budget (Timeouts.cleanup)
-        client = client_for(server, transport, timeouts=Timeouts(delete=1.0, cleanup=0.8))
+        # stop's own bound (Timeouts.delete) is longer than the whole ending's budget (Timeouts.cleanup):
+        # an ending that sat out the stop's bound would take >= 2.5 s, the budget is 0.8 s
+        client = client_for(server, transport, timeouts=Timeouts(delete=2.5, cleanup=0.8))
         with pytest.raises(TimeoutError):
             async with caller_timeout(0.3):
                 await client.ask("hi")  # left mid-answer: stop-generating (stalls), then DELETE
         t0 = time.monotonic()
         await client.aclose()
         took = time.monotonic() - t0
-        assert took < 0.8 + 0.3
+        assert took < 0.8 + 1.0
         assert len(server.accounting.requests_for("DELETE")) == 1
         assert server.accounting.live == 0
         assert client.undeleted_conversations == 0
@@ -258,14 +259,14 @@ async def test_i_aclose_giving_up_on_create_raises_state_error_not_cancelled(dia
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_j_aclose_ends_a_turn_inside_a_stalled_step(dialect: str, transport: str) -> None:
     with emulator(ServerConfig(max_tokens=4), dialect=dialect,  # type: ignore[arg-type]
-                     faults=[Fault("send", "stall", seconds=1.0)]) as server:
-        client = client_for(server, transport, timeouts=Timeouts(send=20, cleanup=0.5))
+                     faults=[Fault("send", "stall", seconds=3.0)]) as server:
+        client = client_for(server, transport, timeouts=Timeouts(send=20, cleanup=2.0))
         conv = client.conversation()
         turn = asyncio.create_task(conv.ask("hi"))
         assert await wait_until(lambda: bool(server.faults.fired), 1.0)  # the send is stalled now
         t0 = time.monotonic()
         await client.aclose()
-        assert time.monotonic() - t0 < 0.4  # it did not sit out Timeouts.cleanup
+        assert time.monotonic() - t0 < 1.0  # it did not sit out Timeouts.cleanup (2 s)
         assert turn.done(), "aclose() returned while the turn was still inside its step"
         with pytest.raises(H2oStateError):
             await turn

@@ -131,7 +131,7 @@ def test_a_locked_journal_raises_promptly(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             j.add(URL, "a" * 24, {"hf-chat": SECRET})
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.5  # not SQLite's default busy timeout (5 s)
         assert j.entries() == []  # readers are not blocked (WAL)
     finally:
         other.execute("ROLLBACK")
@@ -159,7 +159,7 @@ async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) ->
         other.execute("ROLLBACK")
         other.close()
     assert 1.0 <= elapsed < 3.0  # each write waited its busy timeout, then gave up
-    assert lag.worst < 0.1, f"the event loop stalled {lag.worst * 1000:.0f} ms"
+    assert lag.worst < 0.4, f"the event loop stalled {lag.worst * 1000:.0f} ms"  # on the loop: >= 0.6 s
     await j.aclose()
 
 
