@@ -32,12 +32,13 @@ from types import TracebackType
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from h2o_fsm import H2oClient, Retries, Timeouts
+from h2o_fsm import H2oClient, Phase, Retries, Timeouts
+from h2o_fsm._table import SPEC, TRANSITIONS
 from h2o_fsm.server import Dialect, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
 
 __all__ = [
     "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "client_for", "emulator",
-    "no_task_left", "refused_url",
+    "happy_path", "no_task_left", "refused_url", "stepped_states",
 ]
 
 # Fast but real: small waits so that fault tests stay quick.
@@ -54,6 +55,29 @@ def client_for(server: LocalServer, transport: str, **kw: object) -> H2oClient:
     kw.setdefault("timeouts", FAST_TIMEOUTS)
     kw.setdefault("dialect", server.dialect)
     return H2oClient(server.url, transport=transport, **kw)  # type: ignore[arg-type]
+
+
+def happy_path() -> list[tuple[Phase, Phase]]:
+    """The (source, dest) transitions of one answered turn and then the end, read from the table: each
+    state's ``next`` trigger from ``NEW`` until the caller has read an answer and the machine rests, then
+    that state's ``idle`` trigger, then ``next`` to a terminal state (edges with a condition are not the
+    happy path; an ``unless`` guard is false there)."""
+    edges: list[tuple[Phase, Phase]] = []
+    state, read = Phase.NEW, False
+    while not state.is_terminal:
+        spec = SPEC[state]
+        trigger = spec.idle if read and spec.rests else spec.next
+        edge = next(e for e in TRANSITIONS if e.trigger == trigger and state in e.sources and e.conditions is None)
+        edges.append((state, edge.dest))
+        read = read or spec.reads
+        state = edge.dest
+    return edges
+
+
+def stepped_states() -> list[Phase]:
+    """The state after each ``conv.step()`` along :func:`happy_path` (a cleanup state is passed within
+    the step that ends in the terminal state)."""
+    return [dest for _, dest in happy_path() if not SPEC[dest].cleanup]
 
 
 def refused_url() -> str:

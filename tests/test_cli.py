@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import emulator, refused_url
+from support import emulator, happy_path, refused_url, stepped_states
 
 from h2o_fsm.cli import main
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
@@ -83,14 +83,14 @@ def test_step_mode_runs_every_phase_on_enter(server: LocalServer, tmp_path: Path
     trace = tmp_path / "t.jsonl"
     code, out, err = run_cli("chat", "Hi", "--base-url", server.url, "--step", "--trace", str(trace), stdin="\n" * 10)
     assert code == 0, err
-    assert err.count("press Enter") == 7  # settings, create, fetch, send, stream, read, delete
+    assert err.count("press Enter") == len(stepped_states())  # settings, create, fetch, send, stream, read, delete
     assert "POST " + server.url + "/settings" in err
     assert out.startswith("".join(generate([("user", "Hi")], 8)))
-    assert len(trace.read_text().splitlines()) == 8
+    assert len(trace.read_text().splitlines()) == len(happy_path())  # one line per transition
     assert server.accounting.live == 0
 
 
-@pytest.mark.parametrize("enters", range(7))
+@pytest.mark.parametrize("enters", range(len(stepped_states())))
 def test_step_abort_at_every_pause_deletes(enters: int) -> None:
     with emulator(ServerConfig(max_tokens=4)) as server:
         for stdin in ("\n" * enters + "q\n", "\n" * enters):  # 'q' and end of input

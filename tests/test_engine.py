@@ -10,7 +10,7 @@ import asyncio
 import httpx
 import pytest
 import structlog
-from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, client_for, emulator, refused_url
+from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, client_for, emulator, happy_path, refused_url
 
 from h2o_fsm import (
     H2o,
@@ -359,11 +359,7 @@ async def test_transitions_are_logged_without_prompt_or_cookie(server: LocalServ
         async with client_for(server, transport, logger=log) as client:
             await client.ask("a secret prompt")
     transitions = [e for e in logs if e["event"] == "transition"]
-    assert [(e["source"], e["dest"]) for e in transitions][:3] == [
-        ("new", "settings"),
-        ("settings", "create"),
-        ("create", "fetch"),
-    ]
+    assert [(e["source"], e["dest"]) for e in transitions][:3] == [(a.value, b.value) for a, b in happy_path()[:3]]
     assert all("duration_ms" in e and "trigger" in e for e in transitions)
     assert transitions[-1]["conversation_id"]
     text = repr(logs)
