@@ -333,8 +333,9 @@ async def test_failed_cleanup_raises_cleanup_error_when_nothing_else_failed(tran
 
 async def test_failed_cleanup_never_hides_the_original_error(transport: str) -> None:
     faults = [Fault("stream", "drop", at_token=1), Fault("delete", "status", status=500, count=-1)]
+    timeouts = Timeouts(connect=2.0, settings=5.0, create=5.0, send=5.0, token=5.0, delete=0.5, cleanup=1.0)
     with emulator(ServerConfig(max_tokens=8), faults=faults) as server:
-        async with client_for(server, transport) as client:
+        async with client_for(server, transport, timeouts=timeouts) as client:
             with pytest.raises(H2oTransportError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.STREAM

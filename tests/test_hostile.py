@@ -215,7 +215,7 @@ async def test_stalled_delete_caller_deadline_holds_and_undeleted_is_counted(
 ) -> None:
     server.on["send"] = default_with(server, stall="after_head")
     server.on["delete"] = default_with(server, stall="before_head")
-    client = client_for(server, transport)
+    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "cleanup": 1.0}))  # 1 s of DELETEs
     out = await run(client.ask("hi"), deadline=0.5)
     assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server, owed=[])
@@ -326,14 +326,14 @@ async def test_session_loss_is_recovered(
 # ================================================================ 4. slow answers are bounded per step
 @pytest.mark.parametrize(
     "case",
-    [("settings", False, 1.0), ("create", False, 1.0), ("create", True, 1.0), ("send", False, 3.0)],
+    [("settings", False, 1.0), ("create", False, 1.0), ("create", True, 1.0), ("send", False, 1.5)],
     ids=["settings", "create", "create-head", "send"],
 )
 async def test_trickled_answer_times_out_in_time(
     server: HostileServer, transport: str, logs: list[dict[str, Any]], case: tuple[str, bool, float]
 ) -> None:
     """1 byte per 0.2 s: no single read ever times out; the step's timeout (create/settings: 1 s) or
-    ``Timeouts.total`` (3 s, for the stream) must end it, wall clock."""
+    ``Timeouts.total`` (1.5 s, for the stream) must end it, wall clock."""
     step, head, bound = case
     def trickled(request: Request) -> Reply:
         reply = server.default(request)
@@ -342,7 +342,7 @@ async def test_trickled_answer_times_out_in_time(
         return reply
 
     server.on[step] = trickled
-    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "total": 3.0}))
+    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "total": 1.5}))
     out = await run(client.ask("hi"), deadline=10.0)
     assert isinstance(out.exc, H2oTimeoutError), repr(out.exc)
     assert out.elapsed < bound + 1.0, f"{step} trickle failed after {out.elapsed:.1f} s (bound {bound} s)"

@@ -81,7 +81,7 @@ async def test_plain_transitions_093_swallows_outside_cancellation() -> None:
 
 async def test_our_machine_propagates_outside_cancellation() -> None:
     with emulator(ServerConfig(max_tokens=4)) as server:
-        server.faults.add(Fault("create", "stall", seconds=2))
+        server.faults.add(Fault("create", "stall", seconds=1))
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             task = asyncio.create_task(conv.open())
