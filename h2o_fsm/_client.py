@@ -8,16 +8,17 @@ import contextlib
 import enum
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
 
+from ._client_journal import JournalClientPart
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
 from ._dialects import DialectName, get_dialect
 from ._exceptions import H2oStateError
-from ._journal_lease import ClientJournal, JournalValue, open_journal, sweep_journal
+from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
 from ._protocol import (
@@ -32,9 +33,6 @@ from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
 from ._transport import fast_available, fast_transport, no_cookie_jar
-
-if TYPE_CHECKING:
-    from ._sweep import SweepReport
 
 __all__ = ["ClientState", "H2oClient", "TransportChoice", "default_base_url"]
 
@@ -67,7 +65,7 @@ def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
     return tuple(s for s in (parts.username, parts.password) if s) if parts else ()
 
 
-class H2oClient:
+class H2oClient(JournalClientPart):
     """Runs conversations against one chat-ui deployment over one connection pool.
 
     Use it as an async context manager (it closes the ``httpx.AsyncClient`` it created; a client
@@ -82,7 +80,8 @@ class H2oClient:
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
             ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
-        dialect: ``"h2o"`` (the 2023 protocol, default) or ``"chat-ui"`` (chat-ui since mid-2024).
+        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), or the
+            name of a dialect registered with ``h2o_fsm._dialects.register``.
         model: default model of new conversations.
         cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
             ``token``, say). Secret: never logged, never in an error or a repr.
@@ -101,8 +100,9 @@ class H2oClient:
         max_connections: size of the pool of the client we create.
         share_session: conversations share one chat-ui session (settings are sent once per model);
             with ``False`` every conversation gets a fresh session.
-        journal: where live conversations are recorded for crash-safe cleanup: a :class:`~h2o_fsm.Journal`
-            or :class:`~h2o_fsm.RedisJournal`, a file path (SQLite) or a ``redis://``/``rediss://`` URL.
+        journal: where live conversations are recorded for crash-safe cleanup: a :class:`~h2o_fsm.Journal`,
+            :class:`~h2o_fsm.RedisJournal` or :class:`~h2o_fsm.PostgresJournal`, a file path (SQLite), or a
+            ``redis://``/``rediss://``/``postgresql://`` URL.
         background_sweep: with a journal, sweep what dead owners left, at start and every lease period.
         on_transition: a callback receiving every :class:`TransitionRecord` (tracing).
     """
@@ -111,7 +111,7 @@ class H2oClient:
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectName = "h2o",
+        dialect: DialectName | str = "h2o",
         model: str = DEFAULT_MODEL,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,
@@ -156,7 +156,7 @@ class H2oClient:
         self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = validate_model(model)
         store, owned = open_journal(journal)
-        self.dialect: DialectName = chosen_dialect.name
+        self.dialect: str = chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
@@ -190,7 +190,6 @@ class H2oClient:
             dialect=chosen_dialect,
             timeouts=self.timeouts,
             limits=self.limits,
-            retries=self.retries,
             logger=logger if logger is not None else default_logger(),
             log_content=self.log_content,
             journal=None,
@@ -198,9 +197,7 @@ class H2oClient:
             max_concurrency=max_concurrency,
             send_settings=chosen_dialect.settings_by_default if settings is None else settings,
         )
-        self._journal = None if store is None else ClientJournal(
-            store, owned=owned, dialect=self.dialect, logger=self._rt.log, background=bool(background_sweep))
-        self._rt.journal = self._journal
+        self._attach_journal(store, owned=owned, background=background_sweep)
         self._share_session = share_session
         self._session = Session(self._cookies)
         self.state = ClientState.OPEN
@@ -211,10 +208,6 @@ class H2oClient:
     async def __aenter__(self) -> H2oClient:
         self._start_journal()
         return self
-
-    def _start_journal(self) -> None:
-        if self._journal is not None:
-            self._journal.start(self.sweep)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
@@ -230,11 +223,6 @@ class H2oClient:
         journal, if there is one, for a later sweep)."""
         return self._rt.undeleted
 
-    @property
-    def journal_failures(self) -> int:
-        """Journal calls that failed or timed out (each is logged; the conversations went on)."""
-        return 0 if self._journal is None else self._journal.failures
-
     async def aclose(self) -> None:
         """End every conversation still open (idle ones are deleted), wait for the cleanup tasks this
         client owns — at most ``Timeouts.cleanup`` — then close the pool. What is still undeleted then
@@ -246,8 +234,7 @@ class H2oClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.cleanup
         try:
-            if self._journal is not None:
-                await self._journal.stop()
+            await self._stop_journal()
             rt.requester.interrupt()  # steps in callers' tasks fail now: those callers end their conversations
             for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
                 if isinstance(conv, Conversation):
@@ -269,8 +256,7 @@ class H2oClient:
                     rt.log.warning("client_closed_with_live_conversations", live=len(rt.live),
                                    undeleted=rt.undeleted)
         finally:
-            if self._journal is not None:
-                await self._journal.aclose()
+            await self._close_journal()
             if self._owns_http:
                 await self._http.aclose()
 
@@ -296,11 +282,6 @@ class H2oClient:
         merged.update(params)
         session = self._session if self._share_session and not new_session else Session(self._cookies)
         return Conversation(self._rt, model=model or self.model, parameters=merge_parameters(merged), session=session)
-
-    async def sweep(self, journal: JournalValue = None, *, include_live_processes: bool = False) -> SweepReport:
-        """Delete the conversations of this deployment whose owner's lease expired or was released, from
-        ``journal`` (a journal, path or URL; default: this client's own)."""
-        return await sweep_journal(self._rt.requester, self._journal, journal, include_live=include_live_processes)
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer, delete it."""

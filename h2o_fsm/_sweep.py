@@ -15,14 +15,11 @@ from ._dialects import get_dialect
 from ._exceptions import H2oError
 from ._journal_base import JournalBackend, JournalEntry, new_owner
 from ._phase import Phase
-from ._protocol import DELETE_OK
 from ._requester import Requester
 from ._session import Session
+from ._table import DELETE_OK, SPEC
 
 __all__ = ["SweepReport", "sweep"]
-
-_STOP_OK = (200, 202, 204, 404)
-
 
 @dataclasses.dataclass
 class SweepReport:
@@ -44,7 +41,7 @@ def claim_ttl(journal: JournalBackend) -> float:
 
 
 async def _stop(requester: Requester, entry: JournalEntry, session: Session) -> bool:
-    """Post stop-generating when the entry says a chat-ui generation may run; ``True`` if posted."""
+    """Post the stop when the entry names a generation its dialect can stop; ``True`` if posted."""
     if not entry.generation_id or not entry.dialect:
         return False
     try:
@@ -56,8 +53,8 @@ async def _stop(requester: Requester, entry: JournalEntry, session: Session) -> 
     cid = entry.conversation_id
     try:
         async with requester.step(Phase.STOP, None, cid):
-            response = await requester.call(Phase.STOP, session=session, body=dialect.stop_body(entry.generation_id),
-                                            ok=_STOP_OK, cid=cid)
+            body = dialect.stop_body_for(entry.generation_id)
+            response = await requester.call(Phase.STOP, session=session, body=body, ok=SPEC[Phase.STOP].ok, cid=cid)
             await requester.drain(response)
     except (H2oError, ValueError):
         return False  # best effort: the DELETE goes on
