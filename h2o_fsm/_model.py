@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._config import Limits, Timeouts
@@ -75,6 +75,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
+        self.default_model: Callable[[], Awaitable[str]] | None = None  # the server's, when no model is named
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""

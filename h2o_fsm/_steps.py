@@ -49,6 +49,8 @@ def _skip_if(m: ConversationModel, nothing_to_do: bool) -> bool:
 # ---------------------------------------------------------------------------------------------- settings
 async def settings(event: EventData) -> None:
     m = _model(event)
+    if not m.model and m.rt.default_model is not None:  # the server's default model, looked up once per client
+        m.model = await m.rt.default_model()
     session = m.session
     if _skip(m, Phase.SETTINGS) or _skip_if(m, session.settings_model == m.model):
         return
@@ -196,7 +198,9 @@ async def stop(event: EventData) -> None:
     if _skip(m, Phase.STOP) or _skip_if(m, not m.generating or cid is None):  # nothing runs
         return
     assert cid is not None
-    rq, body = m.rt.requester, m.rt.dialect.stop_body(m.generation_id or "")
+    # the stop point: answer text delivered so far (none when the turn stopped before its stream)
+    seen = getattr(m.parser, "answer_chars", 0) if m.state is Phase.STOP and m.source is Phase.STREAM else 0
+    rq, body = m.rt.requester, m.rt.dialect.stop_body(m.generation_id or "", seen)
     now = asyncio.get_running_loop().time()
     share = now + max(0.0, m.end_by - now) / 2  # the DELETE keeps at least half of the ending's budget
     try:  # best effort: bounded, and never hiding the error that ended the turn

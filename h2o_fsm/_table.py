@@ -93,21 +93,24 @@ STATES: Final[tuple[StateSpec, ...]] = (
     StateSpec(P.DELETE, "delete the conversation (retried until Timeouts.cleanup)", "delete",
               request="DELETE /conversation/{id}", timeout="delete", idempotent=True, next="deleted", cleanup=True,
               owned=True),
-    StateSpec(P.CLOSED, "done, nothing left on the server"),
+    StateSpec(P.CLOSED, "done, nothing left on the server (unless detached on purpose)"),
     StateSpec(P.FAILED, "ended by an error, the conversation deleted if it existed"),
 )
 
 TRANSITIONS: Final[tuple[Edge, ...]] = (
-    Edge("start", (P.NEW,), P.SETTINGS),
+    Edge("start", (P.NEW,), P.SETTINGS, unless="created"),
+    Edge("start", (P.NEW,), P.READY, conditions="created"),  # attached: a conversation already on the server
     Edge("create", (P.SETTINGS,), P.CREATE),
     Edge("fetch", (P.CREATE, P.READY), P.FETCH),
     Edge("send", (P.FETCH,), P.SEND),
     Edge("stream", (P.SEND,), P.STREAM),
     Edge("finish", (P.STREAM,), P.READY),
-    Edge("close", (P.NEW, P.SETTINGS), P.CLOSED),
+    Edge("close", (P.NEW, P.SETTINGS), P.CLOSED, unless="created"),
+    Edge("close", (P.NEW,), P.DELETE, conditions="created"),
     Edge("close", (P.CREATE, P.FETCH, P.READY), P.DELETE),
     Edge("close", (P.SEND, P.STREAM), P.STOP),
-    Edge("abort", (P.NEW, P.SETTINGS), P.FAILED),
+    Edge("abort", (P.NEW, P.SETTINGS), P.FAILED, unless="created"),
+    Edge("abort", (P.NEW,), P.DELETE, conditions="created"),
     Edge("abort", (P.CREATE,), P.DELETE, conditions="created"),
     Edge("abort", (P.CREATE,), P.FAILED),
     Edge("abort", (P.FETCH, P.READY), P.DELETE),
@@ -115,6 +118,7 @@ TRANSITIONS: Final[tuple[Edge, ...]] = (
     Edge("stopped", (P.STOP,), P.DELETE),
     Edge("deleted", (P.DELETE,), P.CLOSED, unless="has_error"),
     Edge("deleted", (P.DELETE,), P.FAILED),
+    Edge("detach", (P.NEW, P.CREATE, P.READY), P.CLOSED, conditions="created"),  # left on the server on purpose
 )
 # fmt: on
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .._protocol import Messages, Parameters
     from .._stream import Parser
 
-__all__ = ["DIALECTS", "Body", "Dialect", "DialectName", "get_dialect"]
+__all__ = ["DIALECTS", "Body", "Dialect", "DialectName", "get_dialect", "wrong_dialect_advice"]
 
 DialectName = Literal["h2o", "chat-ui"]
 DIALECTS: tuple[DialectName, ...] = ("h2o", "chat-ui")
@@ -39,6 +39,12 @@ class Dialect(Protocol):
     settings_by_default: bool
     welcome_gate: int | None
     """The status meaning "this session has not accepted the settings" (2023: 405), or ``None``."""
+    default_model: str | None
+    """The model of a client that names none (``None``: the server's default, its first listed)."""
+    parameters: frozenset[str]
+    """The generation parameters its keyword arguments may name (others are a ``TypeError``)."""
+    other_answers: Mapping[tuple[Phase, int], DialectName]
+    """Answers (step, status) to this dialect's requests that mean the server speaks another dialect."""
 
     def prepare(self, prompt: str | Messages, *, first: bool) -> tuple[str | None, str]:
         """Validate a turn's prompt: ``(preprompt for the create step or None, the text to send)``;
@@ -57,10 +63,15 @@ class Dialect(Protocol):
 
     def send_body(self, prompt: str, parameters: Parameters, parent_id: str | None, generation_id: str) -> Body: ...
     def new_parser(self, max_line_bytes: int) -> Parser: ...
-    def stop_body(self, generation_id: str) -> Body: ...
+    def stop_body(self, generation_id: str, seen_content_length: int = 0) -> Body: ...
     def describe(self, phase: Phase, model: str, prompt: str, parameters: Parameters) -> str:
         """The body of ``phase``'s request in a few words (the stepper's ``describe_next``)."""
         ...
+
+
+def wrong_dialect_advice(other: str) -> str:
+    """What an error says when the server looks like one of dialect ``other``."""
+    return f"this looks like a {other} server: use dialect={other!r}"
 
 
 def get_dialect(name: object) -> Dialect:

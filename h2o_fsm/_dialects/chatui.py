@@ -5,6 +5,7 @@ is abandoned; no generation parameters (the server's model configuration rules).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from .._phase import Phase
@@ -24,6 +25,10 @@ class ChatUiDialect:
     optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP})
     settings_by_default = False
     welcome_gate: int | None = None
+    default_model: str | None = None  # the server's first listed (GET /api/v2/models)
+    parameters: frozenset[str] = frozenset()  # the server takes none: its model's configuration rules
+    # a 2023 server: its welcome gate (405) refuses the create; it has no /api/v2 routes (404)
+    other_answers: Mapping[tuple[Phase, int], DialectName] = {(Phase.CREATE, 405): "h2o", (Phase.FETCH, 404): "h2o"}
 
     def prepare(self, prompt: str | Messages, *, first: bool) -> tuple[str | None, str]:
         if isinstance(prompt, str):
@@ -58,8 +63,8 @@ class ChatUiDialect:
     def new_parser(self, max_line_bytes: int) -> Parser:
         return JsonLinesParser(max_line_bytes=max_line_bytes)
 
-    def stop_body(self, generation_id: str) -> Body:
-        return Body(json=stop_body(generation_id))
+    def stop_body(self, generation_id: str, seen_content_length: int = 0) -> Body:
+        return Body(json=stop_body(generation_id, seen_content_length))
 
     def describe(self, phase: Phase, model: str, prompt: str, parameters: Parameters) -> str:
         if phase is Phase.SETTINGS:

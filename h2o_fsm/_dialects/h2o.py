@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from .._phase import Phase
-from .._protocol import JSONValue, Messages, Parameters, prompt_text
+from .._protocol import DEFAULT_MODEL, KNOWN_PARAMETERS, JSONValue, Messages, Parameters, prompt_text
 from .._protocol import validate_conversation_id as _valid_id
 from .._stream import StreamParser
 from . import Body, DialectName
@@ -63,6 +63,12 @@ class H2oDialect:
     optional_steps: frozenset[Phase] = frozenset({Phase.SETTINGS})
     settings_by_default = True
     welcome_gate: int | None = 405
+    default_model: str | None = DEFAULT_MODEL
+    parameters: frozenset[str] = KNOWN_PARAMETERS
+    # today's chat-ui: form settings fail its request.json() (500) or its schema
+    other_answers: Mapping[tuple[Phase, int], DialectName] = {
+        (Phase.SETTINGS, status): "chat-ui" for status in (400, 415, 422, 500)
+    }
 
     def prepare(self, prompt: str | Messages, *, first: bool) -> tuple[str | None, str]:
         return None, prompt_text(prompt)
@@ -92,7 +98,7 @@ class H2oDialect:
     def new_parser(self, max_line_bytes: int) -> Parser:
         return StreamParser(max_line_bytes=max_line_bytes)
 
-    def stop_body(self, generation_id: str) -> Body:  # pragma: no cover - no stop step in 2023
+    def stop_body(self, generation_id: str, seen_content_length: int = 0) -> Body:  # pragma: no cover - no stop
         return Body()
 
     def describe(self, phase: Phase, model: str, prompt: str, parameters: Parameters) -> str:

@@ -278,12 +278,19 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         acct.record_deleted(cid)
         return finish(request, Response(status_code=200), sid, new, cid)
 
+    async def models(request: Request) -> Response:  # the list the client's default model comes from
+        sid, new = st.session_of(request)
+        listed = [{"id": m, "name": m, "displayName": m, "description": "", "multimodal": False,
+                   "supportsTools": False, "supportsReasoning": False, "unlisted": False} for m in cfg.models]
+        return finish(request, JSONResponse({"json": listed, "meta": {}}), sid, new)
+
     return Starlette(
         middleware=[Middleware(AbsoluteForm)],
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/settings", settings, methods=["POST"]),
             Route("/conversation", create, methods=["POST"]),
+            Route("/api/v2/models", models, methods=["GET"]),
             Route("/api/v2/conversations/{cid}", fetch, methods=["GET"]),
             Route("/conversation/{cid}", send, methods=["POST"]),
             Route("/conversation/{cid}/stop-generating", stop, methods=["POST"]),
