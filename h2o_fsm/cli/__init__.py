@@ -1,4 +1,5 @@
-"""The ``h2o-fsm`` command: chat (one-shot, stdin, interactive), serve, demo, diagram, sweep.
+"""The ``h2o-fsm`` command: chat (one-shot, stdin, interactive), serve, demo, diagram, sweep, models,
+conversations.
 
 Exit codes: 0 success; 1 the conversation failed (one line on stderr: phase, status, what to do);
 2 bad usage or input (one line on stderr); 3 aborted by the user in ``--step`` mode; 130 interrupted (Ctrl-C).
@@ -27,6 +28,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, inp: IO[str], 
 
         return run_chat(args, out, err, inp, standard_io=standard_io)
     from ._commands import run_demo, run_diagram, run_serve, run_sweep
+    from ._listing import run_conversations, run_models
 
     if command == "serve":
         return run_serve(args, out, err)
@@ -34,6 +36,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, inp: IO[str], 
         return run_demo(args, out, err)
     if command == "diagram":
         return run_diagram(args, out)
+    if command in ("models", "conversations"):
+        return run_models(args, out) if command == "models" else run_conversations(args, out)
     return run_sweep(args, out, err)
 
 

@@ -14,7 +14,7 @@ from .._config import Timeouts
 from .._conversation import Conversation
 from .._journal import Journal
 from .._phase import Phase
-from .._protocol import Message
+from .._protocol import Message, merge_parameters, validate_messages
 from .._records import TransitionRecord
 from .._table import SPEC, STATES, destination
 from ._errors import Aborted, UsageError, os_error_text
@@ -175,6 +175,9 @@ async def stepped(
 
 async def _one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, stdin: IO[str]) -> int:
     status = setup.status
+    # bad input refused before any request (dialect="auto" detects the server first)
+    validate_messages(messages(setup.args.system, prompt))
+    merge_parameters(setup.parameters)
     async with setup.client() as client:
         conv = client.conversation(parameters=setup.parameters)
         async with conv:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import errno
 import re
 
-from .._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
+from .._exceptions import (
+    H2oDialectError,
+    H2oError,
+    H2oStatusError,
+    H2oTimeoutError,
+    H2oTransportError,
+    H2oUsageLimitError,
+)
 from .._hints import status_hint
 from .._log import redact
 from .._phase import Phase
@@ -67,6 +74,8 @@ def _message(exc: H2oError) -> str:
 
 def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
+    if isinstance(exc, H2oDialectError):  # the engine recognised the other dialect's answer
+        return exc.suggested_dialect or None
     if not isinstance(exc, H2oStatusError):
         return None
     if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
@@ -81,6 +90,8 @@ def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
     other = _other_dialect(exc, dialect)
     if other is not None:
         return f"is this a server of the other dialect? try --dialect {other}"
+    if isinstance(exc, H2oUsageLimitError):
+        return "retrying cannot help: delete old conversations (h2o-fsm conversations --delete-all --yes, or a sweep)"
     if isinstance(exc, H2oTimeoutError):
         return "the server is slow or stalled; raise --timeout or try again later"
     if isinstance(exc, H2oTransportError) and is_refused(exc):

@@ -9,13 +9,13 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from .._phase import Phase
-from .._protocol import DEFAULT_MODEL
 from ._errors import UsageError
+from ._listing import add_listing_parsers
 
 __all__ = ["DIALECTS", "cookies_from", "parser"]
 
-DIALECTS = ("h2o", "chat-ui")
-DEFAULT_DIALECT = "h2o"
+DIALECTS = ("auto", "h2o", "chat-ui")
+DEFAULT_DIALECT = "auto"  # detected once per client (H2oClient.detect_dialect); serve and demo: h2o
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,10 +112,14 @@ def _port(text: str) -> int:
     return value
 
 
-def _dialect_option(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get("H2O_FSM_DIALECT") or DEFAULT_DIALECT
-    p.add_argument("--dialect", choices=DIALECTS, default=env,
-                   help="protocol dialect: the 2023 H2O server or today's chat-ui (env H2O_FSM_DIALECT)")
+def _dialect_option(p: argparse.ArgumentParser, *, server: bool = False) -> None:
+    choices = DIALECTS[1:] if server else DIALECTS  # an emulator speaks one; a client may detect it
+    env = os.environ.get("H2O_FSM_DIALECT") or ("h2o" if server else DEFAULT_DIALECT)
+    if server and env == "auto":
+        env = "h2o"
+    p.add_argument("--dialect", choices=choices, default=env,
+                   help="protocol dialect: the 2023 H2O server or today's chat-ui"
+                   + ("" if server else ", or auto: detected from GET /api/v2/models") + " (env H2O_FSM_DIALECT)")
 
 
 def _cookie_option(p: argparse.ArgumentParser) -> None:
@@ -139,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
         "(/new starts a fresh one, /exit or Ctrl-D ends it, Ctrl-C stops an answer).", **_FMT)
     chat.add_argument("prompt", nargs="?", help="the prompt; '-' reads it from stdin")
     chat.add_argument("--base-url", default=env_url, help="deployment URL (env H2O_FSM_BASE_URL)")
-    chat.add_argument("--model", default=DEFAULT_MODEL, help="model of the conversation")
+    chat.add_argument("--model", help="model of the conversation (default: the dialect's; chat-ui: the server's)")
     chat.add_argument("--system", help="a system message before the (first) prompt")
     chat.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
                       help="generation parameter, repeatable (VALUE parsed as JSON when it is JSON)")
@@ -160,13 +164,13 @@ def parser() -> argparse.ArgumentParser:
                        help="pause between streamed tokens")
     serve.add_argument("--max-tokens", type=_count, default=32, metavar="N", help="longest answer, in tokens")
     serve.add_argument("--no-request-log", action="store_true", help="don't keep the request log (load tests)")
-    _dialect_option(serve)
+    _dialect_option(serve, server=True)
 
     demo = sub.add_parser("demo", help="start the emulator and run one real conversation against it", **_FMT)
     demo.add_argument("--prompt", default="Hello, how are you?", help="what to ask")
     demo.add_argument("--token-delay", type=_non_negative, default=0.01, metavar="SECONDS",
                       help="pause between streamed tokens")
-    _dialect_option(demo)
+    _dialect_option(demo, server=True)
 
     diagram = sub.add_parser("diagram", help="print the state machine", **_FMT)
     diagram.add_argument("--format", choices=("mermaid", "dot"), default="mermaid", help="output format")
@@ -180,4 +184,5 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--debug", action="store_true", help="show tracebacks")
     _dialect_option(sweep)
     _cookie_option(sweep)
+    add_listing_parsers(sub, env_url, (_dialect_option, _cookie_option), _FMT)
     return p
