@@ -24,7 +24,12 @@ __all__ = ["attach", "detach"]
 
 def attach(conv: Conversation, conversation_id: str) -> None:
     """Make ``conv`` (new, never used) the conversation ``conversation_id`` of the server."""
-    cid = validate_conversation_id(conversation_id)
+    if not isinstance(conversation_id, str):
+        raise TypeError(f"conversation_id must be a str, not {type(conversation_id).__name__}")
+    try:
+        cid = validate_conversation_id(conversation_id)
+    except ValueError:
+        raise ValueError("conversation_id must be 1-64 characters of A-Z a-z 0-9 _ -") from None
     if conv.state is not Phase.NEW or conv.cid is not None or conv.busy:
         raise H2oStateError("only a new conversation can be attached", phase=conv.state, conversation_id=conv.cid)
     conv.cid = cid

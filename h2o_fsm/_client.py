@@ -26,7 +26,6 @@ from ._protocol import (
     Messages,
     merge_parameters,
     normalize_base_url,
-    validate_conversation_id,
     validate_model,
 )
 from ._requester import Requester
@@ -285,14 +284,13 @@ class H2oClient(CatalogMethods):
         self._check_parameters(params)
         if model is not None:
             validate_model(model)
-        cid = None if conversation_id is None else validate_conversation_id(conversation_id)
         merged = dict(parameters or {})
         merged.update(params)
         session = self._session if self._share_session and not new_session else Session(self._cookies)
         chosen = model or self.model or self._rt.dialect.default_model or ""  # "": the server's, looked up
         conv = Conversation(self._rt, model=chosen, parameters=merge_parameters(merged), session=session)
-        if cid is not None:
-            conv.attach(cid)
+        if conversation_id is not None:
+            conv.attach(conversation_id)
         return conv
 
     async def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
