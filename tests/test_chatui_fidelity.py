@@ -352,3 +352,16 @@ async def test_list_conversations_reads_pages_bounded_and_delete_all() -> None:
                 await client.list_conversations(max_pages=0)
             assert await client.delete_all_conversations() == 7
         assert delete_all.calls.last.request.headers["accept"] == "application/json"
+
+
+async def test_auto_detects_once_for_many_concurrent_first_asks() -> None:
+    with respx.mock(base_url=BASE) as router:
+        models = router.get("/api/v2/models").mock(return_value=httpx.Response(200, json=MODELS))
+        create = router.post("/conversation").mock(side_effect=lambda r: created())
+        router.post(f"/conversation/{CID}").mock(side_effect=lambda r: answer("Hi"))
+        router.delete(f"/conversation/{CID}").mock(return_value=httpx.Response(200))
+        client = H2oClient(BASE, dialect="auto", transport="httpx")
+        assert await asyncio.gather(*(client.ask("hello") for _ in range(8))) == ["Hi"] * 8
+        await client.aclose()
+        assert models.call_count == 1  # the detection's list also names the default model
+        assert {json.loads(c.request.content)["model"] for c in create.calls} == {"meta/default"}
