@@ -56,9 +56,17 @@ class Catalog:
     async def _get(self, phase: Phase, request: tuple[str, str], session: Session,
                    ok: tuple[int, ...] = (200,)) -> bytes:
         rq = self._rq
-        async with rq.step(phase, None, None):
-            response = await rq.call(phase, session=session, request=request, ok=ok)
-            return await rq.read_body(response, phase, None)
+        try:
+            async with rq.step(phase, None, None):
+                response = await rq.call(phase, session=session, request=request, ok=ok)
+                return await rq.read_body(response, phase, None)
+        except H2oDialectError:
+            raise
+        except H2oStatusError as exc:
+            if exc.status != 404:
+                raise
+            raise H2oStatusError(f"HTTP 404: this server has no {request[1].partition('?')[0]} (chat-ui's; the 2023 "
+                                 "protocol has none)", phase=phase, status=404, body=exc.body) from exc
 
     def _parsed(self, phase: Phase, parse: Callable[[bytes], Any], raw: bytes) -> Any:
         try:

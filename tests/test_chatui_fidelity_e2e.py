@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import structlog
 from chatui_real_like import MODELS, USAGE_LIMIT, RealLikeServer
 from support import FAST_RETRIES, FAST_TIMEOUTS
 
@@ -129,6 +130,7 @@ async def test_attach_continues_a_conversation_and_detach_leaves_it(real: RealLi
 
 
 def test_cli_models_and_conversations(real: RealLikeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    structlog.reset_defaults()  # capture_logs() in earlier tests leaves structlog "configured": logs on stdout
     async def leave_two() -> None:
         async with client_of(real, "httpx", cookies=COOKIES) as client:
             for _ in range(2):
