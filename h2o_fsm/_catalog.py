@@ -191,7 +191,7 @@ class CatalogMethods:
         known = self._rt.dialect.parameters
         unknown = sorted(name for name in params if name not in known)
         if unknown:
-            takes = ", ".join(sorted(known - {"stream"})) if known else "none (its server's model configuration rules)"
+            takes = ", ".join(sorted(known - {"stream"})) or "none"
             raise TypeError(f"unknown keyword argument{'s' if len(unknown) > 1 else ''} "
                             f"{', '.join(map(repr, unknown))}; the {self._rt.dialect.name} dialect's generation "
                             f"parameters: {takes} (a mapping given as parameters= may name others)")

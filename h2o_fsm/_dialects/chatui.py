@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from .._phase import Phase
-from .._protocol import Messages, Parameters, format_prompt, prompt_text, validate_messages
+from .._protocol import KNOWN_PARAMETERS, Messages, Parameters, format_prompt, prompt_text, validate_messages
 from . import Body, DialectName
 from .chatui_stream import JsonLinesParser
 from .chatui_wire import create_body, parse_conversation, parse_create_answer, send_data, split_system, stop_body
@@ -26,7 +26,9 @@ class ChatUiDialect:
     settings_by_default = False
     welcome_gate: int | None = None
     default_model: str | None = None  # the server's first listed (GET /api/v2/models)
-    parameters: frozenset[str] = frozenset()  # the server takes none: its model's configuration rules
+    # the 2023 names are accepted (one code path for both dialects, dialect="auto") but not sent: the
+    # server takes none, its model's configuration rules; any other name is a typo (a TypeError)
+    parameters: frozenset[str] = KNOWN_PARAMETERS
     # a 2023 server: its welcome gate (405) refuses the create; it has no /api/v2 routes (404)
     other_answers: Mapping[tuple[Phase, int], DialectName] = {(Phase.CREATE, 405): "h2o", (Phase.FETCH, 404): "h2o"}
 
