@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from ._dialects import DialectName, get_dialect
+from ._dialects import detected, get_dialect
 from ._dialects.chatui_catalog import (
     DELETE_ALL,
     MODELS,
@@ -27,8 +27,8 @@ from ._dialects.chatui_catalog import (
 )
 from ._exceptions import H2oDialectError, H2oProtocolError, H2oStateError, H2oStatusError
 from ._phase import Phase
-from ._protocol import DELETE_OK
 from ._session import Session
+from ._table import DELETE_OK
 
 if TYPE_CHECKING:
     from ._dialects import Dialect
@@ -40,7 +40,6 @@ __all__ = ["DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummar
 
 DEFAULT_MAX_PAGES: Final = 50
 """Pages of the conversation list :meth:`Catalog.conversations` reads at most (chat-ui: 50 a page)."""
-_NOT_CHAT_UI: Final = frozenset({404, 405})
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
@@ -119,24 +118,30 @@ class Catalog:
             self._log.info("conversations_deleted_all", count=count)
         return count
 
-    async def detect(self, session: Session) -> DialectName:
-        """Which dialect the server speaks, from one ``GET /api/v2/models`` (no conversation created):
-        a model list → ``chat-ui`` (the list is kept: it names the default model); 404/405, or a 200 that
-        is not a model list → ``h2o`` (the 2023 server has no ``/api/v2``); any other failure is raised."""
+    async def detect(self, session: Session) -> str:
+        """Which dialect the server speaks, from one ``GET /api/v2/models`` (no conversation created): the
+        registered dialect whose ``probe`` holds the answer's status (a model list, kept: it names the
+        default model → ``chat-ui``; 404/405 → ``h2o``, the 2023 server has no ``/api/v2``); a 200 that
+        is not a model list, or any other failure, is raised."""
         try:
             await self.models(session)
         except H2oDialectError:  # pragma: no cover - the requester has no dialect while detecting
             raise
         except H2oStatusError as exc:
-            if exc.status not in _NOT_CHAT_UI:
+            name = None if exc.status is None else detected(exc.status)
+            if name is None:
                 raise
-            return self._detected("h2o", f"GET /api/v2/models answered {exc.status}")
+            return self._detected(name, f"GET /api/v2/models answered {exc.status}")
         except H2oProtocolError as exc:
             raise H2oProtocolError(f"cannot tell the server's dialect: {exc.message}; choose one (dialect=...)",
                                    phase=Phase.FETCH, status=200) from exc
-        return self._detected("chat-ui", "GET /api/v2/models answered a model list")
+        name = detected(200)
+        if name is None:  # pragma: no cover - chat-ui's probe is 200
+            raise H2oProtocolError("cannot tell the server's dialect from its model list; choose one (dialect=...)",
+                                   phase=Phase.FETCH, status=200)
+        return self._detected(name, "GET /api/v2/models answered a model list")
 
-    def _detected(self, dialect: DialectName, reason: str) -> DialectName:
+    def _detected(self, dialect: str, reason: str) -> str:
         with contextlib.suppress(Exception):  # a failing log sink never stops the client
             self._log.info("dialect_detected", dialect=dialect, reason=reason)
         return dialect
@@ -153,7 +158,7 @@ class CatalogMethods:
     _detected: asyncio.Lock | None  # None: the dialect is known
     _cookies: dict[str, str]
     _session: Session
-    dialect: DialectName | str
+    dialect: str
 
     def _use_dialect(self, dialect: Dialect, *, detected: bool = True) -> Runtime:
         """The runtime of ``dialect`` (with ``"auto"``: built again once detected, before any conversation)."""
@@ -165,7 +170,7 @@ class CatalogMethods:
         self._rt = rt
         return rt
 
-    async def detect_dialect(self) -> DialectName:
+    async def detect_dialect(self) -> str:
         """The dialect this client speaks; with ``dialect="auto"`` detected now (once; logged as
         ``dialect_detected``): ``GET /api/v2/models`` answering a model list means chat-ui, 404/405 the
         2023 protocol. No conversation is created."""

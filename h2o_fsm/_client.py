@@ -17,7 +17,8 @@ import httpx
 from ._catalog import Catalog, CatalogMethods
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
-from ._dialects import DialectName, get_dialect
+from ._dialects import AUTO, DEFAULT_DIALECT, get_dialect
+from ._dialects import chosen as named_dialect
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
@@ -84,8 +85,9 @@ class H2oClient(CatalogMethods):
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
             ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
-        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024) or
-            ``"auto"`` (detected once, by ``async with`` or :meth:`detect_dialect`; see the README).
+        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), the name
+            of a dialect registered with ``h2o_fsm._dialects.register``, or ``"auto"`` (detected once, by
+            ``async with`` or :meth:`detect_dialect`; see the README).
         model: default model of new conversations (default: the dialect's — chat-ui: the server's
             default model, its first listed, looked up once per client).
         cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
@@ -113,7 +115,7 @@ class H2oClient(CatalogMethods):
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectChoice = "h2o",
+        dialect: DialectChoice | str = "h2o",
         model: str | None = None,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,
@@ -135,8 +137,9 @@ class H2oClient(CatalogMethods):
         self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
         if urlsplit(self.base_url).username is not None:
             raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
-        auto = dialect == "auto"
-        chosen_dialect = get_dialect("h2o" if auto else dialect)  # with "auto": replaced once detected
+        named = named_dialect(dialect)
+        auto = named is None
+        chosen_dialect = named or get_dialect(DEFAULT_DIALECT)  # with "auto": replaced once detected
         custom = transport not in (None, "auto")
         if http_client is not None and (custom or proxy is not None):
             raise ValueError("give either http_client or transport/proxy, not both")
@@ -157,7 +160,7 @@ class H2oClient(CatalogMethods):
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = None if model is None else validate_model(model)
-        self.dialect: DialectName | Literal["auto"] = "auto" if auto else chosen_dialect.name
+        self.dialect: str = AUTO if auto else chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
@@ -191,7 +194,6 @@ class H2oClient(CatalogMethods):
             requester=requester,
             timeouts=self.timeouts,
             limits=self.limits,
-            retries=self.retries,
             logger=logger if logger is not None else default_logger(),
             log_content=self.log_content,
             journal=journal,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._dialects import wrong_dialect_advice
+from ._dialects import suggested, wrong_dialect_advice
 from ._dialects.chatui_catalog import is_usage_limit
 from ._exceptions import H2oDialectError, H2oStatusError, H2oUsageLimitError
 
@@ -39,7 +39,7 @@ def status_error(
 
     if is_usage_limit(status, body):
         return make(H2oUsageLimitError, f"{message} — {USAGE_LIMIT_ADVICE}")
-    other = None if dialect is None else dialect.other_answers.get((phase, status))
+    other = None if dialect is None else suggested(phase, status, dialect.name)  # another dialect's sign
     if other is not None:
         err = make(H2oDialectError, f"{message} — {wrong_dialect_advice(other)}")
         assert isinstance(err, H2oDialectError)

@@ -65,8 +65,6 @@ class Retries:
 
 def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
-    if phase is Phase.STREAM:
-        return False
     if isinstance(exc, (H2oUsageLimitError, H2oDialectError)):  # no retry can help: deleting, or the other dialect
         return False
     if isinstance(exc, H2oStatusError):

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import IO, TextIO
 
+from .._dialects import AUTO
 from .._exceptions import H2oError
 from .._log import redact
 from ._errors import EXIT_ABORTED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Aborted, UsageError, error_line
@@ -55,8 +56,8 @@ def main(
     base_url = ""
     try:
         args = parser().parse_args(argv)
-        if getattr(args, "dialect", DIALECTS[0]) not in DIALECTS:  # from H2O_FSM_DIALECT, not checked by argparse
-            raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join(DIALECTS)}")
+        if getattr(args, "dialect", AUTO) not in (AUTO, *DIALECTS):  # from H2O_FSM_DIALECT, not checked by argparse
+            raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join((AUTO, *DIALECTS))}")
         debug = bool(getattr(args, "debug", False))
         base_url = getattr(args, "base_url", None) or ""
         return _dispatch(args, out, err, inp, standard_io=standard_io)

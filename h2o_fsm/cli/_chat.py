@@ -185,7 +185,8 @@ async def _one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, std
                 await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
             else:
                 first = True
-                status.show(destination(STATES[0].phase, STATES[0].next or "") or STATES[0].phase)  # the first step
+                first_step = destination(STATES[0].phase, STATES[0].next or "", lambda _: False)  # not created yet
+                status.show(first_step or STATES[0].phase)
                 try:
                     async for chunk in conv.stream(messages(setup.args.system, prompt)):
                         if first:  # from here the answer owns the line: no more status

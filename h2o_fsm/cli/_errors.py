@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 
+from .._dialects import suggested
 from .._exceptions import (
     H2oDialectError,
     H2oError,
@@ -78,11 +79,7 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
         return exc.suggested_dialect or None
     if not isinstance(exc, H2oStatusError):
         return None
-    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
-        return "chat-ui"  # today's chat-ui takes JSON settings, not the 2023 form
-    if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
-        return "h2o"  # the 2023 welcome-modal gate
-    return None
+    return suggested(exc.phase, exc.status, dialect)  # each dialect's signs (2023: the welcome gate's 405)
 
 
 def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:

@@ -8,14 +8,14 @@ import os
 from typing import Any, NoReturn
 
 from .. import __version__
+from .._dialects import AUTO, DEFAULT_DIALECT, get_dialect, names
 from .._phase import Phase
 from ._errors import UsageError
 from ._listing import add_listing_parsers
 
 __all__ = ["DIALECTS", "cookies_from", "parser"]
 
-DIALECTS = ("auto", "h2o", "chat-ui")
-DEFAULT_DIALECT = "auto"  # detected once per client (H2oClient.detect_dialect); serve and demo: h2o
+DIALECTS = names()  # the registry's: the CLI speaks every dialect registered when it starts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,13 +113,14 @@ def _port(text: str) -> int:
 
 
 def _dialect_option(p: argparse.ArgumentParser, *, server: bool = False) -> None:
-    choices = DIALECTS[1:] if server else DIALECTS  # an emulator speaks one; a client may detect it
-    env = os.environ.get("H2O_FSM_DIALECT") or ("h2o" if server else DEFAULT_DIALECT)
-    if server and env == "auto":
-        env = "h2o"
+    choices = DIALECTS if server else (AUTO, *DIALECTS)  # an emulator speaks one; a client may detect it
+    env = os.environ.get("H2O_FSM_DIALECT") or (DEFAULT_DIALECT if server else AUTO)
+    if server and env == AUTO:  # detected once per client (H2oClient.detect_dialect); serve and demo: one
+        env = DEFAULT_DIALECT
+    spoken = " or ".join(get_dialect(name).summary for name in DIALECTS)
+    detect = "" if server else ", or auto: detected from GET /api/v2/models"
     p.add_argument("--dialect", choices=choices, default=env,
-                   help="protocol dialect: the 2023 H2O server or today's chat-ui"
-                   + ("" if server else ", or auto: detected from GET /api/v2/models") + " (env H2O_FSM_DIALECT)")
+                   help=f"protocol dialect: {spoken}{detect} (env H2O_FSM_DIALECT)")
 
 
 def _cookie_option(p: argparse.ArgumentParser) -> None:
