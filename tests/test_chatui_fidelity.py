@@ -16,6 +16,7 @@ import structlog
 from h2o_fsm import (
     H2oClient,
     H2oDialectError,
+    H2oError,
     H2oStateError,
     H2oStatusError,
     H2oUsageLimitError,
@@ -23,6 +24,8 @@ from h2o_fsm import (
     Phase,
     Retries,
 )
+from h2o_fsm._dialects import Body, get_dialect
+from h2o_fsm._dialects.chatui import CHAT_UI
 from h2o_fsm._dialects.chatui_catalog import (
     conversations_page,
     is_usage_limit,
@@ -36,6 +39,7 @@ from h2o_fsm._dialects.chatui_wire import WireError
 BASE = "http://chat.test:8080"
 CID = "66a1b2c3d4e5f60718293a4b"
 ROOT = str(uuid.uuid4())
+LAST = str(uuid.uuid4())  # an assistant message of a conversation tree
 RETRY = Retries(attempts=3, backoff=0.0, max_wait=0.0)
 MODELS = {"json": [{"id": "meta/default", "name": "meta/default", "displayName": "Default", "description": "d",
                     "multimodal": True, "supportsTools": True, "supportsReasoning": False},
@@ -222,6 +226,30 @@ async def test_stop_generating_carries_the_characters_delivered() -> None:
                 break
         sent = json.loads(stop.calls.last.request.content)
         assert sent["seenContentLength"] == 3 and isinstance(sent["generationId"], str)
+
+
+async def test_a_stop_before_the_second_turn_s_stream_says_nothing_was_delivered() -> None:
+    """The stop point is the running turn's: a send that timed out after the first turn's answer was
+    read stops at 0, not at the first answer's length (the state's parser is cleared by the send)."""
+    with respx.mock(base_url=BASE) as router:
+        router.post("/conversation").mock(return_value=created())
+        router.get(f"/api/v2/conversations/{CID}").mock(return_value=httpx.Response(200, json=conversation_tree(LAST)))
+        send = router.post(f"/conversation/{CID}")
+        send.side_effect = [answer("Hello"), httpx.ReadTimeout("slow")]
+        stop = router.post(f"/conversation/{CID}/stop-generating").mock(return_value=httpx.Response(200))
+        router.delete(f"/conversation/{CID}").mock(return_value=httpx.Response(200))
+        async with chat_ui(model="m") as client, client.conversation() as conv:
+            assert await conv.ask("one") == "Hello"
+            with pytest.raises(H2oError):
+                await conv.ask("two")
+        assert json.loads(stop.calls.last.request.content)["seenContentLength"] == 0
+
+
+def test_a_stop_body_from_a_generation_id_alone() -> None:
+    """What a sweep can send with no conversation state: the generation, stop point 0."""
+    assert CHAT_UI.stop_body_of("g-1").json == {"generationId": "g-1", "seenContentLength": 0}
+    assert CHAT_UI.stop_body(CHAT_UI.new_state(None)).json == {"generationId": "", "seenContentLength": 0}
+    assert get_dialect("h2o").stop_body_of("g-1") == Body()  # no stop step in 2023
 
 
 # ---------------------------------------------------------------- 5. the usage limit
