@@ -94,7 +94,8 @@ class Conversation(Stepping):
     def turn(self, prompt: str | Messages) -> _TurnScope:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
-        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        # first: nothing exists on the server yet (an attached conversation exists: no create, no preprompt)
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
         self._check_can_send()
         return _TurnScope(self, preprompt, text)
 

@@ -332,6 +332,33 @@ async def test_attach_continues_from_the_last_message_and_deletes_at_the_end() -
         assert not any(c.request.url.path == "/conversation" for c in router.calls)  # nothing created
 
 
+async def test_an_attached_conversation_keeps_its_system_message_and_says_nothing_is_created() -> None:
+    """An attached conversation exists: its first turn is not a create's, so a system message travels
+    as text (it is never dropped as a preprompt), and the stepper says its start sends nothing."""
+    with respx.mock(base_url=BASE) as router:
+        router.get(f"/api/v2/conversations/{CID}").mock(return_value=httpx.Response(200, json=conversation_tree(LAST)))
+        send = router.post(f"/conversation/{CID}").mock(return_value=answer("ok"))
+        router.delete(f"/conversation/{CID}").mock(return_value=httpx.Response(200))
+        async with chat_ui(model="m", log_content=True) as client, client.conversation(conversation_id=CID) as conv:
+            conv.queue([{"role": "system", "content": "Be brief"}, {"role": "user", "content": "more"}])
+            said = conv.describe_next()
+            assert (await conv.step()).state is Phase.READY
+            assert said.startswith("nothing to send") and "POST" not in said
+            assert conv.describe_next().startswith("GET ")
+            while (await conv.step()).text is None:  # the queued turn, step by step
+                pass
+            assert await conv.ask([{"role": "system", "content": "Be terse"}, {"role": "user", "content": "x"}])
+        first, second = (json.loads(_data_part(c.request)) for c in send.calls)
+        assert "Be brief" in first["inputs"] and "more" in first["inputs"]
+        assert "Be terse" in second["inputs"]
+        assert not any(c.request.url.path == "/conversation" for c in router.calls)
+
+
+def _data_part(request: httpx.Request) -> str:
+    body = request.content.decode()
+    return body[body.index("{"): body.rindex("}") + 1]
+
+
 async def test_detach_leaves_it_on_the_server_and_returns_its_id() -> None:
     with respx.mock(base_url=BASE, assert_all_called=False) as router, structlog.testing.capture_logs() as logs:
         router.post("/conversation").mock(return_value=created())
