@@ -69,8 +69,8 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
     if not isinstance(exc, H2oStatusError):
         return None
-    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
-        return "chat-ui"  # today's chat-ui takes JSON settings, not the 2023 form
+    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422, 500):
+        return "chat-ui"  # chat-ui calls request.json() on settings: a form is its 500
     if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
         return "h2o"  # the 2023 welcome-modal gate
     return None

@@ -25,7 +25,7 @@ FaultPhase = str
 # or reads the answer's stream. Everything below derives from it.
 PHASES: tuple[FaultPhase, ...] = tuple(s.phase.value for s in STATES if s.request is not None or s.reads)
 
-FaultKind = Literal["status", "html", "stall", "drop", "malformed", "error_event", "create_then_error"]
+FaultKind = Literal["status", "html", "stall", "drop", "cut", "malformed", "error_event", "create_then_error"]
 KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 # Which kinds make sense where ("stream" faults fire after `at_token` tokens). A phase not listed is a
@@ -33,7 +33,8 @@ KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 _REQUEST_KINDS: frozenset[FaultKind] = frozenset({"status", "html", "stall"})
 _SPECIAL_KINDS: Mapping[FaultPhase, frozenset[FaultKind]] = {
     "create": _REQUEST_KINDS | {"create_then_error"},
-    "stream": frozenset({"stall", "drop", "malformed", "error_event"}),
+    "stream": frozenset({"stall", "drop", "cut", "malformed", "error_event"}),
+    "reattach": _REQUEST_KINDS | {"cut"},
     "stop": frozenset({"status", "stall"}),
     "delete": frozenset({"status", "stall"}),
 }
@@ -57,7 +58,10 @@ class Fault:
     * ``status``: answer ``status`` (with ``Retry-After: retry_after`` if given) instead of working.
     * ``html``: answer 200 with an HTML page (a proxy's error page).
     * ``stall``: wait ``seconds`` before answering (in ``stream``: before token ``at_token``).
-    * ``drop``: close the connection mid-stream after ``at_token`` tokens.
+    * ``drop``: close the connection mid-stream after ``at_token`` tokens (chat-ui: the run ends too).
+    * ``cut``: close the answer's connection after ``at_token`` tokens (mid-line) while the run goes on
+      (chat-ui; the 2023 server has no runs: there it is a ``drop``); in ``reattach``: close the
+      reattach stream without ``end`` after ``at_token`` events.
     * ``malformed``: send a line that is not JSON after ``at_token`` tokens.
     * ``error_event``: send an error event after ``at_token`` tokens, then end (h2o: TGI's
       ``{"error", "error_type"}``; chat-ui: ``{"type":"status","status":"error","statusCode": status}``).
