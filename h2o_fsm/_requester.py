@@ -66,7 +66,8 @@ class Requester:
         self.step_seconds = {s.phase: float(getattr(timeouts, s.timeout)) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
-                seconds, connect=min(timeouts.connect, seconds), read=timeouts.token if phase is Phase.SEND else seconds
+                seconds, connect=min(timeouts.connect, seconds),
+                read=timeouts.token if phase in (Phase.SEND, Phase.REATTACH) else seconds,  # a stream's gap
             )
             for phase, seconds in self.step_seconds.items()
         }
@@ -106,21 +107,27 @@ class Requester:
         cid: str | None = None,
         budget: float | None = None,
         each: bool = False,
+        query: str = "",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
         table's policy; return the streamed response (the caller reads and closes it). A status outside
         ``ok`` raises ``H2oStatusError``.
 
         ``budget``: retry until these seconds are spent instead of counting attempts; ``each``: bound
-        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget)."""
+        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget).
+        ``query`` (``"?..."``) and ``headers`` are added to the table's request (chat-ui's reattach)."""
 
         method, path = request_of(phase, cid)
+        path += query
 
         async def once() -> httpx.Response:
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
 
         try:
             return await once()
@@ -137,8 +144,9 @@ class Requester:
         body: Body,
         ok: Collection[int],
         cid: str | None,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
-        headers = dict(self.headers)
+        headers = dict(self.headers) if extra is None else {**self.headers, **extra}
         cookie = session.cookie_header
         if cookie is not None:
             headers["Cookie"] = cookie

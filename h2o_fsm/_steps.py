@@ -19,12 +19,13 @@ from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusE
 from ._model import ConversationModel
 from ._phase import Phase
 from ._protocol import DELETE_OK
+from ._reattach import reattach
 from ._transport import not_sent
 
 if TYPE_CHECKING:
     from transitions.core import EventData
 
-__all__ = ["create", "delete", "fetch", "leave_stream", "send", "settings", "stop", "stream"]
+__all__ = ["create", "delete", "fetch", "leave_stream", "reattach", "send", "settings", "stop", "stream"]
 
 
 def _model(event: EventData) -> ConversationModel:

@@ -21,7 +21,7 @@ __all__ = ["CHAT_UI", "ChatUiDialect"]
 
 class ChatUiDialect:
     name: DialectName = "chat-ui"
-    optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP})
+    optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP, Phase.REATTACH})
     settings_by_default = False
     welcome_gate: int | None = None
 

@@ -118,7 +118,7 @@ def api_routes(st: State, enter: Enter, conversation: Lookup) -> list[Route]:
         if conv is None:
             return finish(request, error_page(request, 404, "Conversation not found"), sid, new, cid)
         gid = request.query_params.get("generationId")
-        run = conv.runs.get(gid) if gid else conv.generation
+        run = (conv.runs.get(gid) if gid else conv.generation) if cfg.reattach_runs else None
         acct.record_reattach(found=run is not None)
         body = sse_events(run, _last_event(request), cfg, cut)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

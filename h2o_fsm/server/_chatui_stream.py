@@ -125,7 +125,11 @@ class Generation:
             if self._cut_at is not None and i >= self._cut_at:
                 if i < len(self.lines):  # half of the next line, then the connection is gone
                     yield self.lines[i][: max(1, len(self.lines[i]) // 2)]
-                raise Dropped("injected fault: connection cut mid-stream")
+                    raise Dropped("injected fault: connection cut mid-stream")
+                if self.status is not None:
+                    raise Dropped("injected fault: connection dropped mid-stream")
+                await changed.wait()
+                continue
             if i < len(self.lines):
                 i += 1
                 yield self.lines[i - 1]

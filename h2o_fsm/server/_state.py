@@ -69,7 +69,8 @@ class ServerConfig:
       to continue." (``None``: no limit); ``page_size`` of ``GET /api/v2/conversations?p=N``.
     * chat-ui: ``reattach`` — serve ``GET /conversation/{id}/stream`` (servers since 2026; off: 404);
       ``reattach_cap`` seconds before that stream closes without ``end`` (chat-ui: 5 minutes);
-      ``heartbeat`` seconds between ``: heartbeat`` comments while it waits.
+      ``heartbeat`` seconds between ``: heartbeat`` comments while it waits; ``reattach_runs`` off
+      plays a server that lost its runs (restarted): every reattach ends ``gone``.
     """
 
     models: tuple[str, ...] = (DEFAULT_MODEL, "h2oai/h2ogpt-gm-oasst1-en-2048-open-llama-13b")
@@ -93,6 +94,7 @@ class ServerConfig:
     reattach: bool = True
     reattach_cap: float = 300.0
     heartbeat: float = 5.0
+    reattach_runs: bool = True
 
     def __post_init__(self) -> None:
         if self.title not in ("before", "after", "none"):
