@@ -268,3 +268,29 @@ def test_the_reattach_stream_closes_without_end_and_resumes_from_last_event_id()
         assert frames[-1][2] == {"status": "completed"}
         assert server.accounting.reattaches >= 3
         c.http.delete(f"/conversation/{cid}")
+
+
+@pytest.mark.parametrize("own_client", [False, True])
+async def test_the_engine_keeps_the_secure_session_cookie_over_http(own_client: bool, transport: str) -> None:
+    from h2o_fsm import H2oClient
+
+    with LocalServer(ServerConfig(max_tokens=4), dialect="chat-ui") as server:
+        async with httpx.AsyncClient() as http:
+            kw: dict[str, object] = {"http_client": http} if own_client else {"transport": transport}
+            async with H2oClient(server.url, dialect="chat-ui", **kw) as client:  # type: ignore[arg-type]
+                async with client.conversation() as conv:
+                    assert await conv.ask("one") and await conv.ask("two")  # one session: no 404
+        assert len({r.session for r in server.accounting.requests_for()}) == 1
+        assert server.accounting.live == 0 and server.accounting.deleted == 1
+
+
+def test_a_reset_forgets_runs_that_end_after_it(slow: LocalServer) -> None:
+    with Client(slow) as c:
+        cid, root = c.create()
+        with send_stream(c, cid, root, str(uuid.uuid4())) as r:
+            lines = r.iter_lines()
+            next(lines)
+            slow.reset()  # stops the run; its end comes after the accounting was reset
+            assert any('"interrupted":true' in line for line in lines)
+    time.sleep(0.1)
+    assert (slow.accounting.runs_started, slow.accounting.runs_running, slow.accounting.runs_interrupted) == (0, 0, 0)

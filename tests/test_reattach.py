@@ -145,3 +145,17 @@ async def test_a_failing_reattach_gives_the_cut_s_error(transport: str) -> None:
         assert len(failed) == 1 and failed[0].error is not None and "503" in failed[0].error  # type: ignore[attr-defined]
         assert server.accounting.reattaches == 0 and len(server.accounting.requests_for("GET", "/conversation/")) == 3
         assert_clean(server)
+
+
+async def test_the_stepper_reads_through_a_reattach(chatui: LocalServer) -> None:
+    chatui.reset([Fault("stream", "cut", at_token=5)])
+    async with client_for(chatui, "httpx") as client, client.conversation() as conv:
+        conv.queue("hi")
+        texts = []
+        while conv.state is not Phase.READY:
+            result = await conv.step()
+            texts.append(result.text)
+        assert texts[-1] == EXPECTED  # the stream step read the answer, across the reattach
+        steps = [(r.source, r.dest) for r in conv.history]
+        assert (Phase.STREAM, Phase.REATTACH) in steps and (Phase.REATTACH, Phase.READY) in steps
+    assert_clean(chatui)

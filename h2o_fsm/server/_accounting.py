@@ -60,6 +60,7 @@ class Accounting:
 
     def __init__(self, request_log_size: int = 100_000, message_log_size: int = 10_000) -> None:
         self._lock = threading.Lock()
+        self.epoch = 0
         self._request_log_size = request_log_size
         self._message_log_size = message_log_size
         self._reset()
@@ -92,6 +93,7 @@ class Accounting:
         """Forget everything (counters, ids, messages, the request log)."""
         with self._lock:
             self._reset()
+            self.epoch += 1  # a run started before the reset ends uncounted
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -240,9 +242,12 @@ class Accounting:
             if turn.branched:
                 self.branched += 1
 
-    def record_run(self, *, started: bool, status: str | None = None) -> None:
-        """A run started, or ended with ``status`` (completed, interrupted, error)."""
+    def record_run(self, *, started: bool, status: str | None = None, epoch: int | None = None) -> None:
+        """A run started, or ended with ``status`` (completed, interrupted, error); an end whose start
+        was counted before the last :meth:`reset` (``epoch``) is not counted."""
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
             if started:
                 self.runs_started += 1
             elif status == "completed":

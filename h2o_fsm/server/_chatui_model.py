@@ -4,7 +4,6 @@ superjson views, the multipart reader, the send and stop-point schemas, and Svel
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import html
 import re
@@ -18,7 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ._chatui_stream import Generation, Message
 from ._faults import Fault
-from ._state import HTML_PAGE, Conversation
+from ._state import Conversation, apply_request_fault
 
 __all__ = [
     "ChatUiConversation",
@@ -174,16 +173,4 @@ def error_page(request: Request, status: int, message: str, **extra: object) -> 
 
 async def fault_answer(request: Request, fault: Fault | None) -> Response | None:
     """The answer an injected request fault gives (``None``: carry on, after a stall if any)."""
-    if fault is None:
-        return None
-    if fault.kind == "stall":
-        await asyncio.sleep(fault.seconds)
-        return None
-    if fault.kind == "html":
-        return HTMLResponse(HTML_PAGE, status_code=200)
-    if fault.kind == "status":
-        response = error_page(request, fault.status, f"injected fault: HTTP {fault.status}")
-        if fault.retry_after is not None:
-            response.headers["Retry-After"] = f"{fault.retry_after:g}"
-        return response
-    return None
+    return await apply_request_fault(fault, as_json=True, render=lambda status, text: error_page(request, status, text))

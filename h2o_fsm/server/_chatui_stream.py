@@ -92,6 +92,7 @@ class Generation:
         self._cut_at: int | None = None  # the answer's connection ends after this many lines
         self.status: str | None = None  # "completed" | "interrupted" | "error" once the run ended
         self.task: asyncio.Task[None] | None = None
+        self._epoch = 0
 
     @property
     def running(self) -> bool:
@@ -99,6 +100,7 @@ class Generation:
         return self.status is None and not self._stopped.is_set()
 
     def start(self) -> Generation:
+        self._epoch = self._acct.epoch
         self._acct.record_run(started=True)
         self.task = asyncio.get_running_loop().create_task(self._run())
         return self
@@ -203,7 +205,7 @@ class Generation:
         finally:
             self.flush()
             self.status = status
-            self._acct.record_run(started=False, status=status)
+            self._acct.record_run(started=False, status=status, epoch=self._epoch)
             self._notify()
 
     async def _generate(self) -> str:

@@ -10,7 +10,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -203,8 +203,11 @@ def error(status: int, message: str, *, as_json: bool, key: str = "error") -> Re
     return PlainTextResponse(message, status_code=status)
 
 
-async def apply_request_fault(fault: Fault | None, *, as_json: bool, key: str = "error") -> Response | None:
-    """The answer an injected request fault gives (``None``: carry on, after a stall if any)."""
+async def apply_request_fault(
+    fault: Fault | None, *, as_json: bool, key: str = "error", render: Callable[[int, str], Response] | None = None
+) -> Response | None:
+    """The answer an injected request fault gives (``None``: carry on, after a stall if any); ``render``
+    builds the error answer of a ``status`` fault (default: :func:`error`)."""
     if fault is None:
         return None
     if fault.kind == "stall":
@@ -213,7 +216,8 @@ async def apply_request_fault(fault: Fault | None, *, as_json: bool, key: str = 
     if fault.kind == "html":
         return HTMLResponse(HTML_PAGE, status_code=200)
     if fault.kind == "status":
-        response = error(fault.status, f"injected fault: HTTP {fault.status}", as_json=as_json, key=key)
+        message = f"injected fault: HTTP {fault.status}"
+        response = render(fault.status, message) if render else error(fault.status, message, as_json=as_json, key=key)
         if fault.retry_after is not None:
             response.headers["Retry-After"] = f"{fault.retry_after:g}"
         return response
