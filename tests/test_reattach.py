@@ -6,6 +6,7 @@ today's path (a typed error, stop, delete); the 2023 dialect never reattaches.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -159,3 +160,18 @@ async def test_the_stepper_reads_through_a_reattach(chatui: LocalServer) -> None
         steps = [(r.source, r.dest) for r in conv.history]
         assert (Phase.STREAM, Phase.REATTACH) in steps and (Phase.REATTACH, Phase.READY) in steps
     assert_clean(chatui)
+
+
+async def test_an_abandoned_answer_stops_its_run_which_a_delete_alone_would_not(transport: str) -> None:
+    config = ServerConfig(max_tokens=200, token_delay=0.01, keep_alive=0)
+    with LocalServer(config, dialect="chat-ui") as server:
+        async with client_for(server, transport) as client, client.conversation() as conv:
+            async for _ in conv.stream("hi"):
+                break  # the consumer leaves early: stop-generating, then the DELETE
+        acct = server.accounting
+        deadline = time.monotonic() + 5
+        while acct.runs_running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (acct.runs_running, acct.runs_interrupted, acct.runs_completed) == (0, 1, 0)
+        assert acct.stops == 1 and len(acct.stop_points) == 1
+        assert_clean(server)
