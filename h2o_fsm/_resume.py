@@ -6,7 +6,8 @@ closed before the final answer (not a timeout, a malformed line or a limit), whi
 deadline holds, at most :data:`~h2o_fsm._reattach.MAX_REATTACHES` times per answer. Otherwise — and
 when the server refuses (404), has no run (``event: end`` ``gone``) or the reattach request fails —
 the turn fails with the error of the first cut, as it would have without reattaching: stop, delete.
-Only a timeout of the reattach step (its bound, the turn's deadline) is raised as itself.
+Only a timeout of the reattach step (its bound, the turn's deadline) and the client closing during it
+are raised as themselves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from ._dialects.chatui_resume import ResumeClosed, ResumeEnded
-from ._exceptions import H2oError, H2oTimeoutError, H2oTransportError
+from ._exceptions import H2oError, H2oStateError, H2oTimeoutError, H2oTransportError
 from ._machine import MACHINE
 from ._model import ConversationModel
 from ._phase import Phase
@@ -56,7 +57,7 @@ async def resume(m: ConversationModel, exc: Exception, *, ended: bool = False) -
     m.transitioning = True
     try:
         await MACHINE.events["reattach"].trigger(m)
-    except H2oTimeoutError:  # the step's bound or the turn's deadline: reported as what it is
+    except (H2oTimeoutError, H2oStateError):  # a bound, the deadline, the client closing: reported as such
         raise
     except Exception as err:  # the reattach could not help (its history record says why): the cut's error
         state.refused = err.message if isinstance(err, H2oError) else type(err).__name__

@@ -175,3 +175,20 @@ async def test_an_abandoned_answer_stops_its_run_which_a_delete_alone_would_not(
         assert (acct.runs_running, acct.runs_interrupted, acct.runs_completed) == (0, 1, 0)
         assert acct.stops == 1 and len(acct.stop_points) == 1
         assert_clean(server)
+
+
+async def test_closing_the_client_during_a_reattach(transport: str) -> None:
+    from h2o_fsm import H2oStateError
+
+    faults = [Fault("stream", "cut", at_token=2), Fault("reattach", "stall", seconds=3)]
+    with LocalServer(CONFIG, faults, dialect="chat-ui") as server:
+        client = client_for(server, transport)
+        asking = asyncio.ensure_future(client.ask("hi"))
+        while len(server.faults.fired) < 2:  # the reattach arrived: it stalls
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await client.aclose()
+        with pytest.raises(H2oStateError):
+            await asking
+        assert time.monotonic() - started < 2.5  # not the stall's 3 s
+    assert_clean(server)
