@@ -331,4 +331,4 @@ def test_reset_stops_running_generations() -> None:
 
 def test_phases_are_one_tuple() -> None:
     assert set(phases_of("chat-ui")) == set(PHASES) and set(ALLOWED) == set(PHASES)
-    assert "fetch" not in phases_of("h2o") and "stop" not in phases_of("h2o")
+    assert "fetch" not in phases_of("h2o") and "stop" not in phases_of("h2o") and "reattach" not in phases_of("h2o")
