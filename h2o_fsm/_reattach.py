@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlencode
 
 from ._dialects.chatui_resume import ResumeParser
 from ._exceptions import H2oStatusError
@@ -53,7 +52,7 @@ async def reattach(event: EventData) -> None:
     else:  # replay from the start, skipping what the caller got from the answer's own stream
         m.parser = ResumeParser(skip=m.delivered, max_line_bytes=m.rt.limits.max_line_bytes)
     state.attempts += 1
-    query = "?" + urlencode({"generationId": m.generation_id or "", "fromSeq": "0"})
+    query = m.rt.dialect.reattach_query(m.dstate)
     rq = m.rt.requester
     async with rq.step(Phase.REATTACH, m.deadline, m.cid):
         try:

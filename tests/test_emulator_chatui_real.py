@@ -255,7 +255,6 @@ def test_the_reattach_stream_closes_without_end_and_resumes_from_last_event_id()
             next(r.iter_lines())
         cut = sse(c.http.get(f"/conversation/{cid}/stream", params={"generationId": gid}).text)
         assert [f[1] for f in cut if f[1] != ":"] == ["update", "update"]  # closed without end
-        assert (None, ":", "heartbeat") in cut  # while the run had nothing new
         seen = [int(cut[-1][0] or 0)]
         for _ in range(50):  # reconnect with Last-Event-ID until the end
             frames = sse(c.http.get(f"/conversation/{cid}/stream", params={"generationId": gid},
@@ -294,3 +293,17 @@ def test_a_reset_forgets_runs_that_end_after_it(slow: LocalServer) -> None:
             assert any('"interrupted":true' in line for line in lines)
     time.sleep(0.1)
     assert (slow.accounting.runs_started, slow.accounting.runs_running, slow.accounting.runs_interrupted) == (0, 0, 0)
+
+
+def test_heartbeats_while_the_run_waits_and_the_cap_closes_without_end() -> None:
+    config = ServerConfig(max_tokens=2, token_delay=1.0, keep_alive=0, heartbeat=0.02, reattach_cap=0.4)
+    with LocalServer(config, dialect="chat-ui") as server, Client(server) as c:
+        cid, root = c.create()
+        gid = str(uuid.uuid4())
+        with send_stream(c, cid, root, gid) as r:
+            next(r.iter_lines())
+            frames = sse(c.http.get(f"/conversation/{cid}/stream", params={"generationId": gid}).text)
+        assert (None, ":", "heartbeat") in frames  # the run had nothing new for a second
+        assert "end" not in [f[1] for f in frames]  # the cap closed it: a client reconnects
+        c.http.post(f"/conversation/{cid}/stop-generating")
+        c.http.delete(f"/conversation/{cid}")

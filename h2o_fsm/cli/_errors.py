@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 
+from .._dialects import suggested
 from .._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
 from .._hints import status_hint
 from .._log import redact
@@ -69,11 +70,7 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
     if not isinstance(exc, H2oStatusError):
         return None
-    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422, 500):
-        return "chat-ui"  # chat-ui calls request.json() on settings: a form is its 500
-    if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
-        return "h2o"  # the 2023 welcome-modal gate
-    return None
+    return suggested(exc.phase, exc.status, dialect)  # each dialect's signs (2023: the welcome gate's 405)
 
 
 def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
