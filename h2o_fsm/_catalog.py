@@ -164,7 +164,9 @@ class CatalogMethods:
         """The runtime of ``dialect`` (with ``"auto"``: built again once detected, before any conversation)."""
         rt = self._runtime(dialect=dialect, send_settings=(
             dialect.settings_by_default if self._settings is None else self._settings))
-        rt.default_model = functools.partial(self._catalog.default_model, Session(self._cookies))
+        # the client's own session: the lookup's cookie is the one its conversations then carry (a session of
+        # its own would leave one more session on the server per client)
+        rt.default_model = lambda: self._catalog.default_model(self._session)
         if detected:
             rt.requester.dialect, self.dialect, self._detected = dialect, dialect.name, None
         self._rt = rt
@@ -178,7 +180,7 @@ class CatalogMethods:
         if lock is not None:
             async with lock:
                 if self._detected is not None:
-                    name = await self._catalog.detect(Session(self._cookies))
+                    name = await self._catalog.detect(self._session)
                     self._use_dialect(get_dialect(name))
         return self._rt.dialect.name
 
@@ -204,7 +206,7 @@ class CatalogMethods:
     async def models(self) -> tuple[ModelInfo, ...]:
         """The models the server offers (chat-ui's ``GET /api/v2/models``), its default first."""
         await self._ready()
-        return await self._catalog.models(Session(self._cookies))
+        return await self._catalog.models(self._session)
 
     async def list_conversations(self, *, max_pages: int = DEFAULT_MAX_PAGES) -> list[ConversationSummary]:
         """The conversations of this client's session (chat-ui's paged ``GET /api/v2/conversations``)."""

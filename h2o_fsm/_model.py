@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._dialects import Dialect, DialectState
     from ._events import FinalAnswer
     from ._journal import Journal
+    from ._reattach import Resume
     from ._requester import Requester
     from ._stream import Parser
 
@@ -100,6 +101,8 @@ class ConversationModel:
         self.response: httpx.Response | None = None
         self.parser: Parser | None = None
         self.final: FinalAnswer | None = None
+        self.delivered = 0  # characters of answer text the caller got in this turn
+        self.resume: Resume | None = None  # chat-ui: this answer's reattaching, after a cut
         self.send_status: int | None = None
         self.deadline: float | None = None
         self.records: list[TransitionRecord] = []

@@ -109,6 +109,8 @@ class Requester:
         budget: float | None = None,
         each: bool = False,
         request: tuple[str, str] | None = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
         table's policy; return the streamed response (the caller reads and closes it). A status outside
@@ -117,15 +119,19 @@ class Requester:
         ``budget``: retry until these seconds are spent instead of counting attempts; ``each``: bound
         each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget);
         ``request``: method and path of a request outside the table (chat-ui's model list, say), sent
-        with ``phase``'s timeouts and retry policy."""
+        with ``phase``'s timeouts and retry policy; ``query`` (``"?..."``) and ``headers`` are added to the
+        request (chat-ui's reattach)."""
 
         method, path = request or request_of(phase, cid)
+        path += query
 
         async def once() -> httpx.Response:
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
 
         try:
             return await once()
@@ -142,10 +148,13 @@ class Requester:
         body: Body,
         ok: Collection[int],
         cid: str | None,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = dict(self.headers)
         if phase is not Phase.SEND:  # JSON errors, not an HTML page (chat-ui negotiates on Accept)
             headers["Accept"] = "application/json"
+        if extra is not None:  # the step's own (the reattach stream's Accept and Last-Event-ID)
+            headers.update(extra)
         cookie = session.cookie_header
         if cookie is not None:
             headers["Cookie"] = cookie

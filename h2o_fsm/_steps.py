@@ -19,6 +19,7 @@ from ._dialects import Body
 from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError, H2oTransportError
 from ._model import ConversationModel
 from ._phase import Phase
+from ._reattach import reattach
 from ._table import SPEC, seconds
 from ._transport import not_sent
 
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
     import httpx
     from transitions.core import EventData
 
-__all__ = ["SKIP_GUARDS", "create", "delete", "fetch", "leave_stream", "send", "settings", "skipped", "stop", "stream"]
+__all__ = [
+    "SKIP_GUARDS", "create", "delete", "fetch", "leave_stream", "reattach", "send", "settings", "skipped", "stop",
+    "stream",
+]
 
 _NO_BODY: Final = Body()
 

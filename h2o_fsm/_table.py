@@ -124,6 +124,9 @@ STATES: Final[tuple[StateSpec, ...]] = (
               next="stream", needs_prompt=True, gap="token", ends=P.STOP),
     StateSpec(P.STREAM, "the caller reads the answer's stream", "stream", "leave_stream", next="finish", reads=True,
               ends=P.STOP),
+    StateSpec(P.REATTACH, "the answer's connection dropped: replay the run, skip what was read (chat-ui)",
+              "reattach", "leave_stream", request="GET /conversation/{id}/stream", timeout="send", idempotent=True,
+              next="finish", reads=True, optional=True, gap="token", ends=P.STOP),
     StateSpec(P.READY, "answer complete, another turn may be sent", next="fetch", rests=True, idle="close",
               ends=P.DELETE),
     StateSpec(P.STOP, "stop a generation left running (chat-ui)", "stop",
@@ -145,7 +148,8 @@ _FORWARD: Final[tuple[Edge, ...]] = (
     Edge("fetch", (P.CREATE, P.READY), P.FETCH),
     Edge("send", (P.FETCH,), P.SEND),
     Edge("stream", (P.SEND,), P.STREAM),
-    Edge("finish", (P.STREAM,), P.READY),
+    Edge("reattach", (P.STREAM, P.REATTACH), P.REATTACH),
+    Edge("finish", (P.STREAM, P.REATTACH), P.READY),
 )
 _ENDING: Final[tuple[Edge, ...]] = (
     Edge("stopped", (P.STOP,), P.DELETE),

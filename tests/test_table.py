@@ -63,7 +63,7 @@ def test_timeout_keys_are_typed_and_cover_the_table() -> None:
     fields = {f.name for f in dataclasses.fields(Timeouts)}
     assert set(get_args(TimeoutKey)) <= fields
     assert {s.timeout for s in STATES if s.timeout} | {s.gap for s in STATES if s.gap} <= set(get_args(TimeoutKey))
-    assert [s.phase for s in STATES if s.gap] == [Phase.SEND]  # the stream's token gap: its answer's reads
+    assert [s.phase for s in STATES if s.gap] == [Phase.SEND, Phase.REATTACH]  # the token gap: their answers' reads
 
 
 def test_statuses_and_budgets_are_columns() -> None:

@@ -112,6 +112,10 @@ class Dialect(Protocol):
         """A stop body naming only ``generation_id`` (a sweep's: no state, the stop point unknown)."""
         ...
 
+    def reattach_query(self, state: DialectState) -> str:
+        """The query of the ``reattach`` step's request (``"?…"``): which run to read again."""
+        ...
+
     def renews_session(self, phase: Phase, status: int) -> bool:
         """Whether ``status`` in ``phase`` means the server forgot the session: the engine accepts the
         settings again and repeats the request once (2023: the welcome gate's 405 on create)."""
@@ -159,6 +163,9 @@ class BaseDialect:
 
     def stop_body_of(self, generation_id: str) -> Body:
         return Body()
+
+    def reattach_query(self, state: DialectState) -> str:
+        raise ValueError(f"the {self.name} dialect has no reattach step")
 
     def renews_session(self, phase: Phase, status: int) -> bool:
         return False

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlencode
 
 from .._phase import Phase
 from .._protocol import KNOWN_PARAMETERS, Messages, Parameters, format_prompt, prompt_text, validate_messages
@@ -40,7 +41,7 @@ def _state(state: DialectState) -> ChatUiState:
 class ChatUiDialect(BaseDialect):
     name: str = "chat-ui"
     summary = "today's chat-ui"
-    optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP})
+    optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP, Phase.REATTACH})
     settings_by_default = False
     # a 2023 client's form settings: today's chat-ui takes JSON (its request.json() fails: 500, or its schema)
     signs: Mapping[Phase, frozenset[int]] = {Phase.SETTINGS: frozenset({400, 415, 422, 500})}
@@ -105,6 +106,9 @@ class ChatUiDialect(BaseDialect):
 
     def stop_body_of(self, generation_id: str) -> Body:
         return Body(json=stop_body(generation_id))
+
+    def reattach_query(self, state: DialectState) -> str:  # the run's log, replayed from the start
+        return "?" + urlencode({"generationId": _state(state).generation_id, "fromSeq": "0"})
 
     def describe(self, phase: Phase, model: str, prompt: str, parameters: Parameters) -> str:
         if phase is Phase.SETTINGS:
