@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Literal
@@ -13,30 +14,33 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ._catalog import Catalog, CatalogMethods
 from ._client_journal import JournalClientPart
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
-from ._dialects import DialectName, get_dialect
+from ._dialects import AUTO, DEFAULT_DIALECT, get_dialect
+from ._dialects import chosen as named_dialect
 from ._exceptions import H2oStateError
 from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
 from ._protocol import (
     DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
     Messages,
     merge_parameters,
     normalize_base_url,
     validate_model,
 )
+from ._proxy import check_proxy, proxy_secrets
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
 from ._transport import fast_available, fast_transport, no_cookie_jar
 
-__all__ = ["ClientState", "H2oClient", "TransportChoice", "default_base_url"]
+__all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "default_base_url"]
 
 TransportChoice = Literal["auto", "httpx", "aiohttp"]
+DialectChoice = Literal["auto", "h2o", "chat-ui"]
 
 
 def default_base_url() -> str:
@@ -49,23 +53,7 @@ class ClientState(enum.Enum):
     CLOSED = "closed"
 
 
-def _check_proxy(proxy: object) -> str | None:
-    if proxy is None:
-        return None
-    if not isinstance(proxy, str):
-        raise TypeError(f"proxy must be a URL string or None, not {type(proxy).__name__}")
-    scheme = urlsplit(proxy).scheme
-    if scheme not in ("http", "https", "socks5", "socks5h"):
-        raise ValueError(f"proxy must be an http(s):// or socks5:// URL, not {scheme[:10]!r}")
-    return proxy
-
-
-def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
-    parts = urlsplit(proxy) if proxy else None
-    return tuple(s for s in (parts.username, parts.password) if s) if parts else ()
-
-
-class H2oClient(JournalClientPart):
+class H2oClient(CatalogMethods, JournalClientPart):
     """Runs conversations against one chat-ui deployment over one connection pool.
 
     Use it as an async context manager (it closes the ``httpx.AsyncClient`` it created; a client
@@ -80,9 +68,11 @@ class H2oClient(JournalClientPart):
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
             ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
-        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), or the
-            name of a dialect registered with ``h2o_fsm._dialects.register``.
-        model: default model of new conversations.
+        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), the name
+            of a dialect registered with ``h2o_fsm._dialects.register``, or ``"auto"`` (detected once, by
+            ``async with`` or :meth:`detect_dialect`; see the README).
+        model: default model of new conversations (default: the dialect's — chat-ui: the server's
+            default model, its first listed, looked up once per client).
         cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
             ``token``, say). Secret: never logged, never in an error or a repr.
         settings: post the settings step (default: the 2023 dialect does, chat-ui does not).
@@ -111,8 +101,8 @@ class H2oClient(JournalClientPart):
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectName | str = "h2o",
-        model: str = DEFAULT_MODEL,
+        dialect: DialectChoice | str = "h2o",
+        model: str | None = None,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -134,7 +124,9 @@ class H2oClient(JournalClientPart):
         self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
         if urlsplit(self.base_url).username is not None:
             raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
-        chosen_dialect = get_dialect(dialect)
+        named = named_dialect(dialect)
+        auto = named is None
+        chosen_dialect = named or get_dialect(DEFAULT_DIALECT)  # with "auto": replaced once detected
         custom = transport not in (None, "auto")
         if http_client is not None and (custom or proxy is not None):
             raise ValueError("give either http_client or transport/proxy, not both")
@@ -154,9 +146,9 @@ class H2oClient(JournalClientPart):
             raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
-        self.model = validate_model(model)
-        store, owned = open_journal(journal)
-        self.dialect: str = chosen_dialect.name
+        self.model = None if model is None else validate_model(model)
+        store, owned = open_journal(journal)  # before the pool: a bad journal= leaves nothing open
+        self.dialect: str = AUTO if auto else chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
@@ -175,7 +167,7 @@ class H2oClient(JournalClientPart):
             direct = chosen
             http = httpx.AsyncClient(
                 transport=chosen,
-                proxy=_check_proxy(proxy),
+                proxy=check_proxy(proxy),
                 verify=verify,
                 follow_redirects=False,
                 cookies=no_cookie_jar(),  # the sessions keep them, per conversation
@@ -184,20 +176,24 @@ class H2oClient(JournalClientPart):
             self._owns_http = True
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
-                              secrets=_proxy_secrets(proxy), transport=direct)
-        self._rt = Runtime(
+                              secrets=proxy_secrets(proxy), transport=direct)
+        log = logger if logger is not None else default_logger()
+        self._runtime = functools.partial(
+            Runtime,
             requester=requester,
-            dialect=chosen_dialect,
             timeouts=self.timeouts,
             limits=self.limits,
-            logger=logger if logger is not None else default_logger(),
+            logger=log,
             log_content=self.log_content,
-            journal=None,
+            journal=self._own_journal(store, owned=owned, logger=log, background=background_sweep),
             observer=on_transition,
             max_concurrency=max_concurrency,
-            send_settings=chosen_dialect.settings_by_default if settings is None else settings,
         )
-        self._attach_journal(store, owned=owned, background=background_sweep)
+        self._settings = settings
+        self._catalog = Catalog(requester, log,
+                                lambda coro: self._rt.spawn(coro))  # noqa: PLW0108 - the runtime may be rebuilt
+        self._detected: asyncio.Lock | None = asyncio.Lock() if auto else None
+        self._rt = self._use_dialect(chosen_dialect, detected=not auto)
         self._share_session = share_session
         self._session = Session(self._cookies)
         self.state = ClientState.OPEN
@@ -206,6 +202,7 @@ class H2oClient(JournalClientPart):
         return f"<H2oClient {redact(self.base_url)} {self.dialect} live={len(self._rt.live)} {self.state.value}>"
 
     async def __aenter__(self) -> H2oClient:
+        await self._ready()
         self._start_journal()
         return self
 
@@ -266,25 +263,35 @@ class H2oClient(JournalClientPart):
         *,
         parameters: Mapping[str, object] | None = None,
         new_session: bool = False,
+        conversation_id: str | None = None,
         **params: object,
     ) -> Conversation:
-        """A new conversation (nothing is sent until its first step or turn).
+        """A new conversation (nothing is sent until its first step or turn); with ``conversation_id``, one
+        on the server (attached: continued, and deleted at its end unless :meth:`Conversation.detach`).
 
-        ``parameters``/``**params`` are generation parameters merged over the defaults (the 2023
-        dialect sends them; chat-ui's server takes none — its model's configuration rules).
+        ``parameters``/``**params``: generation parameters over the defaults (the 2023 dialect sends them;
+        chat-ui takes none). A keyword argument the dialect does not know is a ``TypeError``.
         """
         if self.state is ClientState.CLOSED:
             raise H2oStateError("the client is closed")
+        self._check_detected()
+        self._check_parameters(params)
         self._start_journal()
         if model is not None:
             validate_model(model)
         merged = dict(parameters or {})
         merged.update(params)
         session = self._session if self._share_session and not new_session else Session(self._cookies)
-        return Conversation(self._rt, model=model or self.model, parameters=merge_parameters(merged), session=session)
+        chosen = model or self.model or self._rt.dialect.default_model or ""  # "": the server's, looked up
+        conv = Conversation(self._rt, model=chosen, parameters=merge_parameters(merged), session=session)
+        if conversation_id is not None:
+            conv.attach(conversation_id)
+        return conv
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer, delete it."""
+        await self._ready()
+        self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)  # validated before anything is sent
         async with conv, scope as reader:
@@ -294,6 +301,8 @@ class H2oClient(JournalClientPart):
     async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
         """One-shot, streamed: yield the answer's chunks; the conversation is deleted at the end,
         on error, or when the consumer stops early."""
+        await self._ready()
+        self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)
         async with conv, scope as reader:

@@ -1,6 +1,6 @@
-"""The journal's part of :class:`~h2o_fsm.H2oClient`: attaching a journal to the client's runtime,
-starting its lease (and background sweep) in the running loop, releasing it at ``aclose()``, the
-failure counter and :meth:`sweep`."""
+"""The journal's part of :class:`~h2o_fsm.H2oClient`: the client's owner in its journal (every runtime
+the client builds records into it), its lease (and background sweep) started in the running loop and
+released at ``aclose()``, the failure counter and :meth:`sweep`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ._journal_lease import ClientJournal, JournalValue, sweep_journal
 
 if TYPE_CHECKING:
     from ._journal_base import JournalBackend
+    from ._log import Logger
     from ._model import Runtime
     from ._sweep import SweepReport
 
@@ -22,13 +23,17 @@ class JournalClientPart:
     _rt: Runtime
     _journal: ClientJournal | None = None
 
-    def _attach_journal(self, store: JournalBackend | None, *, owned: bool, background: bool) -> None:
-        """Record this client's conversations in ``store`` (opened from ``journal=``; ``owned``: closed
-        with the client)."""
-        rt = self._rt
-        self._journal = None if store is None else ClientJournal(
-            store, owned=owned, dialect=rt.dialect.name, logger=rt.log, background=bool(background))
-        rt.journal = self._journal
+    if TYPE_CHECKING:
+        async def _ready(self) -> None:
+            """The client's: the dialect known (``"auto"`` detected) before anything is sent."""
+
+    def _own_journal(
+        self, store: JournalBackend | None, *, owned: bool, logger: Logger, background: bool
+    ) -> ClientJournal | None:
+        """This client as an owner in ``store`` (opened from ``journal=``; ``owned``: closed with the client)."""
+        self._journal = None if store is None else ClientJournal(store, owned=owned, logger=logger,
+                                                                 background=bool(background))
+        return self._journal
 
     def _start_journal(self) -> None:
         if self._journal is not None:
@@ -52,4 +57,5 @@ class JournalClientPart:
     async def sweep(self, journal: JournalValue = None, *, include_live_processes: bool = False) -> SweepReport:
         """Delete the conversations of this deployment whose owner's lease expired or was released, from
         ``journal`` (a journal, path or URL; default: this client's own)."""
+        await self._ready()
         return await sweep_journal(self._rt.requester, self._journal, journal, include_live=include_live_processes)

@@ -50,11 +50,10 @@ class ClientJournal:
     """One client instance as a journal owner: a random owner id whose lease the background task
     renews (every lease/3) while the client is open, and released at ``aclose()``."""
 
-    def __init__(self, store: JournalBackend, *, owned: bool, dialect: str, logger: Logger, background: bool) -> None:
+    def __init__(self, store: JournalBackend, *, owned: bool, logger: Logger, background: bool) -> None:
         self.store = store
         self.owned = owned
         self.owner = new_owner()
-        self.dialect = dialect
         self.log = logger
         self.background = background
         self.failures = 0
@@ -74,9 +73,9 @@ class ClientJournal:
             self.log.warning(event, error=type(exc).__name__, failures=self.failures)
 
     # ------------------------------------------------------------- what the steps call
-    async def add_async(self, base_url: str, conversation_id: str, cookies: dict[str, str]) -> None:
+    async def add_async(self, base_url: str, conversation_id: str, cookies: dict[str, str], *, dialect: str) -> None:
         await self._call(self.store.add_async(base_url, conversation_id, dict(cookies), owner=self.owner,
-                                              dialect=self.dialect))
+                                              dialect=dialect))
 
     async def running_async(self, base_url: str, conversation_id: str, generation_id: str,
                             cookies: dict[str, str]) -> None:

@@ -53,7 +53,7 @@ async def _stop(requester: Requester, entry: JournalEntry, session: Session) -> 
     cid = entry.conversation_id
     try:
         async with requester.step(Phase.STOP, None, cid):
-            body = dialect.stop_body_for(entry.generation_id)
+            body = dialect.stop_body_of(entry.generation_id)
             response = await requester.call(Phase.STOP, session=session, body=body, ok=SPEC[Phase.STOP].ok, cid=cid)
             await requester.drain(response)
     except (H2oError, ValueError):

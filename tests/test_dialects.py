@@ -129,7 +129,7 @@ def test_a_dialect_is_named_nowhere_but_in_the_registry() -> None:
 
 def test_a_sweep_stops_a_journalled_generation_with_the_body_the_turn_would_have_sent(toy: Any) -> None:
     """The journal records ``generation(state)`` after the send; the sweep builds its stop from that id
-    alone (``stop_body_for``) — the same body the live conversation's stop step sends."""
+    alone (``stop_body_of``) — the same body the live conversation's stop step sends."""
     chat = get_dialect("chat-ui")
     state = chat.new_state(None)
     assert isinstance(state, ChatUiState)
@@ -137,8 +137,8 @@ def test_a_sweep_stops_a_journalled_generation_with_the_body_the_turn_would_have
     chat.send_body(state, "Hi", {})
     generation = chat.generation(state)
     assert generation
-    assert chat.stop_body_for(generation) == chat.stop_body(state)
+    assert chat.stop_body_of(generation) == chat.stop_body(state)
     for name in ("h2o", TOY.name):  # nothing to stop: nothing recorded, an empty body
         plain = get_dialect(name)
         assert plain.generation(plain.new_state(None)) == ""
-        assert plain.stop_body_for("g") == plain.stop_body(plain.new_state(None))
+        assert plain.stop_body_of("g") == plain.stop_body(plain.new_state(None))
