@@ -483,7 +483,9 @@ async def test_a_locked_journal_neither_stalls_the_loop_nor_strands_the_conversa
     try:
         client = client_for(server, transport, journal=journal)
         async with loop_lag() as worst:
-            out = await run(client.ask("hi"), deadline=2.0)
+            # three bounded waits on the locked file (the lease's start, the add, the remove: ~1.8 s by
+            # design); the deadline only catches a write that waits unbounded or strands the ask
+            out = await run(client.ask("hi"), deadline=5.0)
     finally:
         other.execute("ROLLBACK")
         other.close()
