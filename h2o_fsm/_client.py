@@ -19,6 +19,7 @@ from ._dialects import DialectName, get_dialect
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
+from ._network import Verify, check_headers, check_proxy, env_proxy, tls_context
 from ._protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -30,7 +31,7 @@ from ._protocol import (
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
-from ._transport import fast_available, fast_transport, no_cookie_jar
+from ._transport import fast_transport, no_cookie_jar
 
 if TYPE_CHECKING:
     from ._journal import Journal
@@ -49,17 +50,6 @@ def default_base_url() -> str:
 class ClientState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
-
-
-def _check_proxy(proxy: object) -> str | None:
-    if proxy is None:
-        return None
-    if not isinstance(proxy, str):
-        raise TypeError(f"proxy must be a URL string or None, not {type(proxy).__name__}")
-    scheme = urlsplit(proxy).scheme
-    if scheme not in ("http", "https", "socks5", "socks5h"):
-        raise ValueError(f"proxy must be an http(s):// or socks5:// URL, not {scheme[:10]!r}")
-    return proxy
 
 
 def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
@@ -88,11 +78,17 @@ class H2oClient:
             ``token``, say). Secret: never logged, never in an error or a repr.
         settings: post the settings step (default: the 2023 dialect does, chat-ui does not).
         http_client: an ``httpx.AsyncClient`` to use; otherwise one is created (and closed by us).
-        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default:
-            ``httpx-aiohttp`` when the ``fast`` extra is installed and no proxy is given, else httpx's own),
-            ``"httpx"`` (httpx's own, e.g. for respx), ``"aiohttp"`` (:func:`fast_transport`).
-        proxy: proxy URL for the client we create.
-        verify: TLS verification for the client we create (on by default).
+        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default: the
+            aiohttp transport, :func:`fast_transport`; httpx's own for a socks5:// proxy), ``"httpx"``
+            (httpx's own, e.g. for respx), ``"aiohttp"``.
+        proxy: an http(s):// (or, on httpx's transport, socks5://) proxy URL for the client we create;
+            its credentials are sent, never shown.
+        trust_env: without ``proxy``, take it from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``
+            (either case), and CA certificates from ``SSL_CERT_FILE``/``SSL_CERT_DIR``, as httpx does.
+        verify: TLS verification: ``True`` (default), ``False``, a CA bundle file/directory or an
+            ``ssl.SSLContext``.
+        headers: extra headers for every request (they replace ours of the same name, such as the
+            default ``User-Agent: h2o-fsm/<version>``); never logged.
         timeouts, limits, retries: see :class:`Timeouts`, :class:`Limits`, :class:`Retries`.
         logger: a structlog logger; default: ``structlog.get_logger("h2o_fsm")`` if structlog is
             configured, else silent.
@@ -116,7 +112,9 @@ class H2oClient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | TransportChoice | None = "auto",
         proxy: str | None = None,
-        verify: bool = True,
+        verify: Verify = True,
+        headers: Mapping[str, str] | None = None,
+        trust_env: bool = True,
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
         retries: Retries | None = None,
@@ -137,7 +135,8 @@ class H2oClient:
             raise ValueError("give either http_client or transport/proxy, not both")
         if isinstance(transport, str) and transport not in ("auto", "httpx", "aiohttp"):
             raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
-        if custom and transport != "httpx" and proxy is not None:
+        own = isinstance(transport, httpx.AsyncBaseTransport)
+        if own and proxy is not None:
             raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
         for name, value, expected in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits),
                                       ("retries", retries, Retries)):
@@ -157,13 +156,20 @@ class H2oClient:
         self.limits = limits or Limits()
         self.retries = retries or Retries()
         self.log_content = bool(log_content)
+        extra_headers = check_headers(headers)
         direct: httpx.AsyncBaseTransport | None = None  # a transport the requests may go to directly
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+        via = check_proxy(proxy) or (env_proxy(self.base_url) if trust_env and not own and not http_client else None)
         if http_client is not None:
             http, self._owns_http = http_client, False
         else:
             chosen: httpx.AsyncBaseTransport | None
-            if transport == "aiohttp" or (transport in (None, "auto") and proxy is None and fast_available()):
-                chosen = fast_transport(verify=verify, max_connections=max_connections)
+            tls = tls_context(verify, trust_env=trust_env)
+            if transport == "aiohttp" and via is not None and not via.startswith("http"):
+                raise ValueError("the aiohttp transport takes http(s):// proxies; socks5:// needs transport='httpx'")
+            if transport == "aiohttp" or (transport in (None, "auto") and (via is None or via.startswith("http"))):
+                chosen = fast_transport(verify=tls, max_connections=max_connections, proxy=via, trust_env=trust_env)
             elif isinstance(transport, httpx.AsyncBaseTransport):
                 chosen = transport
             else:
@@ -171,8 +177,9 @@ class H2oClient:
             direct = chosen
             http = httpx.AsyncClient(
                 transport=chosen,
-                proxy=_check_proxy(proxy),
-                verify=verify,
+                proxy=proxy if chosen is None else None,  # a transport we chose carries its proxy
+                verify=tls,
+                trust_env=trust_env,
                 follow_redirects=False,
                 cookies=no_cookie_jar(),  # the sessions keep them, per conversation
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -180,7 +187,7 @@ class H2oClient:
             self._owns_http = True
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
-                              secrets=_proxy_secrets(proxy), transport=direct)
+                              secrets=_proxy_secrets(via), transport=direct, headers=extra_headers)
         self._rt = Runtime(
             requester=requester,
             dialect=chosen_dialect,

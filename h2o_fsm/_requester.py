@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import NoReturn, cast
@@ -49,6 +49,7 @@ class Requester:
         limits: Limits,
         secrets: tuple[str, ...] = (),
         transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
         # With a transport we built (or were handed), requests go to it directly, through its public
@@ -62,7 +63,7 @@ class Requester:
         self.secrets = secrets  # e.g. the proxy's credentials: never in an error's text
         parts = urlsplit(base_url)
         self.headers = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
-                        "User-Agent": f"h2o-fsm/{VERSION}"}
+                        "User-Agent": f"h2o-fsm/{VERSION}", **(headers or {})}  # the caller's win
         self.step_seconds = {s.phase: float(getattr(timeouts, s.timeout)) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
@@ -87,7 +88,8 @@ class Requester:
         if self.closing and not SPEC[phase].cleanup:
             raise H2oStateError("the client is closing", phase=phase, conversation_id=cid)
         if deadline is not None and deadline <= asyncio.get_running_loop().time():
-            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid)
+            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid,
+                                  not_sent=True, timeout="deadline")
 
     def interrupt(self) -> None:
         """End every step in flight in a caller's task now: they fail with ``H2oStateError`` (the client
@@ -182,8 +184,9 @@ class Requester:
         limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
         text = await self.snippet(response, limit, session)
         hint = status_hint(phase, status) or response.reason_phrase
+        detail = hint + (f": {text[:200]}" if text else "")
         raise H2oStatusError(
-            f"HTTP {status} {hint}" + (f": {text[:200]}" if text else ""),
+            f"HTTP {status} {detail}", detail=detail,
             phase=phase, status=status, conversation_id=cid, body=text, retry_after=_retry_after(response),
         )
 
