@@ -31,16 +31,19 @@ def check_proxy(proxy: object, origin: str = "proxy") -> str | None:
     return proxy
 
 
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """``NO_PROXY`` as httpx and curl read it: ``*``, or hosts/domains (a leading dot optional, a port
-    or scheme ignored) that the host is or ends in."""
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """``NO_PROXY`` as httpx reads it: ``*``, or hosts/domains (a leading dot optional, a scheme
+    ignored) that the host is or ends in; with ``:port`` only that port."""
     host = host.lower().rstrip(".")
     for raw in no_proxy.split(","):
         entry = raw.strip().lower().split("://", 1)[-1].lstrip(".")
         if entry == "*":
             return True
-        if entry.count(":") == 1:  # host:port (an IPv6 address has more colons)
-            entry = entry.partition(":")[0]
+        if entry.count(":") == 1 or entry.startswith("["):  # host:port or [v6]:port (bare v6 has more colons)
+            name, _, wanted = entry.rpartition(":")
+            if not wanted.isdigit() or int(wanted) != port:
+                continue
+            entry = name
         entry = entry.strip("[]")
         if entry and (host == entry or host.endswith("." + entry)):
             return True
@@ -54,7 +57,8 @@ def env_proxy(url: str) -> str | None:
     proxies = urllib.request.getproxies()
     parts = urlsplit(url)
     found = proxies.get(parts.scheme) or proxies.get("all")
-    if not found or _bypassed(parts.hostname or "", proxies.get("no", "")):
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not found or _bypassed(parts.hostname or "", port, proxies.get("no", "")):
         return None
     if "://" not in found:  # "proxy:3128", as curl takes it
         found = "http://" + found
