@@ -88,6 +88,7 @@ def _remote_protocol(exc: BaseException) -> Failure:
 _Entry = Failure | Callable[[BaseException], Failure]
 _MALFORMED = Failure("malformed", "malformed response", httpx_class=httpx.RemoteProtocolError)
 _LOST = Failure("network", "connection lost", httpx_class=httpx.ReadError)
+_INCOMPLETE = Failure("incomplete", "response body incomplete or malformed", httpx_class=httpx.RemoteProtocolError)
 
 TABLE: dict[type[BaseException], _Entry] = {
     # httpx's own classes (its transport, or raised by httpx itself)
@@ -119,8 +120,7 @@ TABLE: dict[type[BaseException], _Entry] = {
     aiohttp.ServerFingerprintMismatch: Failure("tls", "TLS fingerprint mismatch", True, None, httpx.ConnectError),
     aiohttp.ServerDisconnectedError: Failure("disconnected", "server disconnected without a complete answer",
                                              httpx_class=httpx.RemoteProtocolError),
-    aiohttp.ClientPayloadError: Failure("incomplete", "response body incomplete or malformed",
-                                        httpx_class=httpx.RemoteProtocolError),
+    aiohttp.ClientPayloadError: _INCOMPLETE,
     aiohttp.ClientHttpProxyError: Failure("proxy", "proxy refused the request", True, None, httpx.ProxyError),
     aiohttp.ClientResponseError: _MALFORMED,  # aiohttp's parser errors (too many headers, bad status line)
     aiohttp.http_exceptions.HttpProcessingError: _MALFORMED,
@@ -168,11 +168,19 @@ def lower_failure(exc: BaseException) -> tuple[Failure, str]:
     return failure, names
 
 
-def failure_of(exc: BaseException) -> tuple[Failure, str]:
+def failure_of(exc: BaseException, *, after_head: bool = False) -> tuple[Failure, str]:
     """The facts of any exception raised while a request was sent or its answer read, and the class
-    names to show with them. The fast transport already classified its errors (a
-    :class:`LowerLayerError` as cause); an unwrapped httpx-aiohttp transport's are judged by their
-    aiohttp cause; httpx's own by their class."""
+    names to show with them. ``after_head``: the answer's head was read (h11 says a body cut short
+    and a malformed head with the same class: once the head is in, it is the body)."""
+    failure, names = _failure_of(exc)
+    if after_head and failure.reason == "malformed":
+        return _INCOMPLETE, names
+    return failure, names
+
+
+def _failure_of(exc: BaseException) -> tuple[Failure, str]:
+    # The fast transport already classified its errors (a LowerLayerError as cause); an unwrapped
+    # httpx-aiohttp transport's are judged by their aiohttp cause; httpx's own by their class.
     cause = exc.__cause__
     if isinstance(cause, LowerLayerError):
         return cause.failure, cause.names

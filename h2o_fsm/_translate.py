@@ -21,7 +21,7 @@ def translate(exc: Exception, phase: Phase, cid: str | None, status: int | None 
     if isinstance(exc, H2oError):
         return exc
     what = what or phase.value
-    failure, names = failure_of(exc)
+    failure, names = failure_of(exc, after_head=status is not None)
     if failure.reason == "refused":
         detail = failure.text  # worth saying as such, on either transport
     elif failure.reason == "unexpected" and failure.text.startswith("unexpected "):
