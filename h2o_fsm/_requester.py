@@ -62,8 +62,10 @@ class Requester:
         self.limits = limits
         self.secrets = secrets  # e.g. the proxy's credentials: never in an error's text
         parts = urlsplit(base_url)
-        self.headers = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
-                        "User-Agent": f"h2o-fsm/{VERSION}", **(headers or {})}  # the caller's win
+        ours = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
+                "User-Agent": f"h2o-fsm/{VERSION}"}
+        theirs = {name.lower() for name in headers or {}}  # the caller's win, whatever their case
+        self.headers = {**{k: v for k, v in ours.items() if k.lower() not in theirs}, **(headers or {})}
         self.step_seconds = {s.phase: float(getattr(timeouts, s.timeout)) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(

@@ -454,7 +454,7 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     cert, key = str(d / "cert.pem"), str(d / "key.pem")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", key, "-out", cert],
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
@@ -522,3 +522,84 @@ async def test_h2o_client_verifies_tls_by_default_on_both_transports(self_signed
         assert seen and seen[0].startswith(b"POST /settings")
     finally:
         server.close()
+
+
+async def _tls_server(cert: str, key: str, seen: list[bytes]) -> tuple[asyncio.Server, str]:
+    import ssl
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    return server, f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("kind", ["path", "pathlib", "context"])
+async def test_verify_takes_a_ca_bundle_path_or_an_ssl_context(
+    self_signed: tuple[str, str], transport: str, kind: str
+) -> None:
+    """Issue 16 item 3: the server's own certificate as the CA - the handshake passes and verifies."""
+    import pathlib
+    import ssl
+
+    from h2o_fsm import H2oClient, H2oStatusError
+
+    cert, key = self_signed
+    verify: object = {"path": cert, "pathlib": pathlib.Path(cert),
+                      "context": ssl.create_default_context(cafile=cert)}[kind]
+    seen: list[bytes] = []
+    server, url = await _tls_server(cert, key, seen)
+    try:
+        async with H2oClient(url, transport=transport, verify=verify) as client:  # type: ignore[arg-type]
+            with pytest.raises(H2oStatusError) as info:  # past TLS, verified: the server's 500 is what fails
+                await client.ask("x")
+        assert info.value.status == 500 and seen and seen[0].startswith(b"POST /settings")
+    finally:
+        server.close()
+
+
+def test_verify_and_headers_are_checked_at_construction(tmp_path: object) -> None:
+    from h2o_fsm import H2oClient
+
+    with pytest.raises(TypeError, match="verify"):
+        H2oClient("http://127.0.0.1:9", verify=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="CA bundle"):
+        H2oClient("http://127.0.0.1:9", verify="/nonexistent/ca.pem")
+    with pytest.raises(TypeError, match="headers"):
+        H2oClient("http://127.0.0.1:9", headers=[("X-A", "1")])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="headers"):
+        H2oClient("http://127.0.0.1:9", headers={"X-A": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="cookies=") as cookie:
+        H2oClient("http://127.0.0.1:9", headers={"Cookie": f"hf-chat={SECRET}"})
+    with pytest.raises(ValueError, match="one line") as split:
+        H2oClient("http://127.0.0.1:9", headers={"Authorization": f"Bearer {SECRET}\r\nX-Evil: 1"})
+    for refused in (cookie.value, split.value):
+        assert SECRET not in str(refused)
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp", "auto"])
+async def test_headers_and_the_default_user_agent_on_every_transport(transport: str) -> None:
+    from h2o_fsm import H2oClient, H2oStatusError, Retries, __version__
+
+    once = Retries(attempts=1)
+    script = answer(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    async with RawServer(script) as srv:
+        url = srv.url.rstrip("/")
+        async with H2oClient(url, transport=transport, headers={"X-Trace": "t-1"}, retries=once) as client:  # type: ignore[arg-type]
+            with pytest.raises(H2oStatusError):
+                await client.ask("x")
+        async with H2oClient(url, transport=transport, headers={"user-agent": "my-service/2"},  # type: ignore[arg-type]
+                             retries=once) as client:
+            with pytest.raises(H2oStatusError):
+                await client.ask("x")
+    first, second = (head.decode("latin-1").lower() for head in srv.requests[:2])
+    assert f"user-agent: h2o-fsm/{__version__}\r\n".lower() in first and "x-trace: t-1\r\n" in first
+    assert "user-agent: my-service/2\r\n" in second and "h2o-fsm/" not in second and second.count("user-agent") == 1
