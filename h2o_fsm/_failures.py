@@ -5,11 +5,11 @@ CLI read. Nothing downstream looks at a message or walks a cause chain again.
 
 The table is keyed by exception class and looked up along the class's MRO (the most specific entry
 wins, whatever the order of the table). It holds httpx's classes (httpx's own transport), aiohttp's
-(the fast transport; httpx-aiohttp alone calls a refusal and a disconnect ``ConnectTimeout``, so the
-aiohttp original in ``__cause__`` is what is classified) and the standard library's. An entry is a
-:class:`Failure`, or a function of the exception for the three classes whose subclass does not say
-enough (a connect error: refused, TLS or unreachable; httpx's ``RemoteProtocolError``: an answer h11
-could not parse, or a server that hung up).
+(the fast transport; and a transport of your own on httpx-aiohttp, which calls a refusal and a
+disconnect ``ConnectTimeout``: the aiohttp original in its ``__cause__`` is what is classified) and
+the standard library's. An entry is a :class:`Failure`, or a function of the exception for the
+classes whose subclass does not say enough (a connect error: refused, TLS or unreachable; httpx's
+``RemoteProtocolError``: an answer h11 could not parse, or a server that hung up).
 
 A lower-layer exception's text or repr may hold raw response headers (a ``Set-Cookie``), our request's
 headers or a proxy's credentials (aiohttp's connection key). :class:`LowerLayerError` stands in for it

@@ -1,23 +1,22 @@
-"""The HTTP transports: the fast one (aiohttp behind httpx-aiohttp: the default) with every failure
-mapped to a scrubbed httpx error, and the readers of the facts ``_failures`` classified.
+"""The HTTP transports: the fast one (httpx requests sent by an aiohttp session: the default) with every
+failure mapped to a scrubbed httpx error, and the readers of the facts ``_failures`` classified.
 
-httpx-aiohttp lets some aiohttp exceptions escape unmapped, maps every ``ClientConnectionError`` -
-refused, reset, server disconnected - to ``httpx.ConnectTimeout``, and copies ``str(original)`` into
-the message, which can hold raw response bytes (a ``Set-Cookie`` value, a proxy's echo of our
-headers); aiohttp's own exceptions carry the response's headers and the connection key (a proxy's
-credentials) in their repr. :class:`FastTransport` is the one place that fixes that: whatever leaves
-the aiohttp layer, raised or while the body is read or closed, is classified once by the table in
-``_failures`` and re-raised as the httpx error of its class, with fixed words for a message and a
+aiohttp's exceptions carry the response's headers (a ``Set-Cookie`` value), our request's headers and
+the connection key (a proxy's credentials) in their text or repr. :class:`FastTransport` is the one
+place that fixes that: whatever leaves the aiohttp layer, raised while the request is sent or while
+the body is read or closed, is classified once by the table in ``_failures`` and re-raised as the
+httpx error of its class, with fixed words for a message and a
 :class:`~h2o_fsm._failures.LowerLayerError` (class name and facts only) as its ``__cause__``: the
 original is in no ``__cause__``/``__context__`` chain, so not in a formatted traceback either.
 ``asyncio.CancelledError`` (every non-``Exception``) passes untouched.
 
-The aiohttp session is built here, through public constructors: no cookie jar (the session object
+Its aiohttp session is built here, through public constructors: no cookie jar (the session object
 keeps ours), a connection limit, keep-alive, our TLS context, the proxy (explicit or from the
-environment, its credentials as ``proxy_auth``), and header limits raised to what real servers send
-(aiohttp's defaults refuse a 129th header; h11, httpx's parser, has no count limit).
-:func:`no_cookie_jar` is the public way to give an ``httpx.AsyncClient`` a jar that never stores nor
-sends a cookie.
+environment, its credentials as a ``Proxy-Authorization`` header), and head limits raised to what real
+servers send (aiohttp's defaults refuse a 129th header; h11, httpx's parser, has no count limit).
+It replaces httpx-aiohttp, which the client used until 0.2: same aiohttp calls, one async generator
+per body chunk instead of three layers (``benchmarks/concurrency.py``). :func:`no_cookie_jar` is the
+public way to give an ``httpx.AsyncClient`` a jar that never stores nor sends a cookie.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from ._failures import LowerLayerError, failure_of, lower_failure
 from ._network import proxy_credentials, tls_context
@@ -78,22 +76,7 @@ def fast_transport(
     ``proxy``: an http(s):// proxy URL (credentials in it are sent as ``Proxy-Authorization``, never
     shown); ``verify``: see :func:`~h2o_fsm._network.tls_context`. The environment's proxy variables
     are read by :class:`~h2o_fsm.H2oClient`, which knows the URL."""
-    context = tls_context(verify, trust_env=trust_env)
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    via: httpx.Proxy | None = None
-    auth: str | None = None
-    if proxy is not None:  # aiohttp's BasicAuth is deprecated: the credentials go as a header, to the proxy's
-        bare, user, password = proxy_credentials(proxy)  # CONNECT (https://) or with each http:// request
-        auth = _basic(user, password or "") if user is not None else None
-        via = httpx.Proxy(bare, headers={"Proxy-Authorization": auth} if auth else None)
-
-    def session() -> aiohttp.ClientSession:  # called in the loop, at the first request
-        connector = aiohttp.TCPConnector(limit=max_connections, ssl=context, keepalive_timeout=5.0)
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                     **_HEAD_LIMITS)
-
-    inner: Any = AiohttpTransport(verify=context, limits=limits, client=session, proxy=via)
-    return FastTransport(inner, context, auth)
+    return FastTransport(tls_context(verify, trust_env=trust_env), max_connections, proxy)
 
 
 def _basic(user: str, password: str) -> str:
@@ -111,34 +94,73 @@ def map_lower_error(exc: Exception, request: httpx.Request | None) -> httpx.Tran
     return mapped
 
 
+_Timeouts = tuple[float | None, float | None, float | None]
+
+
 class FastTransport(httpx.AsyncBaseTransport):
-    """Wraps an aiohttp-backed transport so that nothing but scrubbed httpx errors leave it."""
+    """httpx requests sent by one aiohttp session (built at the first request, in the loop), through
+    aiohttp's public API only; nothing but scrubbed httpx errors leave it. One layer per chunk of a
+    streamed body (``content.readany()``), not httpx-aiohttp's two plus a mapping wrapper."""
 
-    __slots__ = ("_auth", "_context", "_inner")
+    __slots__ = ("_auth", "_connections", "_context", "_proxy", "_proxy_headers", "_session", "_timeouts")
 
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, context: ssl.SSLContext | None = None, proxy_auth: str | None = None
-    ) -> None:
-        self._inner = inner
+    def __init__(self, context: ssl.SSLContext, max_connections: int = 100, proxy: str | None = None) -> None:
         self._context = context
-        self._auth = proxy_auth  # a Proxy-Authorization value, for requests the proxy forwards (http://)
+        self._connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[_Timeouts, aiohttp.ClientTimeout] = {}
+        bare, user, password = proxy_credentials(proxy)
+        # aiohttp's BasicAuth is deprecated: the credentials go as a header, in the CONNECT of an https://
+        # request, and with the request itself (which the proxy forwards) for http://
+        self._auth = _basic(user, password or "") if user is not None else None
+        self._proxy = bare or None
+        self._proxy_headers = {"Proxy-Authorization": self._auth} if self._auth else None
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._context, keepalive_timeout=5.0)
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                              trust_env=False, auto_decompress=False, **_HEAD_LIMITS)
+        return self._session
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout") or {}
+        key: _Timeouts = (given.get("connect"), given.get("read"), given.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:  # a few per client (one per step): built once
+            found = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1], connect=key[2])
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = found
+        return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
+        headers = request.headers
         if self._auth is not None and request.url.scheme == "http":
-            request.headers["Proxy-Authorization"] = self._auth
+            headers["Proxy-Authorization"] = self._auth
         try:
-            response = await self._inner.handle_async_request(request)
+            try:
+                data: bytes | None = request.content or None
+            except httpx.RequestNotRead:  # a multipart body: small, read whole
+                data = await request.aread() or None
+            response = await session.request(
+                request.method, str(request.url), headers=headers.multi_items(), data=data,
+                allow_redirects=False, compress=None, timeout=self._timeout(request), proxy=self._proxy,
+                proxy_headers=self._proxy_headers, server_hostname=request.extensions.get("sni_hostname"),
+            )
         except Exception as exc:
             mapped = map_lower_error(exc, request)
         else:
-            # httpx itself swaps ``response.stream`` for its bounded wrapper the same way
-            response.stream = _MappedStream(response.stream, request)
-            return response
+            extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
+            return httpx.Response(response.status, headers=response.raw_headers, stream=_Body(response, request),
+                                  request=request, extensions=extensions)
         raise mapped
 
     async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
         try:
-            await self._inner.aclose()
+            await session.close()
         except Exception as exc:
             mapped = map_lower_error(exc, None)
         else:
@@ -146,53 +168,40 @@ class FastTransport(httpx.AsyncBaseTransport):
         raise mapped
 
     @property
-    def ssl_context(self) -> ssl.SSLContext | None:
+    def ssl_context(self) -> ssl.SSLContext:
         """The TLS context the aiohttp connector uses."""
         return self._context
 
     def __repr__(self) -> str:
-        return f"<FastTransport {type(self._inner).__name__}>"
+        return f"<FastTransport aiohttp {aiohttp.__version__}>"
 
 
-class _MappedStream(httpx.AsyncByteStream):
-    __slots__ = ("_inner", "_request")
+class _Body(httpx.AsyncByteStream):
+    __slots__ = ("_request", "_response")
 
-    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, request: httpx.Request) -> None:
-        if not isinstance(inner, httpx.AsyncByteStream):
-            raise TypeError("the inner transport returned a synchronous stream")
-        self._inner = inner
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        chunks = self._inner.__aiter__()
+        content = self._response.content
         try:
             while True:
                 try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
+                    chunk = await content.readany()
                 except Exception as exc:
                     mapped = map_lower_error(exc, self._request)
                 else:
+                    if not chunk:
+                        return
                     yield chunk
                     continue
                 raise mapped
-        finally:  # closed now, as a reader closing us expects, not by the loop's finalizer later
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await self._close(close)
-
-    async def _close(self, close: Any) -> None:
-        try:
-            await close()
-        except Exception as exc:
-            mapped = map_lower_error(exc, self._request)
-        else:
-            return
-        raise mapped
+        finally:  # released now, as a reader closing us expects (the connection goes back, or is closed)
+            self._response.release()
 
     async def aclose(self) -> None:
-        await self._close(self._inner.aclose)
+        self._response.release()  # back to the pool when the body was read whole, else closed
 
 
 def not_sent(exc: BaseException) -> bool:
