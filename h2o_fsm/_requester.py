@@ -56,8 +56,8 @@ class Requester:
         # ``handle_async_request``: the client's cookie jar, auth and redirect layers have nothing to do
         # here (the session keeps the cookies, redirects are not followed). The second send path, kept
         # for a handed-in ``http_client`` only, because it costs: the same aiohttp transport through
-        # ``http.send`` takes 1.13x the client CPU at 500 concurrent conversations, 1.18x at 1,000
-        # (benchmarks/concurrency.py, "via http_client.send", same run).
+        # ``http.send`` takes 1.13-1.17x the client CPU at 500 concurrent conversations, 1.18-1.24x at
+        # 1,000 (benchmarks/concurrency.py, "via http_client.send" against the default, same run).
         self.transport = transport
         self.base_url = base_url
         self.timeouts = timeouts
@@ -155,7 +155,7 @@ class Requester:
             content = dumps(body.json)
         transport = self.transport
         with translated(phase, cid):
-            if transport is not None:  # a transport of ours: straight to it, 1.13-1.18x cheaper (see __init__)
+            if transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
                 response = await transport.handle_async_request(request)
