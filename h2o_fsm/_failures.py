@@ -67,11 +67,16 @@ def _in_chain(exc: BaseException, *kinds: type[BaseException]) -> BaseException 
 
 def _connect(cls: type[httpx.TransportError]) -> Callable[[BaseException], Failure]:
     def judge(exc: BaseException) -> Failure:
-        if _in_chain(exc, ConnectionRefusedError) is not None:
+        os_error = getattr(exc, "os_error", None)  # aiohttp's connector error holds it (and chains it)
+
+        def has(*kinds: type[BaseException]) -> bool:
+            return _in_chain(exc, *kinds) is not None or isinstance(os_error, kinds)
+
+        if has(ConnectionRefusedError):
             return Failure("refused", "connection refused", True, None, cls)
-        if _in_chain(exc, ssl.SSLError, ssl.CertificateError) is not None:
+        if has(ssl.SSLError, ssl.CertificateError):
             return Failure("tls", "TLS handshake failed", True, None, cls)
-        if _in_chain(exc, socket.gaierror) is not None:
+        if has(socket.gaierror):
             return Failure("unreachable", "name resolution failed", True, None, cls)
         return Failure("unreachable", "connection not established", True, None, cls)
 

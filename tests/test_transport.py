@@ -603,3 +603,52 @@ async def test_headers_and_the_default_user_agent_on_every_transport(transport: 
     first, second = (head.decode("latin-1").lower() for head in srv.requests[:2])
     assert f"user-agent: h2o-fsm/{__version__}\r\n".lower() in first and "x-trace: t-1\r\n" in first
     assert "user-agent: my-service/2\r\n" in second and "h2o-fsm/" not in second and second.count("user-agent") == 1
+
+
+# --- issue 15 item 3: classified once, facts as fields ---------------------------------------------
+
+
+def test_notes_are_kept_on_every_python() -> None:
+    from h2o_fsm._exceptions import add_note
+
+    exc = ValueError("x")
+    add_note(exc, "h2o-fsm: first")
+    add_note(exc, "h2o-fsm: second")
+    assert exc.__notes__ == ["h2o-fsm: first", "h2o-fsm: second"]  # type: ignore[attr-defined]
+
+
+def test_the_table_is_read_along_the_mro_whatever_its_order() -> None:
+    from h2o_fsm._failures import TABLE, failure_of
+
+    key = aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 1, False, True, None, None, None)
+    cases = [
+        (aiohttp.ClientProxyConnectionError(key, ConnectionRefusedError(111, "refused")), "proxy", True),
+        (aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused")), "refused", True),
+        (aiohttp.ClientConnectorError(key, OSError(113, "no route")), "unreachable", True),
+        (aiohttp.ServerDisconnectedError(), "disconnected", False),
+        (aiohttp.ClientPayloadError("cut"), "incomplete", False),
+        (httpx.PoolTimeout("p"), "timeout", True),
+        (httpx.ReadTimeout("r"), "timeout", False),
+    ]
+    for exc, reason, sent_not in cases:
+        failure, _ = failure_of(exc)
+        assert (failure.reason, failure.not_sent) == (reason, sent_not), exc
+    assert failure_of(httpx.PoolTimeout("p"))[0].timeout == "pool"
+    # a subclass is found by its own entry, not by a parent's listed earlier
+    assert list(TABLE).index(aiohttp.ClientConnectorError) < list(TABLE).index(aiohttp.ConnectionTimeoutError)
+    assert failure_of(aiohttp.ConnectionTimeoutError("t"))[0].timeout == "connect"
+
+
+def test_the_retry_policy_reads_the_fields() -> None:
+    from h2o_fsm import H2oTimeoutError, H2oTransportError, Phase
+    from h2o_fsm._retry import is_retryable
+
+    def err(**kw: object) -> H2oTransportError:
+        return H2oTransportError("x", phase=Phase.CREATE, **kw)  # type: ignore[arg-type]
+
+    assert is_retryable(Phase.CREATE, False, err(reason="refused", not_sent=True))
+    assert not is_retryable(Phase.CREATE, False, err(reason="disconnected"))
+    assert is_retryable(Phase.DELETE, True, err(reason="disconnected"))
+    assert not is_retryable(Phase.DELETE, True, err(reason="malformed")), "a DELETE answered unreadably is not hammered"
+    deadline = H2oTimeoutError("late", phase=Phase.SETTINGS, not_sent=True, timeout="deadline")
+    assert not is_retryable(Phase.SETTINGS, True, deadline)
