@@ -192,7 +192,7 @@ class H2oTimeoutError(H2oTransportError):
         detail: str | None = None,
         reason: Reason = "timeout",
         not_sent: bool = False,
-        timeout: TimeoutKind | None = "step",
+        timeout: TimeoutKind | None = None,
     ) -> None:
         super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail,
                          reason=reason, not_sent=not_sent, timeout=timeout)

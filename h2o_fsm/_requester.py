@@ -272,7 +272,7 @@ class _Step:
                 raise H2oStateError("the client was closed during this step", phase=self._phase,
                                     conversation_id=self._cid) from timeout
             raise H2oTimeoutError(f"no complete answer within {self._seconds:.3g}s", phase=self._phase,
-                                  conversation_id=self._cid) from timeout
+                                  conversation_id=self._cid, timeout="step") from timeout
 
 
 def _retry_after(response: httpx.Response) -> float | None:
