@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._config import Limits, Timeouts
@@ -20,7 +20,6 @@ from ._log import NULL_LOGGER, Logger, scrub
 from ._phase import Phase
 from ._protocol import Parameters
 from ._records import TransitionRecord
-from ._retry import Retries
 from ._session import Session
 from ._table import request_line
 
@@ -28,9 +27,10 @@ if TYPE_CHECKING:
     import httpx
     from transitions.core import EventData
 
-    from ._dialects import Dialect
+    from ._dialects import Dialect, DialectState
     from ._events import FinalAnswer
     from ._journal import Journal
+    from ._reattach import Resume
     from ._requester import Requester
     from ._stream import Parser
 
@@ -50,7 +50,6 @@ class Runtime:
         dialect: Dialect,
         timeouts: Timeouts,
         limits: Limits,
-        retries: Retries,
         logger: Logger,
         log_content: bool,
         journal: Journal | None,
@@ -62,7 +61,6 @@ class Runtime:
         self.dialect = dialect
         self.timeouts = timeouts
         self.limits = limits
-        self.retries = retries
         self.log = logger
         self.log_content = log_content
         self.journal = journal
@@ -75,6 +73,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
+        self.default_model: Callable[[], Awaitable[str]] | None = None  # the server's, when no model is named
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""
@@ -95,15 +94,15 @@ class ConversationModel:
         self.session = session
         self.log: Logger = rt.log
         self.cid: str | None = None
-        self.parent_id: str | None = None  # chat-ui: the message the next turn hangs from
-        self.preprompt: str | None = None
+        self.dstate: DialectState = rt.dialect.new_state(None)  # the dialect's own (reset by the first turn)
         self.prompt: str | None = None
         self.prompt_pending = False
-        self.generation_id: str | None = None
         self.generating = False  # a send reached the server and its answer was not read to the end
         self.response: httpx.Response | None = None
         self.parser: Parser | None = None
         self.final: FinalAnswer | None = None
+        self.delivered = 0  # characters of answer text the caller got in this turn
+        self.resume: Resume | None = None  # chat-ui: this answer's reattaching, after a cut
         self.send_status: int | None = None
         self.deadline: float | None = None
         self.records: list[TransitionRecord] = []
@@ -115,7 +114,6 @@ class ConversationModel:
         self.transitioning = False
         self.busy = False
         self.holds_slot = False
-        self.counted_live = False
         # per transition, reset by prepare()
         self.t0 = 0.0
         self.stream_t0 = 0.0

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-__all__ = ["Verify", "check_headers", "check_proxy", "env_proxy", "proxy_credentials", "tls_context"]
+__all__ = ["Verify", "check_headers", "check_proxy", "env_proxy", "proxy_credentials", "proxy_secrets", "tls_context"]
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
@@ -63,6 +63,12 @@ def env_proxy(url: str) -> str | None:
     if "://" not in found:  # "proxy:3128", as curl takes it
         found = "http://" + found
     return check_proxy(found, "the environment's proxy")
+
+
+def proxy_secrets(proxy: str | None) -> tuple[str, ...]:
+    """The proxy URL's user and password as written (never to be shown in an error's text)."""
+    parts = urlsplit(proxy) if proxy else None
+    return tuple(s for s in (parts.username, parts.password) if s) if parts else ()
 
 
 def proxy_credentials(proxy: str | None) -> tuple[str, str | None, str | None]:

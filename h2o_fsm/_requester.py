@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import _refusals as refusals
 from ._aio import Deadline
 from ._config import Limits, Timeouts
-from ._dialects import Body
+from ._dialects import Body, Dialect
 from ._exceptions import (
     H2oError,
     H2oLimitError,
     H2oStateError,
-    H2oStatusError,
     H2oTimeoutError,
 )
 from ._hints import status_hint
@@ -30,6 +30,7 @@ from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
 from ._table import SPEC, request_of
+from ._table import seconds as seconds_of
 from ._translate import translated
 from ._version import VERSION
 
@@ -69,15 +70,16 @@ class Requester:
                 "User-Agent": f"h2o-fsm/{VERSION}"}
         theirs = {name.lower() for name in headers or {}}  # the caller's win, whatever their case
         self.headers = {**{k: v for k, v in ours.items() if k.lower() not in theirs}, **(headers or {})}
-        self.step_seconds = {s.phase: float(getattr(timeouts, s.timeout)) for s in SPEC.values() if s.timeout}
+        self.step_seconds = {s.phase: seconds_of(timeouts, s.timeout) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
-                seconds, connect=min(timeouts.connect, seconds), read=timeouts.token if phase is Phase.SEND else seconds
+                t, connect=min(timeouts.connect, t), read=seconds_of(timeouts, gap) if (gap := SPEC[phase].gap) else t
             )
-            for phase, seconds in self.step_seconds.items()
+            for phase, t in self.step_seconds.items()
         }
         self.extensions = {phase: {"timeout": t.as_dict()} for phase, t in self.http_timeouts.items()}
         self.active: set[Deadline] = set()  # the bounds of the steps in flight
+        self.dialect: Dialect | None = None  # whose answers tell a server of another dialect (``_refusals``)
         self.closing = False
 
     def url(self, path: str) -> httpx.URL:
@@ -113,21 +115,30 @@ class Requester:
         cid: str | None = None,
         budget: float | None = None,
         each: bool = False,
+        request: tuple[str, str] | None = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
         table's policy; return the streamed response (the caller reads and closes it). A status outside
         ``ok`` raises ``H2oStatusError``.
 
         ``budget``: retry until these seconds are spent instead of counting attempts; ``each``: bound
-        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget)."""
+        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget);
+        ``request``: method and path of a request outside the table (chat-ui's model list, say), sent
+        with ``phase``'s timeouts and retry policy; ``query`` (``"?..."``) and ``headers`` are added to the
+        request (chat-ui's reattach)."""
 
-        method, path = request_of(phase, cid)
+        method, path = request or request_of(phase, cid)
+        path += query
 
         async def once() -> httpx.Response:
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
 
         try:
             return await once()
@@ -144,8 +155,13 @@ class Requester:
         body: Body,
         ok: Collection[int],
         cid: str | None,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = dict(self.headers)
+        if phase is not Phase.SEND:  # JSON errors, not an HTML page (chat-ui negotiates on Accept)
+            headers["Accept"] = "application/json"
+        if extra is not None:  # the step's own (the reattach stream's Accept and Last-Event-ID)
+            headers.update(extra)
         cookie = session.cookie_header
         if cookie is not None:
             headers["Cookie"] = cookie
@@ -189,10 +205,9 @@ class Requester:
         limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
         text = await self.snippet(response, limit, session)
         hint = status_hint(phase, status) or response.reason_phrase
-        detail = hint + (f": {text[:200]}" if text else "")
-        raise H2oStatusError(
-            f"HTTP {status} {detail}", detail=detail,
-            phase=phase, status=status, conversation_id=cid, body=text, retry_after=_retry_after(response),
+        raise refusals.status_error(
+            self.dialect, status, hint + (f": {text[:200]}" if text else ""),
+            phase=phase, conversation_id=cid, body=text, retry_after=_retry_after(response),
         )
 
     async def read_up_to(self, response: httpx.Response, limit: int) -> bytes:

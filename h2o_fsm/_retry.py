@@ -9,7 +9,9 @@ What is *safe* to repeat is the table's ``idempotent`` flag of the failing state
 * ``stream`` is never retried: the answer is half delivered;
 * an answer that could not be read (``reason="malformed"``: a bad status line, a head over the
   limits) is not retried by any step: the request was sent (a DELETE may have been carried out) and
-  asking again gets the same answer; a request that could not be sent as given neither.
+  asking again gets the same answer; a request that could not be sent as given neither;
+* chat-ui's usage limit (a 429 about too many conversations) and the answer of a server of the other
+  dialect are never retried: no retry can help (``_refusals``).
 
 The facts are the fields ``H2oTransportError`` carries (``not_sent``, ``reason``), classified once
 (``_failures``): no message is read here.
@@ -35,7 +37,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ._exceptions import H2oError, H2oStatusError, H2oTransportError
+from ._exceptions import H2oDialectError, H2oError, H2oStatusError, H2oTransportError, H2oUsageLimitError
 from ._phase import Phase
 
 __all__ = ["Retries", "delay", "is_retryable", "retry_after_failure"]
@@ -69,7 +71,7 @@ class Retries:
 
 def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
-    if phase is Phase.STREAM:
+    if isinstance(exc, (H2oUsageLimitError, H2oDialectError)):  # no retry can help: deleting, or the other dialect
         return False
     if isinstance(exc, H2oStatusError):
         status = exc.status or 0

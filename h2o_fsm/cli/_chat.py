@@ -14,7 +14,7 @@ from .._config import Timeouts
 from .._conversation import Conversation
 from .._journal import Journal
 from .._phase import Phase
-from .._protocol import Message
+from .._protocol import Message, merge_parameters, validate_messages
 from .._records import TransitionRecord
 from .._table import SPEC, STATES, destination
 from ._errors import Aborted, UsageError, os_error_text
@@ -175,6 +175,9 @@ async def stepped(
 
 async def _one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, stdin: IO[str]) -> int:
     status = setup.status
+    # bad input refused before any request (dialect="auto" detects the server first)
+    validate_messages(messages(setup.args.system, prompt))
+    merge_parameters(setup.parameters)
     async with setup.client() as client:
         conv = client.conversation(parameters=setup.parameters)
         async with conv:
@@ -182,7 +185,8 @@ async def _one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, std
                 await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
             else:
                 first = True
-                status.show(destination(STATES[0].phase, STATES[0].next or "") or STATES[0].phase)  # the first step
+                first_step = destination(STATES[0].phase, STATES[0].next or "", lambda _: False)  # not created yet
+                status.show(first_step or STATES[0].phase)
                 try:
                     async for chunk in conv.stream(messages(setup.args.system, prompt)):
                         if first:  # from here the answer owns the line: no more status

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
+from .._dialects import suggested
+from .._exceptions import (
+    H2oDialectError,
+    H2oError,
+    H2oStatusError,
+    H2oTimeoutError,
+    H2oTransportError,
+    H2oUsageLimitError,
+)
 from .._hints import status_hint
 from .._log import redact
 from .._phase import Phase
@@ -49,13 +57,11 @@ def _message(exc: H2oError) -> str:
 
 def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
+    if isinstance(exc, H2oDialectError):  # the engine recognised the other dialect's answer
+        return exc.suggested_dialect or None
     if not isinstance(exc, H2oStatusError):
         return None
-    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
-        return "chat-ui"  # today's chat-ui takes JSON settings, not the 2023 form
-    if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
-        return "h2o"  # the 2023 welcome-modal gate
-    return None
+    return suggested(exc.phase, exc.status, dialect)  # each dialect's signs (2023: the welcome gate's 405)
 
 
 def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
@@ -63,6 +69,8 @@ def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
     other = _other_dialect(exc, dialect)
     if other is not None:
         return f"is this a server of the other dialect? try --dialect {other}"
+    if isinstance(exc, H2oUsageLimitError):
+        return "retrying cannot help: delete old conversations (h2o-fsm conversations --delete-all --yes, or a sweep)"
     if isinstance(exc, H2oTimeoutError):
         return "the server is slow or stalled; raise --timeout or try again later"
     if isinstance(exc, H2oTransportError) and is_refused(exc):
@@ -98,7 +106,7 @@ def error_line(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
         if isinstance(exc, H2oStatusError) and exc.status is not None:
             # the explanation of the status comes from the one table of hints (fitting the step), then
             # what the server said; the engine's own wording of it is not repeated
-            hint = status_hint(exc.phase, exc.status)
+            hint = "usage limit reached" if isinstance(exc, H2oUsageLimitError) else status_hint(exc.phase, exc.status)
             if hint:
                 body = " ".join(exc.body.split())[:200]
                 what = f"{hint}: {body}" if body else hint
