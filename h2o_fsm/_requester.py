@@ -70,6 +70,7 @@ class Requester:
                 "User-Agent": f"h2o-fsm/{VERSION}"}
         theirs = {name.lower() for name in headers or {}}  # the caller's win, whatever their case
         self.headers = {**{k: v for k, v in ours.items() if k.lower() not in theirs}, **(headers or {})}
+        self.accept_json = "accept" not in theirs  # chat-ui's errors as JSON, unless the caller chose an Accept
         self.step_seconds = {s.phase: seconds_of(timeouts, s.timeout) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
@@ -158,7 +159,7 @@ class Requester:
         extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = dict(self.headers)
-        if phase is not Phase.SEND:  # JSON errors, not an HTML page (chat-ui negotiates on Accept)
+        if phase is not Phase.SEND and self.accept_json:  # JSON errors, not an HTML page (chat-ui negotiates)
             headers["Accept"] = "application/json"
         if extra is not None:  # the step's own (the reattach stream's Accept and Last-Event-ID)
             headers.update(extra)

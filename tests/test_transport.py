@@ -596,13 +596,15 @@ async def test_headers_and_the_default_user_agent_on_every_transport(transport: 
         async with H2oClient(url, transport=transport, headers={"X-Trace": "t-1"}, retries=once) as client:  # type: ignore[arg-type]
             with pytest.raises(H2oStatusError):
                 await client.ask("x")
-        async with H2oClient(url, transport=transport, headers={"user-agent": "my-service/2"},  # type: ignore[arg-type]
+        async with H2oClient(url, transport=transport, headers={"user-agent": "my-service/2", "accept": "*/*"},  # type: ignore[arg-type]
                              retries=once) as client:
             with pytest.raises(H2oStatusError):
                 await client.ask("x")
     first, second = (head.decode("latin-1").lower() for head in srv.requests[:2])
     assert f"user-agent: h2o-fsm/{__version__}\r\n".lower() in first and "x-trace: t-1\r\n" in first
+    assert "accept: application/json\r\n" in first  # chat-ui's per-request Accept on a non-send step
     assert "user-agent: my-service/2\r\n" in second and "h2o-fsm/" not in second and second.count("user-agent") == 1
+    assert "accept: */*\r\n" in second and second.count("accept:") == 1  # the caller's Accept, not a second one
 
 
 # --- issue 15 item 3: classified once, facts as fields ---------------------------------------------
