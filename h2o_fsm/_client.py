@@ -24,6 +24,7 @@ from ._exceptions import H2oStateError
 from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
+from ._network import Verify, check_headers, check_proxy, env_proxy, proxy_secrets, tls_context
 from ._protocol import (
     DEFAULT_BASE_URL,
     Messages,
@@ -31,11 +32,10 @@ from ._protocol import (
     normalize_base_url,
     validate_model,
 )
-from ._proxy import check_proxy, proxy_secrets
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
-from ._transport import fast_available, fast_transport, no_cookie_jar
+from ._transport import fast_transport, no_cookie_jar
 
 __all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "default_base_url"]
 
@@ -77,11 +77,17 @@ class H2oClient(CatalogMethods, JournalClientPart):
             ``token``, say). Secret: never logged, never in an error or a repr.
         settings: post the settings step (default: the 2023 dialect does, chat-ui does not).
         http_client: an ``httpx.AsyncClient`` to use; otherwise one is created (and closed by us).
-        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default:
-            ``httpx-aiohttp`` when the ``fast`` extra is installed and no proxy is given, else httpx's own),
-            ``"httpx"`` (httpx's own, e.g. for respx), ``"aiohttp"`` (:func:`fast_transport`).
-        proxy: proxy URL for the client we create.
-        verify: TLS verification for the client we create (on by default).
+        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default: the
+            aiohttp transport, :func:`fast_transport`; httpx's own for a socks5:// proxy), ``"httpx"``
+            (httpx's own, e.g. for respx), ``"aiohttp"``.
+        proxy: an http(s):// (or, on httpx's transport, socks5://) proxy URL for the client we create;
+            its credentials are sent, never shown.
+        trust_env: without ``proxy``, take it from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``
+            (either case), and CA certificates from ``SSL_CERT_FILE``/``SSL_CERT_DIR``, as httpx does.
+        verify: TLS verification: ``True`` (default), ``False``, a CA bundle file/directory or an
+            ``ssl.SSLContext``.
+        headers: extra headers for every request (they replace ours of the same name, such as the
+            default ``User-Agent: h2o-fsm/<version>``); never logged.
         timeouts, limits, retries: see :class:`Timeouts`, :class:`Limits`, :class:`Retries`.
         logger: a structlog logger; default: ``structlog.get_logger("h2o_fsm")`` if structlog is
             configured, else silent.
@@ -108,7 +114,9 @@ class H2oClient(CatalogMethods, JournalClientPart):
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | TransportChoice | None = "auto",
         proxy: str | None = None,
-        verify: bool = True,
+        verify: Verify = True,
+        headers: Mapping[str, str] | None = None,
+        trust_env: bool = True,
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
         retries: Retries | None = None,
@@ -132,7 +140,8 @@ class H2oClient(CatalogMethods, JournalClientPart):
             raise ValueError("give either http_client or transport/proxy, not both")
         if isinstance(transport, str) and transport not in ("auto", "httpx", "aiohttp"):
             raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
-        if custom and transport != "httpx" and proxy is not None:
+        own = isinstance(transport, httpx.AsyncBaseTransport)
+        if own and proxy is not None:
             raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
         for name, value, expected in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits),
                                       ("retries", retries, Retries)):
@@ -147,19 +156,27 @@ class H2oClient(CatalogMethods, JournalClientPart):
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = None if model is None else validate_model(model)
-        store, owned = open_journal(journal)  # before the pool: a bad journal= leaves nothing open
         self.dialect: str = AUTO if auto else chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
         self.log_content = bool(log_content)
+        extra_headers = check_headers(headers)
         direct: httpx.AsyncBaseTransport | None = None  # a transport the requests may go to directly
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+        via = check_proxy(proxy) or (env_proxy(self.base_url) if trust_env and not own and not http_client else None)
+        tls = tls_context(verify, trust_env=trust_env) if http_client is None else None
+        if transport == "aiohttp" and via is not None and not via.startswith("http"):
+            raise ValueError("the aiohttp transport takes http(s):// proxies; socks5:// needs transport='httpx'")
+        store, owned = open_journal(journal)  # after every check, before the pool: a bad value leaves nothing open
         if http_client is not None:
             http, self._owns_http = http_client, False
         else:
             chosen: httpx.AsyncBaseTransport | None
-            if transport == "aiohttp" or (transport in (None, "auto") and proxy is None and fast_available()):
-                chosen = fast_transport(verify=verify, max_connections=max_connections)
+            assert tls is not None  # made above when there is no http_client
+            if transport == "aiohttp" or (transport in (None, "auto") and (via is None or via.startswith("http"))):
+                chosen = fast_transport(verify=tls, max_connections=max_connections, proxy=via, trust_env=trust_env)
             elif isinstance(transport, httpx.AsyncBaseTransport):
                 chosen = transport
             else:
@@ -167,8 +184,9 @@ class H2oClient(CatalogMethods, JournalClientPart):
             direct = chosen
             http = httpx.AsyncClient(
                 transport=chosen,
-                proxy=check_proxy(proxy),
-                verify=verify,
+                proxy=proxy if chosen is None else None,  # a transport we chose carries its proxy
+                verify=tls,
+                trust_env=trust_env,
                 follow_redirects=False,
                 cookies=no_cookie_jar(),  # the sessions keep them, per conversation
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -176,7 +194,7 @@ class H2oClient(CatalogMethods, JournalClientPart):
             self._owns_http = True
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
-                              secrets=proxy_secrets(proxy), transport=direct)
+                              secrets=proxy_secrets(via), transport=direct, headers=extra_headers)
         log = logger if logger is not None else default_logger()
         self._runtime = functools.partial(
             Runtime,

@@ -20,7 +20,7 @@ from contextlib import aclosing
 
 from ._aio import wait_owned
 from ._attach import attach, detach
-from ._exceptions import H2oCleanupError, H2oError, H2oStateError
+from ._exceptions import H2oCleanupError, H2oError, H2oStateError, add_note
 from ._machine import MACHINE
 from ._phase import Phase
 from ._protocol import Messages
@@ -247,8 +247,7 @@ class Conversation(Stepping):
         if self.error is None:
             self.error = exc
         if self.transitioning and self.ending is None:  # another task is inside a step: ending it is its job
-            if hasattr(exc, "add_note"):
-                exc.add_note("h2o-fsm: the conversation was not ended here: another task runs one of its steps")
+            add_note(exc, "h2o-fsm: the conversation was not ended here: another task runs one of its steps")
             return
         ending = self._end("abort")
         if isinstance(exc, _CANCELLED):
@@ -256,16 +255,15 @@ class Conversation(Stepping):
         try:
             await wait_owned(ending, self.rt.abandoned)
         except H2oStateError as closed:  # the client gave up on the ending: never hide ``exc`` behind that
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"h2o-fsm: {closed.message}")
+            add_note(exc, f"h2o-fsm: {closed.message}")
             return
         cleanup = self.cleanup_error
         if cleanup is not None:
             if isinstance(exc, H2oError):
                 if exc.cleanup_error is None:
                     exc.cleanup_error = cleanup
-            elif hasattr(exc, "add_note"):
-                exc.add_note(f"h2o-fsm: deleting the conversation failed too: {cleanup.message}")
+            else:
+                add_note(exc, f"h2o-fsm: deleting the conversation failed too: {cleanup.message}")
 
     async def _read_all(self) -> str:
         async with aclosing(read_answer(self)) as reader:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._config import Limits, Timeouts
-from ._exceptions import H2oCleanupError
+from ._exceptions import H2oCleanupError, add_note
 from ._log import NULL_LOGGER, Logger, scrub
 from ._phase import Phase
 from ._protocol import Parameters
@@ -174,8 +174,8 @@ class ConversationModel:
             if observer is not None:
                 observer(record)
         except Exception as exc:  # the host's sink failed: the machine goes on
-            if self.error is not None and hasattr(self.error, "add_note"):
-                self.error.add_note(f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
+            if self.error is not None:
+                add_note(self.error, f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
 
     def on_terminal(self) -> None:
         """Give back the concurrency slot and leave the client's live set. Idempotent."""

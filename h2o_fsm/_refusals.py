@@ -24,25 +24,26 @@ USAGE_LIMIT_ADVICE = (
 
 def status_error(
     dialect: Dialect | None,
-    message: str,
+    status: int,
+    detail: str,
     *,
     phase: Phase,
-    status: int,
     conversation_id: str | None,
     body: str,
     retry_after: float | None,
 ) -> H2oStatusError:
-    """The error for an answer of ``status`` to ``phase``'s request; ``body`` is the scrubbed snippet."""
+    """The error for an answer of ``status`` to ``phase``'s request; ``detail`` is what happened without the
+    status (``HTTP <status>`` leads the message); ``body`` is the scrubbed snippet."""
     def make(cls: type[H2oStatusError], text: str) -> H2oStatusError:
-        return cls(text, phase=phase, status=status, conversation_id=conversation_id, body=body,
-                   retry_after=retry_after)
+        return cls(f"HTTP {status} {text}", detail=text, phase=phase, status=status,
+                   conversation_id=conversation_id, body=body, retry_after=retry_after)
 
     if is_usage_limit(status, body):
-        return make(H2oUsageLimitError, f"{message} — {USAGE_LIMIT_ADVICE}")
+        return make(H2oUsageLimitError, f"{detail} — {USAGE_LIMIT_ADVICE}")
     other = None if dialect is None else suggested(phase, status, dialect.name)  # another dialect's sign
     if other is not None:
-        err = make(H2oDialectError, f"{message} — {wrong_dialect_advice(other)}")
+        err = make(H2oDialectError, f"{detail} — {wrong_dialect_advice(other)}")
         assert isinstance(err, H2oDialectError)
         err.suggested_dialect = other
         return err
-    return make(H2oStatusError, message)
+    return make(H2oStatusError, detail)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import NoReturn, cast
@@ -50,11 +50,15 @@ class Requester:
         limits: Limits,
         secrets: tuple[str, ...] = (),
         transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
         # With a transport we built (or were handed), requests go to it directly, through its public
         # ``handle_async_request``: the client's cookie jar, auth and redirect layers have nothing to do
-        # here (the session keeps the cookies, redirects are not followed) and cost ~10 % of client CPU.
+        # here (the session keeps the cookies, redirects are not followed). The second send path, kept
+        # for a handed-in ``http_client`` only, because it costs: the same aiohttp transport through
+        # ``http.send`` takes 1.13-1.17x the client CPU at 500 concurrent conversations, 1.18-1.24x at
+        # 1,000 (benchmarks/concurrency.py, "via http_client.send" against the default, same run).
         self.transport = transport
         self.base_url = base_url
         self.timeouts = timeouts
@@ -62,8 +66,11 @@ class Requester:
         self.limits = limits
         self.secrets = secrets  # e.g. the proxy's credentials: never in an error's text
         parts = urlsplit(base_url)
-        self.headers = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
-                        "User-Agent": f"h2o-fsm/{VERSION}"}
+        ours = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
+                "User-Agent": f"h2o-fsm/{VERSION}"}
+        theirs = {name.lower() for name in headers or {}}  # the caller's win, whatever their case
+        self.headers = {**{k: v for k, v in ours.items() if k.lower() not in theirs}, **(headers or {})}
+        self.accept_json = "accept" not in theirs  # chat-ui's errors as JSON, unless the caller chose an Accept
         self.step_seconds = {s.phase: seconds_of(timeouts, s.timeout) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
@@ -89,7 +96,8 @@ class Requester:
         if self.closing and not SPEC[phase].cleanup:
             raise H2oStateError("the client is closing", phase=phase, conversation_id=cid)
         if deadline is not None and deadline <= asyncio.get_running_loop().time():
-            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid)
+            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid,
+                                  not_sent=True, timeout="deadline")
 
     def interrupt(self) -> None:
         """End every step in flight in a caller's task now: they fail with ``H2oStateError`` (the client
@@ -151,7 +159,7 @@ class Requester:
         extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = dict(self.headers)
-        if phase is not Phase.SEND:  # JSON errors, not an HTML page (chat-ui negotiates on Accept)
+        if phase is not Phase.SEND and self.accept_json:  # JSON errors, not an HTML page (chat-ui negotiates)
             headers["Accept"] = "application/json"
         if extra is not None:  # the step's own (the reattach stream's Accept and Last-Event-ID)
             headers.update(extra)
@@ -164,7 +172,7 @@ class Requester:
             content = dumps(body.json)
         transport = self.transport
         with translated(phase, cid):
-            if transport is not None:  # a transport of ours: straight to it (see __init__)
+            if transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
                 response = await transport.handle_async_request(request)
@@ -199,8 +207,8 @@ class Requester:
         text = await self.snippet(response, limit, session)
         hint = status_hint(phase, status) or response.reason_phrase
         raise refusals.status_error(
-            self.dialect, f"HTTP {status} {hint}" + (f": {text[:200]}" if text else ""),
-            phase=phase, status=status, conversation_id=cid, body=text, retry_after=_retry_after(response),
+            self.dialect, status, hint + (f": {text[:200]}" if text else ""),
+            phase=phase, conversation_id=cid, body=text, retry_after=_retry_after(response),
         )
 
     async def read_up_to(self, response: httpx.Response, limit: int) -> bytes:
@@ -280,7 +288,7 @@ class _Step:
                 raise H2oStateError("the client was closed during this step", phase=self._phase,
                                     conversation_id=self._cid) from timeout
             raise H2oTimeoutError(f"no complete answer within {self._seconds:.3g}s", phase=self._phase,
-                                  conversation_id=self._cid) from timeout
+                                  conversation_id=self._cid, timeout="step") from timeout
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -266,7 +266,7 @@ async def delete(event: EventData) -> None:
             await rq.drain(response)
     except (asyncio.TimeoutError, H2oError) as exc:
         reason = exc.message if isinstance(exc, H2oError) else f"did not finish within {rt.timeouts.cleanup:g}s"
-        err = H2oCleanupError(f"DELETE failed: {reason}", phase=Phase.DELETE,
+        err = H2oCleanupError(f"DELETE failed: {reason}", phase=Phase.DELETE, detail=reason,
                               status=getattr(exc, "status", None), conversation_id=cid)
         err.__cause__ = exc
         m.cleanup_error = err

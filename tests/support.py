@@ -225,3 +225,24 @@ class EmulatorPool:
 
 POOL = EmulatorPool()
 emulator = POOL.lease
+
+
+# The synchronous SQLite methods a Journal's *_async methods run in worker threads.
+JOURNAL_SYNC_METHODS = ("add", "running", "remove", "scan", "entries", "sweepable", "claim", "unclaim", "renew",
+                        "release", "close")
+
+
+def journal_threads(journal: object) -> set[int]:
+    """The ids of the threads that run ``journal``'s SQLite I/O from now on (its public synchronous
+    methods wrapped on the instance): the event loop's thread among them is I/O on the loop, whatever
+    the wall clock of a loaded machine says."""
+    seen: set[int] = set()
+    for name in JOURNAL_SYNC_METHODS:
+        method = getattr(journal, name)
+
+        def wrapped(*args: object, _method: object = method, **kwargs: object) -> object:
+            seen.add(threading.get_ident())
+            return _method(*args, **kwargs)  # type: ignore[operator]
+
+        setattr(journal, name, wrapped)
+    return seen

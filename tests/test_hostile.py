@@ -14,26 +14,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import math
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import structlog
-from hostile_server import SECRET_PREFIX, HostileServer, Reply, Request, echo_reply, stream_body
+from hostile_server import SECRET_PREFIX, HostileServer, Reply, Request, echo_reply, padding_headers, stream_body
 from structlog.testing import capture_logs
+from support import journal_threads
 
 from h2o_fsm import (
+    H2oCleanupError,
     H2oClient,
     H2oError,
     H2oProtocolError,
     H2oTimeoutError,
+    H2oTransportError,
     Journal,
     Phase,
     Retries,
@@ -275,6 +281,69 @@ async def test_too_many_response_headers(server: HostileServer, transport: str, 
     assert_undeleted(client, 0)
 
 
+# ------------------------------------------------ issue 16 item 4: answers a real server may send, and worse
+async def test_a_delete_answered_with_129_headers_is_read(server: HostileServer, transport: str) -> None:
+    server.on["delete"] = default_with(server, raw_head_lines=padding_headers(129))
+    client = client_for(server, transport)
+    out = await run(client.ask("hi"), deadline=3.0)
+    assert out.exc is None and out.result == "Hello world", f"{out.exc!r}"
+    assert out.elapsed < 2.0
+    await finish(client, server)  # exactly one DELETE
+    assert server.deleted_ok == server.created
+    assert_undeleted(client, 0)
+
+
+async def test_a_delete_answer_that_cannot_be_read_fails_typed_at_once_and_is_not_repeated(
+    server: HostileServer, transport: str, logs: list[dict[str, Any]]
+) -> None:
+    """Over every parser's limit (h11: 16 KiB of head; ours on aiohttp: 512 headers): the DELETE was
+    sent and may have been carried out; asking again would read the same answer. One DELETE, a typed
+    error well before the cleanup budget, the conversation counted undeleted."""
+    server.on["delete"] = default_with(server, raw_head_lines=padding_headers(20_000))
+    client = client_for(server, transport, timeouts=dataclasses.replace(TIMEOUTS, cleanup=20.0, total=None))
+    out = await run(client.ask("hi"), deadline=10.0)
+    assert isinstance(out.exc, H2oCleanupError), f"{out.exc!r}"
+    cause = out.exc.__cause__
+    assert isinstance(cause, H2oTransportError) and cause.reason == "malformed" and not cause.not_sent
+    assert out.elapsed < 3.0, "the DELETE was retried on an answer that cannot be read"
+    assert [r.step for r in server.requests].count("delete") == 1
+    assert client.live_conversations == 0
+    server.on.clear()
+    await next_conversation_completes(client, server)
+    await asyncio.wait_for(client.aclose(), 5)
+    assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 1)
+
+
+async def test_a_create_answer_dropped_after_a_set_cookie_head_carries_no_secret_anywhere(
+    server: HostileServer, transport: str, logs: list[dict[str, Any]]
+) -> None:
+    secret = f"{SECRET_PREFIX}rotated-7c1e"
+
+    def dropped(request: Request) -> Reply:
+        reply = server.default(request)
+        reply.headers.append(("Set-Cookie", f"hf-chat={secret}; Path=/; HttpOnly"))
+        reply.close_after = 5  # the head says the whole length; the connection drops after 5 bytes
+        return reply
+
+    server.on["create"] = dropped
+    client = client_for(server, transport)
+    out = await run(client.ask("hi"), deadline=3.0)
+    assert isinstance(out.exc, H2oTransportError), f"{out.exc!r}"
+    assert out.exc.reason in ("incomplete", "disconnected", "network") and not out.exc.not_sent
+    texts = ["".join(traceback.format_exception(out.exc))]
+    seen: BaseException | None = out.exc
+    while seen is not None:
+        texts += [str(seen), repr(seen), *getattr(seen, "__notes__", ())]
+        seen = seen.__cause__ or seen.__context__
+    for text in texts:
+        assert secret not in text and "hf-chat=" not in text, text[-400:]
+    assert client.live_conversations == 0
+    await asyncio.wait_for(client.aclose(), 5)
+    assert_no_secret(out, logs, [*secrets_of(server), secret])
+    assert_undeleted(client, 1)  # created on the server, its id never read: counted, not hidden
+
+
 class _Sink:
     """A log sink that fails (disk full, a broken handler) while ``broken``."""
 
@@ -478,6 +547,7 @@ async def test_a_locked_journal_neither_stalls_the_loop_nor_strands_the_conversa
 ) -> None:
     path = tmp_path / "j.sqlite"
     journal = Journal(path, busy_timeout=0.6)  # on the loop, a write would stall it >= 0.6 s
+    threads = journal_threads(journal)
     other = sqlite3.connect(str(path), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -492,7 +562,10 @@ async def test_a_locked_journal_neither_stalls_the_loop_nor_strands_the_conversa
     assert_h2o_error(out, allow_success=True)
     if out.exc is not None:
         assert isinstance(out.exc.__cause__, sqlite3.Error), repr(out.exc.__cause__)
-    assert worst[0] < 0.4, f"the event loop stalled {worst[0] * 1000:.0f} ms"
+    assert threads and threading.get_ident() not in threads  # every SQLite call ran off the loop
+    # a write on the loop would stall it >= 0.6 s: the thread check above says so exactly; this bound
+    # only catches a stall a loaded shared machine never makes (it once made 0.73 s)
+    assert worst[0] < 1.5, f"the event loop stalled {worst[0] * 1000:.0f} ms"
     await next_conversation_completes(client, server)
     await finish(client, server)
     assert journal.entries() == []

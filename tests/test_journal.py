@@ -9,13 +9,14 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from support import emulator
+from support import emulator, journal_threads
 
 from h2o_fsm import H2oClient, Journal, JournalScan
 from h2o_fsm.server import LocalServer, ServerConfig
@@ -145,6 +146,7 @@ async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) ->
     path = tmp_path / "j.sqlite"
     j = Journal(path, busy_timeout=0.6)  # long enough that running it on the loop would show
     await j.add_async(URL, "b" * 24, {})
+    threads = journal_threads(j)
     other = _hold_write_lock(path)
     try:
         async with _LoopLag() as lag:
@@ -159,7 +161,10 @@ async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) ->
         other.execute("ROLLBACK")
         other.close()
     assert 1.0 <= elapsed < 3.0  # each write waited its busy timeout, then gave up
-    assert lag.worst < 0.4, f"the event loop stalled {lag.worst * 1000:.0f} ms"  # on the loop: >= 0.6 s
+    assert threads and threading.get_ident() not in threads  # every SQLite call ran off the loop
+    # on the loop a write would stall it >= 0.6 s (the thread check says so exactly); this bound only
+    # catches a stall a loaded shared machine never makes
+    assert lag.worst < 1.5, f"the event loop stalled {lag.worst * 1000:.0f} ms"
     await j.aclose()
 
 

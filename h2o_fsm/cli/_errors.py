@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import re
-
 from .._dialects import suggested
 from .._exceptions import (
     H2oDialectError,
@@ -49,28 +46,13 @@ def os_error_text(exc: OSError) -> str:
 
 
 def is_refused(exc: BaseException) -> bool:
-    """True when the cause chain holds a refused connection (whatever the transport called it)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or (
-            isinstance(cur, OSError) and cur.errno == errno.ECONNREFUSED
-        ):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
+    """True for a refused connection (a fact the engine classified once: ``H2oTransportError.reason``)."""
+    return isinstance(exc, H2oTransportError) and exc.reason == "refused"
 
 
 def _message(exc: H2oError) -> str:
-    """The engine's message without a leading ``<phase> failed:`` / ``HTTP <status>`` (said by us once)."""
-    text = exc.message.strip()
-    if exc.phase is not None:
-        text = re.sub(rf"^{re.escape(exc.phase.value)} (failed|timed out):\s*", "", text, flags=re.IGNORECASE)
-    text = re.sub(r"^DELETE failed:\s*", "", text)
-    if exc.status is not None:
-        text = re.sub(rf"^HTTP {exc.status}\b\s*", "", text)
-    return text
+    """What happened, without the phase (said by us once): the error's ``detail``."""
+    return exc.detail.strip()
 
 
 def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
