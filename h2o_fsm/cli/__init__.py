@@ -73,5 +73,5 @@ def main(
         err.write(f"h2o-fsm: invalid input: {redact(' '.join(str(exc).split()))}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        err.write("h2o-fsm: interrupted; whatever was created has been deleted\n")
+        err.write("h2o-fsm: interrupted\n")
         return EXIT_INTERRUPTED
