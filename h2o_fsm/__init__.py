@@ -36,6 +36,7 @@ from ._provider import H2o
 from ._records import StepResult, TransitionRecord
 from ._retry import Retries
 from ._sweep import SweepReport
+from ._sync import H2oSyncClient, SyncConversation
 from ._table import STATES, TRANSITIONS, Edge, StateSpec
 from ._transport import fast_transport
 from ._version import VERSION
@@ -64,6 +65,7 @@ __all__ = [
     "H2oProtocolError",
     "H2oStateError",
     "H2oStatusError",
+    "H2oSyncClient",
     "H2oTimeoutError",
     "H2oTransportError",
     "H2oUpstreamError",
@@ -78,6 +80,7 @@ __all__ = [
     "StateSpec",
     "StepResult",
     "SweepReport",
+    "SyncConversation",
     "Timeouts",
     "TransitionObserver",
     "TransitionRecord",
