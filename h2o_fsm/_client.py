@@ -128,7 +128,11 @@ class H2oClient:
         journal: Journal | None = None,
         on_transition: TransitionObserver | None = None,
     ) -> None:
-        self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
+        if base_url is None:
+            base_url = os.environ.get("H2O_FSM_BASE_URL") or None
+        if base_url is None:  # the 2023 deployment (H2o.url's default) is long gone: never guessed here
+            raise ValueError("no base URL: pass H2oClient(base_url) or set H2O_FSM_BASE_URL")
+        self.base_url = normalize_base_url(base_url)
         if urlsplit(self.base_url).username is not None:
             raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
         chosen_dialect = get_dialect(dialect)

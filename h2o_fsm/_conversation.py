@@ -94,6 +94,7 @@ class Conversation(Stepping):
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
         preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        self.rt.limits.check_prompt(preprompt, text)
         self._check_can_send()
         return _TurnScope(self, preprompt, text)
 

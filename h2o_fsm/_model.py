@@ -146,13 +146,14 @@ class ConversationModel:
         if event.transition is None:
             return
         err = event.error
+        why = err if err is not None or event.event.name != "abort" else self.error  # what the abort is for
         record = TransitionRecord(
             source=self.source,
             dest=self.state,
             trigger=event.event.name,
             duration_ms=(time.perf_counter() - self.t0) * 1000.0,
             status=self.status,
-            error=None if err is None else _describe(err),
+            error=None if why is None else _describe(why),
             skipped=self.skipped,
             conversation_id=self.cid,
             request=request_line(self.state, self.cid) if self.state is not self.source else None,
@@ -202,4 +203,8 @@ def _describe(err: BaseException) -> str:
 
     if isinstance(err, H2oError):
         return f"{type(err).__name__}: {err.message}"
+    if isinstance(err, asyncio.CancelledError):
+        return "CancelledError: cancelled by the caller"
+    if isinstance(err, asyncio.TimeoutError):  # not ours (ours are H2oTimeoutError): the caller's deadline
+        return "TimeoutError: the caller's deadline passed"
     return type(err).__name__  # its text may hold anything (a header value, a cookie): never logged

@@ -77,6 +77,7 @@ class Stepping(ConversationModel):
     def queue(self, prompt: str | Messages) -> None:
         """Set the prompt the next ``send`` step will post (validated now)."""
         preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        self.rt.limits.check_prompt(preprompt, text)
         if self.state is Phase.NEW:
             self.preprompt = preprompt
         self.prompt = text

@@ -15,7 +15,7 @@ from typing import IO, TextIO
 from .._exceptions import H2oError
 from .._log import redact
 from ._errors import EXIT_ABORTED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Aborted, UsageError, error_line
-from ._parser import DIALECTS, parser
+from ._parser import DIALECTS, check_base_url, parser
 
 __all__ = ["main"]
 
@@ -55,6 +55,7 @@ def main(
             raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join(DIALECTS)}")
         debug = bool(getattr(args, "debug", False))
         base_url = getattr(args, "base_url", None) or ""
+        check_base_url(args)
         return _dispatch(args, out, err, inp, standard_io=standard_io)
     except UsageError as exc:
         err.write(f"h2o-fsm: {redact(str(exc))}\n")
@@ -62,7 +63,7 @@ def main(
     except H2oError as exc:
         if debug:
             traceback.print_exc(file=err)
-        err.write(error_line(exc, base_url, getattr(args, "dialect", None)) + "\n")
+        err.write(error_line(exc, base_url, getattr(args, "dialect", None), debug=debug) + "\n")
         return EXIT_FAILED
     except Aborted:
         err.write("h2o-fsm: aborted at a --step pause; whatever was created has been deleted\n")

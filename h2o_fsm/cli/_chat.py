@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from typing import IO, TextIO
 
+from .._config import Limits
 from .._table import STATES, destination
 from ._errors import UsageError
 from ._interactive import Interactive
@@ -22,7 +23,11 @@ def prompt_from(args: argparse.Namespace, stdin: IO[str]) -> str:
         return str(args.prompt)
     if args.step:
         raise UsageError("--step reads Enter from stdin: give the prompt as an argument")
-    text = stdin.read().rstrip("\r\n")
+    limit = Limits().max_prompt_bytes
+    text = stdin.read(limit + 1)  # bounded: 200 MB piped in is refused, not held in memory
+    if len(text) > limit:
+        raise UsageError(f"the prompt from stdin is over {limit} bytes (Limits.max_prompt_bytes)")
+    text = text.rstrip("\r\n")
     if not text.strip():
         raise UsageError("no prompt: stdin was empty (give PROMPT, or pipe the prompt in)")
     return text

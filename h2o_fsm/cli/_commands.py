@@ -87,10 +87,19 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"bundled chat-ui emulator listening on {server.url}\n\nphases:\n")
 
         def observe(record: TransitionRecord) -> None:
+            # each row: the step the time was spent on (a record's time is its request's, made on entering
+            # ``dest``; but leaving ``stream`` measures the reading of the answer, which belongs to stream)
             records.append(record)
+            if record.source is Phase.STREAM and not record.dest.is_terminal:
+                label, note = Phase.STREAM.value, "reading the answer"
+            elif record.dest is Phase.STREAM:
+                label, note = Phase.STREAM.value, "opening the answer"
+            else:
+                label, note = record.dest.value, ""
             status = f"HTTP {record.status}" if record.status is not None else ""
-            skipped = " (skipped)" if record.skipped else ""
-            out.write(f"  {record.dest.value:<9} {record.duration_ms:8.1f} ms  {status}{skipped}\n")
+            skipped = "(skipped)" if record.skipped else ""
+            said = "  ".join(x for x in (status, skipped, note) if x)
+            out.write(f"  {label:<9} {record.duration_ms:8.1f} ms  {said}".rstrip() + "\n")
             out.flush()
 
         async def run() -> str:

@@ -69,6 +69,8 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
     if not isinstance(exc, H2oStatusError):
         return None
+    if _about_the_model(exc):
+        return None  # a server of this dialect, refusing the model
     if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
         return "chat-ui"  # today's chat-ui takes JSON settings, not the 2023 form
     if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
@@ -76,8 +78,15 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     return None
 
 
-def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
+def _about_the_model(exc: H2oError) -> bool:
+    """The server's answer names the model (``Invalid model: 'x'``, ``Model not found``)."""
+    return isinstance(exc, H2oStatusError) and exc.status in (400, 404, 422) and "model" in exc.body.lower()
+
+
+def _advice(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: bool = False) -> str:
     where = redact(base_url)
+    if _about_the_model(exc):
+        return "check --model (the server does not offer that one)"
     other = _other_dialect(exc, dialect)
     if other is not None:
         return f"is this a server of the other dialect? try --dialect {other}"
@@ -101,10 +110,10 @@ def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
             return "pass the session cookies with --cookie NAME=VALUE (or H2O_FSM_COOKIES)"
         if status >= 500:
             return "try again later"
-    return "run again with --debug for details"
+    return "the traceback above has the details" if debug else "run again with --debug for details"
 
 
-def error_line(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
+def error_line(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: bool = False) -> str:
     """``h2o-fsm: send failed (HTTP 404): <what happened> — <what to do>``: the phase said once."""
     phase = exc.phase.value if exc.phase else "request"
     shown = exc.status is not None and (isinstance(exc, H2oStatusError) or exc.status >= 400)
@@ -122,4 +131,4 @@ def error_line(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
                 what = f"{hint}: {body}" if body else hint
     what = " ".join(what.split()) or type(exc).__name__
     cleanup = " — and deleting the conversation failed too" if exc.cleanup_error is not None else ""
-    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url, dialect)}"
+    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url, dialect, debug=debug)}"

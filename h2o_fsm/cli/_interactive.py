@@ -80,7 +80,7 @@ class Interactive:
         prompt = messages(self.setup.args.system, text) if self.turns == 0 else text
         self.turns += 1
         status = self.setup.status
-        status.enabled = status.tty
+        status.enabled = status.tty and not self.setup.args.step
         try:
             if self.setup.args.step:
                 await stepped(conv, prompt, self.out, self.err, self.stdin, until_ready=True)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from typing import Any, NoReturn
 
 from .. import __version__
+from .._log import redact
 from .._phase import Phase
 from .._protocol import DEFAULT_MODEL
 from ._errors import UsageError
 
-__all__ = ["DIALECTS", "cookies_from", "parser"]
+__all__ = ["DIALECTS", "check_base_url", "cookies_from", "parser"]
 
 DIALECTS = ("h2o", "chat-ui")
 DEFAULT_DIALECT = "h2o"
@@ -123,11 +125,22 @@ def _cookie_option(p: argparse.ArgumentParser) -> None:
                    help="a session cookie to send, repeatable (env H2O_FSM_COOKIES='a=1; b=2'); never printed")
 
 
+def check_base_url(args: argparse.Namespace) -> None:
+    """``--base-url`` (or ``H2O_FSM_BASE_URL``) given where a command needs one, and with its scheme."""
+    url = getattr(args, "base_url", None)
+    if url is None:
+        if args.command == "chat":
+            raise UsageError("no server: give --base-url URL or set H2O_FSM_BASE_URL "
+                             "(`h2o-fsm serve` runs a local one)")
+        return
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+        raise UsageError(f"--base-url {redact(url)}: must start with http:// or https:// — "
+                         f"did you mean http://{redact(url)}?")
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    from .._protocol import DEFAULT_BASE_URL
-
-    env_url = os.environ.get("H2O_FSM_BASE_URL") or DEFAULT_BASE_URL
+    env_url = os.environ.get("H2O_FSM_BASE_URL") or None  # none given: refused (the 2023 host is gone)
     p = _Parser(prog="h2o-fsm", description="State-machine client for the H2O chat-ui API.", **_FMT)
     p.add_argument("--version", action="version", version=f"h2o-fsm {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)

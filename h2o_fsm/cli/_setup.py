@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import IO, TextIO
 
@@ -76,6 +77,7 @@ class ChatSetup:
     def __init__(self, args: argparse.Namespace, err: TextIO) -> None:
         self.args, self.err = args, err
         self.status = StatusLine(err)
+        self.status.enabled = self.status.tty and not args.step  # --step shows each result on its own line
         self.conversations: list[Conversation] = []  # every one this command made, to say what is left
         self.cookies = cookies_from(args.cookie)
         self.trace: IO[str] | None = None
@@ -94,7 +96,9 @@ class ChatSetup:
 
     def observe(self, record: TransitionRecord) -> None:
         if self.trace is not None:
-            self.trace.write(json.dumps(record.as_dict()) + "\n")
+            # when the transition ended: wall clock (Unix seconds) and the monotonic clock
+            times = {"time": round(time.time(), 6), "monotonic": round(time.monotonic(), 6)}
+            self.trace.write(json.dumps({**times, **record.as_dict()}) + "\n")
             self.trace.flush()
         if not record.dest.is_terminal:
             # the record is of a step that is over: show the one running now (the table says which)

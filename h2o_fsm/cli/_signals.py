@@ -59,17 +59,25 @@ class Signals:
     def __init__(self, loop: asyncio.AbstractEventLoop, stopping: Callable[[], None]) -> None:
         self.loop, self.stopping = loop, stopping
 
-    def _install(self, handler: Callable[[int], None]) -> list[int]:
+    def _install(self, handler: Callable[[int], None]) -> dict[int, Any]:
+        """The loop's handlers for SIGINT/SIGTERM; returns what each replaced (restored by ``_restore``)."""
         if threading.current_thread() is not threading.main_thread():
-            return []
-        installed: list[int] = []
+            return {}
+        installed: dict[int, Any] = {}
         for sig in _HANDLED:
+            previous = signal.getsignal(sig)
             try:
                 self.loop.add_signal_handler(sig, handler, sig)
             except (NotImplementedError, RuntimeError, ValueError):  # Windows, or no signals here
                 continue
-            installed.append(sig)
+            installed[sig] = previous
         return installed
+
+    def _restore(self, installed: dict[int, Any]) -> None:
+        for sig, previous in installed.items():
+            self.loop.remove_signal_handler(sig)
+            if previous is not None:  # (None: set outside Python, nothing to give back)
+                signal.signal(sig, previous)
 
     def run(self, coro: Coroutine[Any, Any, T], *, cleanup: bool = False) -> T:
         """The coroutine's result; :class:`Interrupted` if a signal came while it ran. ``cleanup``: the
@@ -92,8 +100,7 @@ class Signals:
             waited: list[asyncio.Future[Any]] = [task, gave_up]
             loop.run_until_complete(asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED))
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            self._restore(installed)
             if not gave_up.done():
                 gave_up.cancel()
         if not task.done():
