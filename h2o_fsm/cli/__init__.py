@@ -26,6 +26,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, inp: IO[str], 
         from ._chat import run_chat
 
         return run_chat(args, out, err, inp, standard_io=standard_io)
+    if command == "completion":
+        from ._completion import script
+
+        out.write(script(args.shell, parser()))
+        return 0
     from ._commands import run_demo, run_diagram, run_serve, run_sweep
 
     if command == "serve":

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import time
 from typing import IO, TextIO
 
 from .._config import Limits
+from .._conversation import Conversation
+from .._exceptions import H2oError
+from .._protocol import Message
 from .._table import STATES, destination
-from ._errors import UsageError
+from ._errors import UsageError, error_line
 from ._interactive import Interactive
+from ._jsonout import answer_object, emit, error_object
 from ._setup import ChatSetup, StatusLine, messages, open_journal
 from ._signals import Interrupted, Signals
 from ._stepping import stepped
@@ -38,7 +44,9 @@ async def _one_shot_turn(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO
     async with setup.client() as client:
         conv = setup.conversation(client)
         async with conv:
-            if setup.args.step:
+            if setup.args.json:
+                await _json_turn(conv, messages(setup.args.system, prompt), out, client.dialect)
+            elif setup.args.step:
                 await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
             else:
                 first = True
@@ -57,22 +65,40 @@ async def _one_shot_turn(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO
                         out.flush()
                     raise
         status.clear()
-        if not setup.args.step:
+        if not (setup.args.step or setup.args.json):
             out.write("\n")
             out.flush()
     return 0
+
+
+async def _json_turn(conv: Conversation, prompt: list[Message], out: TextIO, dialect: str) -> None:
+    t0 = time.perf_counter()
+    parts = []
+    async for chunk in conv.stream(prompt):
+        parts.append(chunk)
+        emit(out, {"type": "chunk", "text": chunk})
+    emit(out, answer_object(conv, "".join(parts), dialect, (time.perf_counter() - t0) * 1000.0))
 
 
 def one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, stdin: IO[str]) -> int:
     """One answer on a loop of its own; Ctrl-C / SIGTERM stop it and delete (see ``_signals``)."""
     signals = Signals(asyncio.new_event_loop(), setup.stopping)
     abandon = False
+    args = setup.args
     try:
         return signals.run(_one_shot_turn(setup, prompt, out, err, stdin))
+    except H2oError as exc:
+        if args.json:  # on stdout too, for the program reading it; main() prints the line on stderr
+            emit(out, error_object(exc, error_line(exc, args.base_url or "", args.dialect, debug=args.debug)))
+        raise
     except Interrupted as stop:
         abandon = stop.gave_up
         setup.status.clear()
-        err.write(setup.interrupted_line() + "\n")
+        line = setup.interrupted_line()
+        if args.json:
+            emit(out, {"type": "interrupted", "signal": signal.Signals(stop.signum).name,
+                       "left": setup.left_behind() or None, "message": line.removeprefix("h2o-fsm: ")})
+        err.write(line + "\n")
         err.flush()
         return stop.code
     finally:
@@ -81,7 +107,7 @@ def one_shot(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, stdin: IO[
 
 def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: IO[str], *, standard_io: bool) -> int:
     """``chat``: interactive on a terminal with no prompt, otherwise one answer."""
-    interactive = args.prompt is None and stdin.isatty()
+    interactive = args.prompt is None and stdin.isatty() and not args.json
     prompt = None if interactive else prompt_from(args, stdin)
     setup = ChatSetup(args, err)
     try:

@@ -18,6 +18,7 @@ from .._records import TransitionRecord
 from .._sweep import SweepReport
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
+from ._jsonout import emit
 from ._parser import cookies_from
 
 __all__ = ["run_demo", "run_diagram", "run_serve", "run_sweep"]
@@ -163,10 +164,14 @@ def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         total = asyncio.run(_sweep_each(targets, journal, options, include_live_processes=args.all))
     finally:
         journal.close()
-    out.write(
-        f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
-        f"skipped_live_process={total.skipped}\n"
-    )
+    if args.json:
+        emit(out, {"type": "sweep", "deleted": total.deleted, "already_gone": total.already_gone,
+                   "failed": total.failed, "skipped_live_process": total.skipped})
+    else:
+        out.write(
+            f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
+            f"skipped_live_process={total.skipped}\n"
+        )
     if skipped:
         err.write(
             f"h2o-fsm: left the entries of other deployments: {', '.join(redact(u) for u in skipped)} "

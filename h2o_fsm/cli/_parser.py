@@ -13,6 +13,7 @@ from .._log import redact
 from .._phase import Phase
 from .._protocol import DEFAULT_MODEL
 from ._errors import UsageError
+from ._jsonout import add_json_option
 
 __all__ = ["DIALECTS", "check_base_url", "cookies_from", "parser"]
 
@@ -21,7 +22,24 @@ DEFAULT_DIALECT = "h2o"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line (``h2o-fsm: …``, exit 2) instead of usage plus error."""
+    """argparse, but a mistake is one line (``h2o-fsm: …``, exit 2) instead of usage plus error; and it
+    remembers the actions and subcommands it was given (what ``completion`` reads: argparse itself
+    has no public way to walk a parser)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.recorded: list[argparse.Action] = []
+        self.subcommands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.recorded.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.subcommands = action.choices  # (filled in as subparsers are added)
+        return action
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -138,7 +156,7 @@ def check_base_url(args: argparse.Namespace) -> None:
                          f"did you mean http://{redact(url)}?")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> _Parser:
     """The whole command line."""
     env_url = os.environ.get("H2O_FSM_BASE_URL") or None  # none given: refused (the 2023 host is gone)
     p = _Parser(prog="h2o-fsm", description="State-machine client for the H2O chat-ui API.", **_FMT)
@@ -162,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     chat.add_argument("--trace", metavar="FILE", help="write every transition as a JSON line to FILE")
     chat.add_argument("--journal", metavar="FILE", help="record live conversations for `h2o-fsm sweep`")
     chat.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_json_option(chat)
     _dialect_option(chat)
     _cookie_option(chat)
 
@@ -191,6 +210,15 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--journal", metavar="FILE", required=True, help="the journal written by `chat --journal`")
     sweep.add_argument("--all", action="store_true", help="also entries of processes still running")
     sweep.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_json_option(sweep)
     _dialect_option(sweep)
     _cookie_option(sweep)
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
+                                description="eval \"$(h2o-fsm completion bash)\" in ~/.bashrc (zsh: the same in "
+                                "~/.zshrc); fish: h2o-fsm completion fish > ~/.config/fish/completions/h2o-fsm.fish",
+                                **_FMT)
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    for command in p.subcommands.values():  # `h2o-fsm chat --version` works too, as people try it
+        command.add_argument("--version", action="version", version=f"h2o-fsm {__version__}")
     return p
