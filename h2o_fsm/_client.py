@@ -8,7 +8,7 @@ import contextlib
 import enum
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -19,6 +19,7 @@ from ._dialects import DialectName, get_dialect
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
+from ._otel import telemetry_for
 from ._protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -103,6 +104,8 @@ class H2oClient:
             with ``False`` every conversation gets a fresh session.
         journal: a :class:`~h2o_fsm.Journal` recording live conversations for crash-safe cleanup.
         on_transition: a callback receiving every :class:`TransitionRecord` (tracing).
+        tracer_provider, meter_provider: OpenTelemetry providers (the ``otel`` extra); by default the
+            global ones once the application imported OpenTelemetry (see ``h2o_fsm._otel``).
     """
 
     def __init__(
@@ -127,6 +130,8 @@ class H2oClient:
         share_session: bool = True,
         journal: Journal | None = None,
         on_transition: TransitionObserver | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("H2O_FSM_BASE_URL") or None
@@ -198,6 +203,10 @@ class H2oClient:
             max_concurrency=max_concurrency,
             send_settings=chosen_dialect.settings_by_default if settings is None else settings,
         )
+        telemetry = telemetry_for(tracer_provider, meter_provider, base_url=self.base_url, log_content=log_content)
+        if telemetry is not None:  # (the otel extra; see _otel)
+            telemetry.watch(self._rt)
+            self._rt.telemetry = telemetry
         self._share_session = share_session
         self._session = Session(self._cookies)
         self.state = ClientState.OPEN

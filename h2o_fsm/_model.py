@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._dialects import Dialect
     from ._events import FinalAnswer
     from ._journal import Journal
+    from ._otel import Telemetry
     from ._requester import Requester
     from ._stream import Parser
 
@@ -75,6 +76,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
+        self.telemetry: Telemetry | None = None  # OpenTelemetry (the otel extra), fed by report()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""
@@ -176,6 +178,9 @@ class ConversationModel:
             observer = self.rt.observer
             if observer is not None:
                 observer(record)
+            telemetry = self.rt.telemetry
+            if telemetry is not None:
+                telemetry.on_transition(self, record)
         except Exception as exc:  # the host's sink failed: the machine goes on
             if self.error is not None and hasattr(self.error, "add_note"):
                 self.error.add_note(f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
