@@ -100,3 +100,29 @@ def test_ctrl_c_in_a_stalled_step_says_so_at_once_and_a_second_one_says_what_is_
                                capture_output=True, text=True, timeout=60)
         assert swept.returncode == 0, swept.stderr
         assert server.accounting.live == 0
+
+
+def test_interactive_ctrl_c_in_a_stalled_create_then_again_says_what_may_be_left() -> None:
+    from test_cli_interactive import Terminal
+
+    with LocalServer(ServerConfig(max_tokens=8)) as server:
+        term = Terminal("chat", "--base-url", server.url)
+        try:
+            term.prompts(1)
+            server.set_faults([Fault("create", "stall", seconds=20)])
+            term.type(b"hello\n")
+            deadline = time.monotonic() + 10
+            while not server.accounting.requests_for("POST", "/settings") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.5)  # the create is in flight now (it stalls for 20 s)
+            term.type(b"\x03")
+            term.wait_for(lambda shown: b"stopping" in shown, "the stopping line, at once", timeout=5)
+            term.type(b"\x03")
+            code = term.close()  # well before the 20 s stall ends
+        finally:
+            if term.proc.poll() is None:
+                term.close()
+        shown = term.text()
+        assert code == 130, shown
+        assert b"whose id never arrived" in shown and b"has been deleted" not in shown, shown
+        assert b"Traceback" not in shown
