@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
@@ -75,16 +76,25 @@ class _Bridge:
             tasks.append(task)
             task.add_done_callback(copy)
 
+        def cancel() -> None:  # after ``start`` if that was queued at all (one FIFO queue)
+            if tasks:
+                tasks[0].cancel()
+            else:  # the interruption came before ``start`` was queued: it never will be
+                coro.close()
+                done.cancel()
+
         try:
-            self.loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop is closed
-            coro.close()
-            raise H2oStateError("the client is closed") from None
-        try:
+            try:
+                self.loop.call_soon_threadsafe(start)
+            except RuntimeError:  # the loop is closed
+                coro.close()
+                raise H2oStateError("the client is closed") from None
             return done.result()
         except BaseException:
-            if not done.done():  # the caller was interrupted: the work is cancelled and awaited
-                self.loop.call_soon_threadsafe(tasks[0].cancel)  # (``start`` ran before: one FIFO queue)
+            # interrupted (KeyboardInterrupt) anywhere after the coroutine was made: it is cancelled, and
+            # awaited, so that what it ran (a stream's generator) is free again before the caller goes on
+            if not done.done() and not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(cancel)
                 with contextlib.suppress(concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
                     done.exception(timeout=self.cleanup + 1.0)
             raise
@@ -210,6 +220,9 @@ class H2oSyncClient:
             self._bridge.stop()
             raise
         self._bridge.cleanup = self._client.timeouts.cleanup
+        # never closed (a notebook's kernel going down, a script without ``with``): at garbage collection or
+        # interpreter exit the conversations are still ended and deleted, bounded by Timeouts.cleanup
+        self._finalizer = weakref.finalize(self, _close, self._bridge, self._client)
 
     def __repr__(self) -> str:
         return repr(self._client).replace("<H2oClient", "<H2oSyncClient", 1)
@@ -239,12 +252,7 @@ class H2oSyncClient:
 
     def close(self) -> None:
         """End every conversation, wait for their deletion (bounded), stop the private loop. Idempotent."""
-        if self._bridge.loop.is_closed():
-            return
-        try:
-            self._bridge.call(self._client.aclose())
-        finally:
-            self._bridge.stop()
+        self._finalizer()
 
     # -- the client's methods: one line each --------------------------------------------------------------
     def conversation(self, model: str | None = None, **options: Any) -> SyncConversation:
@@ -258,3 +266,12 @@ class H2oSyncClient:
 
     def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
         return self._bridge.call(self._client.sweep(journal, include_live_processes=include_live_processes))
+
+
+def _close(bridge: _Bridge, client: H2oClient) -> None:
+    if bridge.loop.is_closed():
+        return
+    try:
+        bridge.call(client.aclose())
+    finally:
+        bridge.stop()

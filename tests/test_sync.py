@@ -145,3 +145,16 @@ def test_ctrl_c_in_the_middle_of_a_stream_deletes(tmp_path: Path) -> None:
         assert state in ("closed", "failed") and live == "0", out
         assert (server.accounting.live, server.accounting.deleted) == (0, 1)
         assert "Traceback" not in err
+
+
+def test_a_client_never_closed_still_deletes_at_interpreter_exit(server: LocalServer) -> None:
+    code = textwrap.dedent(f"""
+        from h2o_fsm import H2oSyncClient
+        client = H2oSyncClient({server.url!r})
+        conv = client.conversation()
+        print(conv.ask("left open"))  # no close(), no with: the script just ends
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    assert server.accounting.created == 1
+    assert_clean(server)
