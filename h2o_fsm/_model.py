@@ -209,7 +209,7 @@ def _describe(err: BaseException) -> str:
     if isinstance(err, H2oError):
         return f"{type(err).__name__}: {err.message}"
     if isinstance(err, asyncio.CancelledError):
-        return "CancelledError: cancelled by the caller"
+        return "CancelledError: cancelled by the caller (its cancel() or its own deadline)"
     if isinstance(err, asyncio.TimeoutError):  # not ours (ours are H2oTimeoutError): the caller's deadline
         return "TimeoutError: the caller's deadline passed"
     return type(err).__name__  # its text may hold anything (a header value, a cookie): never logged
