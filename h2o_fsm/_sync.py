@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -39,6 +40,14 @@ T = TypeVar("T")
 async def _now(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args)`` run on the private loop's thread (the engine's objects are used only there)."""
     return fn(*args, **kwargs)
+
+
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``fn(*args, **kwargs)`` on the private loop, awaited if it returns an awaitable."""
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -266,6 +275,25 @@ class H2oSyncClient:
 
     def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
         return self._bridge.call(self._client.sweep(journal, include_live_processes=include_live_processes))
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other public method of :class:`H2oClient`, bridged the same way: a coroutine's result is
+        waited for, an async iterator becomes an iterator, a :class:`Conversation` a :class:`SyncConversation`."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def bridged(*args: Any, **kwargs: Any) -> Any:
+            result = self._bridge.call(_invoke(attr, args, kwargs))
+            if isinstance(result, Conversation):
+                return SyncConversation(self._bridge, result)
+            if hasattr(result, "__anext__"):
+                return self._bridge.iterate(lambda: result)
+            return result
+
+        return bridged
 
 
 def _close(bridge: _Bridge, client: H2oClient) -> None:

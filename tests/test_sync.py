@@ -158,3 +158,37 @@ def test_a_client_never_closed_still_deletes_at_interpreter_exit(server: LocalSe
     assert result.returncode == 0 and result.stdout.strip(), result.stderr
     assert server.accounting.created == 1
     assert_clean(server)
+
+
+def test_a_method_added_to_h2oclient_is_bridged_without_a_line_here(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections.abc import AsyncIterator
+
+    from h2o_fsm import Conversation, H2oClient, SyncConversation
+
+    async def models(self: H2oClient) -> list[str]:  # as chatui's models() will be
+        await asyncio.sleep(0)
+        return [self.model]
+
+    async def listed(self: H2oClient, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def attach(self: H2oClient) -> Conversation:
+        return self.conversation()
+
+    monkeypatch.setattr(H2oClient, "models", models, raising=False)
+    monkeypatch.setattr(H2oClient, "listed", listed, raising=False)
+    monkeypatch.setattr(H2oClient, "attach", attach, raising=False)
+    with sync_client(server) as client:
+        assert client.models() == [client.client.model]
+        assert list(client.listed(3)) == [0, 1, 2]
+        with client.attach() as conv:
+            assert isinstance(conv, SyncConversation) and conv.ask("hi")
+        with pytest.raises(AttributeError):
+            client.no_such_method  # noqa: B018
+        with pytest.raises(AttributeError):
+            client._rt  # noqa: B018
+    assert_clean(server)
