@@ -3,7 +3,7 @@
 A thin bridge: the client owns a private event loop running in a thread of its own; each call is
 submitted to it and the caller's thread waits for the result; async iterators are bridged chunk by
 chunk. So it works from any thread, several at once, and inside a running event loop (Jupyter: the
-calls never touch the caller's loop). A new async method of ``H2oClient`` is one line here.
+calls never touch the caller's loop). A new method of ``H2oClient`` needs no line here (``__getattr__``).
 
 The guarantee is the async one: leaving a ``with`` block — or ``KeyboardInterrupt`` (Ctrl-C) in the
 middle of a call or a stream — cancels what runs on the private loop and waits (bounded by
@@ -12,20 +12,17 @@ middle of a call or a stream — cancels what runs on the private loop and waits
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import inspect
-import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
+from ._bridge import Bridge, invoke, now
 from ._client import H2oClient
 from ._conversation import Conversation
 from ._events import FinalAnswer
-from ._exceptions import H2oError, H2oStateError
+from ._exceptions import H2oError
 from ._journal import Journal
 from ._phase import Phase
 from ._protocol import Messages
@@ -34,107 +31,11 @@ from ._sweep import SweepReport
 
 __all__ = ["H2oSyncClient", "SyncConversation"]
 
-T = TypeVar("T")
-
-
-async def _now(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args)`` run on the private loop's thread (the engine's objects are used only there)."""
-    return fn(*args, **kwargs)
-
-
-async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``fn(*args, **kwargs)`` on the private loop, awaited if it returns an awaitable."""
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
-class _Bridge:
-    """A private event loop in a daemon thread, and the waiting of caller threads on it."""
-
-    def __init__(self, cleanup: float) -> None:
-        self.cleanup = cleanup  # how long an interrupted call may take to finish its cancellation
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="h2o-fsm-sync", daemon=True)
-        self.thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the private loop; an interruption of the waiting caller (``KeyboardInterrupt``)
-        cancels it and waits for it to finish before going on."""
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise H2oStateError("H2oSyncClient called from its own event loop (use H2oClient there)")
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-        tasks: list[asyncio.Task[T]] = []
-
-        def copy(task: asyncio.Task[T]) -> None:
-            if task.cancelled():
-                done.cancel()
-            elif task.exception() is not None:
-                done.set_exception(task.exception())
-            else:
-                done.set_result(task.result())
-
-        def start() -> None:
-            task = self.loop.create_task(coro)
-            tasks.append(task)
-            task.add_done_callback(copy)
-
-        def cancel() -> None:  # after ``start`` if that was queued at all (one FIFO queue)
-            if tasks:
-                tasks[0].cancel()
-            else:  # the interruption came before ``start`` was queued: it never will be
-                coro.close()
-                done.cancel()
-
-        try:
-            try:
-                self.loop.call_soon_threadsafe(start)
-            except RuntimeError:  # the loop is closed
-                coro.close()
-                raise H2oStateError("the client is closed") from None
-            return done.result()
-        except BaseException:
-            # interrupted (KeyboardInterrupt) anywhere after the coroutine was made: it is cancelled, and
-            # awaited, so that what it ran (a stream's generator) is free again before the caller goes on
-            if not done.done() and not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(cancel)
-                with contextlib.suppress(concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
-                    done.exception(timeout=self.cleanup + 1.0)
-            raise
-
-    def iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-        """A sync iterator over the async iterator ``make()`` (made on the loop); closing it early, or
-        an interruption, closes the async one there."""
-        aiter = self.call(_now(make))
-        try:
-            while True:
-                try:
-                    yield self.call(_await(aiter.__anext__()))
-                except StopAsyncIteration:
-                    return
-        finally:
-            aclose = getattr(aiter, "aclose", None)
-            if aclose is not None:
-                self.call(_await(aclose()))
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
 
 class SyncConversation:
     """A :class:`Conversation` for synchronous code; ``with`` deletes it at the end of the block."""
 
-    def __init__(self, bridge: _Bridge, conv: Conversation) -> None:
+    def __init__(self, bridge: Bridge, conv: Conversation) -> None:
         self._bridge, self._conv = bridge, conv
 
     def __repr__(self) -> str:
@@ -163,7 +64,7 @@ class SyncConversation:
 
     def stream(self, prompt: str | Messages) -> Iterator[str]:
         """The answer's chunks as they arrive; leaving the loop early deletes the conversation."""
-        aiter = self._bridge.call(_now(self._conv.stream, prompt))  # the prompt is checked now
+        aiter = self._bridge.call(now(self._conv.stream, prompt))  # the prompt is checked now
         return self._bridge.iterate(lambda: aiter)
 
     def open(self) -> None:
@@ -178,16 +79,22 @@ class SyncConversation:
         return self._bridge.call(self._conv.step(prompt))
 
     def queue(self, prompt: str | Messages) -> None:
-        self._bridge.call(_now(self._conv.queue, prompt))
+        self._bridge.call(now(self._conv.queue, prompt))
 
     def next_trigger(self) -> str:
-        return self._bridge.call(_now(self._conv.next_trigger))
+        return self._bridge.call(now(self._conv.next_trigger))
 
     def describe_next(self) -> str:
-        return self._bridge.call(_now(self._conv.describe_next))
+        return self._bridge.call(now(self._conv.describe_next))
 
     def diagram(self, fmt: str = "mermaid") -> str:
-        return self._bridge.call(_now(self._conv.diagram, fmt))
+        return self._bridge.call(now(self._conv.diagram, fmt))
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other public method or attribute of :class:`Conversation`, bridged."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _bridged(self._bridge, getattr(self._conv, name))
 
     def __enter__(self) -> SyncConversation:
         return self
@@ -222,9 +129,9 @@ class H2oSyncClient:
 
     def __init__(self, base_url: str | None = None, **options: Any) -> None:
         timeouts = options.get("timeouts")
-        self._bridge = _Bridge(getattr(timeouts, "cleanup", 10.0))
+        self._bridge = Bridge(getattr(timeouts, "cleanup", 10.0))
         try:
-            self._client: H2oClient = self._bridge.call(_now(H2oClient, base_url, **options))
+            self._client: H2oClient = self._bridge.call(now(H2oClient, base_url, **options))
         except BaseException:
             self._bridge.stop()
             raise
@@ -265,7 +172,7 @@ class H2oSyncClient:
 
     # -- the client's methods: one line each --------------------------------------------------------------
     def conversation(self, model: str | None = None, **options: Any) -> SyncConversation:
-        return SyncConversation(self._bridge, self._bridge.call(_now(self._client.conversation, model, **options)))
+        return SyncConversation(self._bridge, self._bridge.call(now(self._client.conversation, model, **options)))
 
     def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         return self._bridge.call(self._client.ask(messages, model, **params))
@@ -281,22 +188,26 @@ class H2oSyncClient:
         waited for, an async iterator becomes an iterator, a :class:`Conversation` a :class:`SyncConversation`."""
         if name.startswith("_"):
             raise AttributeError(name)
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def bridged(*args: Any, **kwargs: Any) -> Any:
-            result = self._bridge.call(_invoke(attr, args, kwargs))
-            if isinstance(result, Conversation):
-                return SyncConversation(self._bridge, result)
-            if hasattr(result, "__anext__"):
-                return self._bridge.iterate(lambda: result)
-            return result
-
-        return bridged
+        return _bridged(self._bridge, getattr(self._client, name))
 
 
-def _close(bridge: _Bridge, client: H2oClient) -> None:
+def _bridged(bridge: Bridge, attr: Any) -> Any:
+    """``attr`` of the async object for sync callers (see ``H2oSyncClient.__getattr__``)."""
+    if not callable(attr):
+        return attr
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        result = bridge.call(invoke(attr, args, kwargs))
+        if isinstance(result, Conversation):
+            return SyncConversation(bridge, result)
+        if hasattr(result, "__anext__"):
+            return bridge.iterate(lambda: result)
+        return result
+
+    return call
+
+
+def _close(bridge: Bridge, client: H2oClient) -> None:
     if bridge.loop.is_closed():
         return
     try:
