@@ -126,3 +126,23 @@ def test_interactive_ctrl_c_in_a_stalled_create_then_again_says_what_may_be_left
         assert code == 130, shown
         assert b"whose id never arrived" in shown and b"has been deleted" not in shown, shown
         assert b"Traceback" not in shown
+
+
+def test_interactive_sigterm_at_the_prompt_deletes_and_exits_143() -> None:
+    from test_cli_interactive import Terminal
+
+    with LocalServer(ServerConfig(max_tokens=8)) as server:
+        term = Terminal("chat", "--base-url", server.url)
+        try:
+            term.prompts(1)
+            term.type(b"hello\n")
+            term.prompts(2)  # an idle conversation, live on the server, the prompt waiting
+            assert server.accounting.live == 1
+            term.proc.send_signal(signal.SIGTERM)
+            code = term.close()
+        finally:
+            if term.proc.poll() is None:
+                term.close()
+        assert code == 143, term.text()
+        assert b"interrupted; the conversation was deleted" in term.text()
+        assert (server.accounting.live, server.accounting.deleted) == (0, 1)

@@ -16,7 +16,7 @@ from .._conversation import Conversation
 from .._exceptions import H2oError
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, error_line
 from ._setup import ChatSetup, messages
-from ._signals import Interrupted, Signals
+from ._signals import Interrupted, Signals, terminate_raises
 from ._stepping import stepped
 
 __all__ = ["Interactive"]
@@ -129,7 +129,8 @@ class Interactive:
     def _loop(self) -> int:
         while True:
             try:
-                line = self._read()
+                with terminate_raises():  # at the prompt too, a SIGTERM ends the conversation first
+                    line = self._read()
             except EOFError:
                 self.out.write("\n")
                 self.out.flush()
@@ -137,6 +138,9 @@ class Interactive:
             except KeyboardInterrupt:
                 self.out.write("\n")
                 return EXIT_INTERRUPTED
+            except Interrupted as stop:
+                self.out.write("\n")
+                return stop.code
             text = line.strip()
             if not text:
                 continue

@@ -18,10 +18,10 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Interrupted", "Signals"]
+__all__ = ["Interrupted", "Signals", "terminate_raises"]
 
 T = TypeVar("T")
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -51,6 +51,24 @@ class Interrupted(Exception):
     def code(self) -> int:
         """The shell's exit code of a process ended by the signal: 130 for SIGINT, 143 for SIGTERM."""
         return 128 + self.signum
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """While no loop runs (``chat`` waiting at its prompt): SIGTERM raises :class:`Interrupted` in the
+    main thread, as Ctrl-C raises ``KeyboardInterrupt`` there, instead of ending the process undeleted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class Signals:
