@@ -145,9 +145,11 @@ def _cookie_option(p: argparse.ArgumentParser) -> None:
 
 def check_base_url(args: argparse.Namespace) -> None:
     """``--base-url`` (or ``H2O_FSM_BASE_URL``) given where a command needs one, and with its scheme."""
-    url = getattr(args, "base_url", None)
+    if not hasattr(args, "base_url"):
+        return
+    url = args.base_url
     if url is None:
-        if args.command == "chat":
+        if args.command != "sweep":  # (sweep: no URL means each entry at its own)
             raise UsageError("no server: give --base-url URL or set H2O_FSM_BASE_URL "
                              "(`h2o-fsm serve` runs a local one)")
         return
