@@ -83,7 +83,8 @@ class H2oClient:
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
             ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
-        dialect: ``"h2o"`` (the 2023 protocol, default) or ``"chat-ui"`` (chat-ui since mid-2024).
+        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), or the
+            name of a dialect registered with ``h2o_fsm._dialects.register``.
         model: default model of new conversations.
         cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
             ``token``, say). Secret: never logged, never in an error or a repr.
@@ -112,7 +113,7 @@ class H2oClient:
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectName = "h2o",
+        dialect: DialectName | str = "h2o",
         model: str = DEFAULT_MODEL,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,
@@ -161,7 +162,7 @@ class H2oClient:
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = validate_model(model)
-        self.dialect: DialectName = chosen_dialect.name
+        self.dialect: str = chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
@@ -195,7 +196,6 @@ class H2oClient:
             dialect=chosen_dialect,
             timeouts=self.timeouts,
             limits=self.limits,
-            retries=self.retries,
             logger=logger if logger is not None else default_logger(),
             log_content=self.log_content,
             journal=journal,

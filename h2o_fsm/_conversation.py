@@ -278,7 +278,7 @@ class _TurnScope:
         try:
             await conv._start_turn()
             if conv.state is Phase.NEW:
-                conv.preprompt = self._preprompt
+                conv.dstate = conv.rt.dialect.new_state(self._preprompt)
             conv.prompt = self._text
             await conv._advance(lambda p: SPEC[p].reads)
         except BaseException as exc:

@@ -20,7 +20,6 @@ from ._log import NULL_LOGGER, Logger, scrub
 from ._phase import Phase
 from ._protocol import Parameters
 from ._records import TransitionRecord
-from ._retry import Retries
 from ._session import Session
 from ._table import request_line
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     import httpx
     from transitions.core import EventData
 
-    from ._dialects import Dialect
+    from ._dialects import Dialect, DialectState
     from ._events import FinalAnswer
     from ._journal import Journal
     from ._otel import Telemetry
@@ -51,7 +50,6 @@ class Runtime:
         dialect: Dialect,
         timeouts: Timeouts,
         limits: Limits,
-        retries: Retries,
         logger: Logger,
         log_content: bool,
         journal: Journal | None,
@@ -63,7 +61,6 @@ class Runtime:
         self.dialect = dialect
         self.timeouts = timeouts
         self.limits = limits
-        self.retries = retries
         self.log = logger
         self.log_content = log_content
         self.journal = journal
@@ -97,11 +94,9 @@ class ConversationModel:
         self.session = session
         self.log: Logger = rt.log
         self.cid: str | None = None
-        self.parent_id: str | None = None  # chat-ui: the message the next turn hangs from
-        self.preprompt: str | None = None
+        self.dstate: DialectState = rt.dialect.new_state(None)  # the dialect's own (reset by the first turn)
         self.prompt: str | None = None
         self.prompt_pending = False
-        self.generation_id: str | None = None
         self.generating = False  # a send reached the server and its answer was not read to the end
         self.response: httpx.Response | None = None
         self.parser: Parser | None = None
@@ -117,7 +112,6 @@ class ConversationModel:
         self.transitioning = False
         self.busy = False
         self.holds_slot = False
-        self.counted_live = False
         # per transition, reset by prepare()
         self.t0 = 0.0
         self.stream_t0 = 0.0

@@ -18,7 +18,6 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
-    "DELETE_OK",
     "KNOWN_ROLES",
     "JSONValue",
     "Message",
@@ -274,7 +273,3 @@ def merge_parameters(overrides: Mapping[str, object] | None = None) -> Parameter
                 raise ValueError(f"parameter {name!r} must be >= 0 and < 2**64")
         params[str(name)] = _check_json(name, value)
     return params
-
-
-DELETE_OK: Final = frozenset({200, 202, 204, 404})
-"""Statuses of a DELETE after which the conversation is gone (404: already gone, or never this session's)."""

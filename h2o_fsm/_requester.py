@@ -30,6 +30,7 @@ from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
 from ._table import SPEC, request_of
+from ._table import seconds as seconds_of
 from ._translate import translated
 from ._version import VERSION
 
@@ -63,12 +64,12 @@ class Requester:
         parts = urlsplit(base_url)
         self.headers = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
                         "User-Agent": f"h2o-fsm/{VERSION}"}
-        self.step_seconds = {s.phase: float(getattr(timeouts, s.timeout)) for s in SPEC.values() if s.timeout}
+        self.step_seconds = {s.phase: seconds_of(timeouts, s.timeout) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
-                seconds, connect=min(timeouts.connect, seconds), read=timeouts.token if phase is Phase.SEND else seconds
+                t, connect=min(timeouts.connect, t), read=seconds_of(timeouts, gap) if (gap := SPEC[phase].gap) else t
             )
-            for phase, seconds in self.step_seconds.items()
+            for phase, t in self.step_seconds.items()
         }
         self.extensions = {phase: {"timeout": t.as_dict()} for phase, t in self.http_timeouts.items()}
         self.active: set[Deadline] = set()  # the bounds of the steps in flight

@@ -63,8 +63,6 @@ class Retries:
 
 def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
-    if phase is Phase.STREAM:
-        return False
     if isinstance(exc, H2oStatusError):
         status = exc.status or 0
         return status == 429 or (idempotent and status >= 500)

@@ -9,9 +9,9 @@ import os
 from ._exceptions import H2oError
 from ._journal import Journal
 from ._phase import Phase
-from ._protocol import DELETE_OK
 from ._requester import Requester
 from ._session import Session
+from ._table import DELETE_OK
 
 __all__ = ["SweepReport", "sweep"]
 

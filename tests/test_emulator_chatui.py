@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from support import emulator
 
 from h2o_fsm.server import PHASES, Fault, FaultPlan, LocalServer, ServerConfig, generate, phases_of
 from h2o_fsm.server._faults import ALLOWED
@@ -66,7 +67,7 @@ class Client:
 
 @pytest.fixture
 def chatui() -> Iterator[LocalServer]:
-    with LocalServer(ServerConfig(max_tokens=6, keep_alive=0), dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=6, keep_alive=0), dialect="chat-ui") as server:
         yield server
 
 
@@ -80,7 +81,7 @@ def test_origin_gate_and_login(chatui: LocalServer) -> None:
         assert a.http.post("/settings", content=b"x", headers={"content-type": "text/plain"}).status_code == 403
         assert a.http.post("/settings", json={"activeModel": MODEL, "welcomeModalSeen": True}).status_code == 200
         assert a.send(cid, root, "hi").status_code == 200
-    with LocalServer(ServerConfig(required_cookies={"token": "secret"}), dialect="chat-ui") as server:
+    with emulator(ServerConfig(required_cookies={"token": "secret"}), dialect="chat-ui") as server:
         with httpx.Client(base_url=server.url) as anon:
             r = anon.post("/conversation", json={"model": MODEL})
             assert (r.status_code, r.json()) == (401, {"message": "You have to be logged in."})
@@ -91,7 +92,7 @@ def test_origin_gate_and_login(chatui: LocalServer) -> None:
 
 @pytest.mark.parametrize("field", [True, False])
 def test_create_with_and_without_the_conversation_field(field: bool) -> None:
-    with LocalServer(ServerConfig(conversation_field=field), dialect="chat-ui") as server, Client(server) as c:
+    with emulator(ServerConfig(conversation_field=field), dialect="chat-ui") as server, Client(server) as c:
         r = c.http.post("/conversation", json={"model": MODEL, "preprompt": "Be brief."})
         cid = r.json()["conversationId"]
         assert len(cid) == 24 and int(cid, 16) >= 0
@@ -154,7 +155,7 @@ def test_bad_sends(chatui: LocalServer) -> None:
 def test_stream_shape(title: str) -> None:
     config = ServerConfig(max_tokens=3, token_delay=0.05, keep_alive=0.01, title=title, reasoning_tokens=2,
                           unknown_updates=True)  # fmt: skip
-    with LocalServer(config, dialect="chat-ui") as server, Client(server) as c:
+    with emulator(config, dialect="chat-ui") as server, Client(server) as c:
         cid, root = c.create()
         text = c.send(cid, root, "Hello there, emulator").text
         lines = updates(text)
@@ -176,7 +177,7 @@ def test_stream_shape(title: str) -> None:
 
 
 def test_stop_generating(chatui: LocalServer) -> None:
-    with LocalServer(ServerConfig(max_tokens=50, token_delay=0.02, keep_alive=0), dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=50, token_delay=0.02, keep_alive=0), dialect="chat-ui") as server:
         with Client(server) as c:
             cid, root = c.create()
             data = {"inputs": "hi", "id": root, "is_retry": False}
@@ -221,7 +222,7 @@ CHATUI_FAULTS = [(p, k) for p in phases_of("chat-ui") for k in sorted(ALLOWED[p]
 @pytest.mark.parametrize(("phase", "kind"), CHATUI_FAULTS)
 def test_each_fault(phase: str, kind: str) -> None:
     fault = Fault(phase, kind, status=503, retry_after=1 if kind == "status" else None, seconds=0.2, at_token=2)  # type: ignore[arg-type]
-    with LocalServer(ServerConfig(max_tokens=4, keep_alive=0.05), [fault], dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=4, keep_alive=0.05), [fault], dialect="chat-ui") as server:
         with Client(server) as c:
             calls = {
                 "settings": lambda: c.http.post("/settings", json={}),
@@ -298,7 +299,7 @@ def test_reset_and_forget_sessions(chatui: LocalServer) -> None:
 
 
 def test_reset_stops_running_generations() -> None:
-    with LocalServer(ServerConfig(max_tokens=200, token_delay=0.05, keep_alive=0), dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=200, token_delay=0.05, keep_alive=0), dialect="chat-ui") as server:
         with Client(server) as c:
             cid, root = c.create()
             result: list[str] = []

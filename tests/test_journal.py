@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import emulator
 
 from h2o_fsm import H2oClient, Journal, JournalScan
 from h2o_fsm.server import LocalServer, ServerConfig
@@ -130,7 +131,7 @@ def test_a_locked_journal_raises_promptly(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             j.add(URL, "a" * 24, {"hf-chat": SECRET})
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.5  # not SQLite's default busy timeout (5 s)
         assert j.entries() == []  # readers are not blocked (WAL)
     finally:
         other.execute("ROLLBACK")
@@ -158,7 +159,7 @@ async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) ->
         other.execute("ROLLBACK")
         other.close()
     assert 1.0 <= elapsed < 3.0  # each write waited its busy timeout, then gave up
-    assert lag.worst < 0.1, f"the event loop stalled {lag.worst * 1000:.0f} ms"
+    assert lag.worst < 0.4, f"the event loop stalled {lag.worst * 1000:.0f} ms"  # on the loop: >= 0.6 s
     await j.aclose()
 
 
@@ -209,7 +210,7 @@ def dead_pid() -> int:
 async def test_a_bad_row_does_not_stop_a_sweep(tmp_path: Path, dead_pid: int) -> None:
     path = tmp_path / "j.sqlite"
     j = Journal(path)
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with httpx.AsyncClient(base_url=server.url) as raw:
             await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",
                                               "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})

@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from support import emulator
 
 from h2o_fsm.server import LocalServer, ServerConfig
 
@@ -55,7 +56,7 @@ def test_the_readme_has_the_examples_it_should() -> None:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, LocalServer]]:
-    with LocalServer(ServerConfig(max_tokens=12)) as h2o, LocalServer(ServerConfig(max_tokens=12), dialect="chat-ui") as cu:
+    with emulator(ServerConfig(max_tokens=12)) as h2o, emulator(ServerConfig(max_tokens=12), dialect="chat-ui") as cu:
         yield {"h2o": h2o, "chat-ui": cu}
 
 

@@ -17,12 +17,12 @@ snippets of the body, never a header, cookie or prompt.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .. import _json
 from .._protocol import Message, validate_conversation_id, validate_message_id
 
 __all__ = [
@@ -49,12 +49,7 @@ _SNIPPET: Final = 80
 
 JSONLoader = Callable[[bytes], object]
 
-try:  # orjson is optional (the ``fast`` extra); both raise a ValueError subclass on bad input.
-    from orjson import loads as _orjson_loads
-
-    json_loads: JSONLoader = _orjson_loads
-except ImportError:  # pragma: no cover - exercised when orjson is absent
-    json_loads = json.loads
+json_loads: JSONLoader = _json.loads  # orjson when installed; both raise a ValueError subclass on bad input
 
 
 class WireError(ValueError):

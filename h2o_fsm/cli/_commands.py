@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from .._client import H2oClient
 from .._diagram import render
+from .._dialects import DEFAULT_DIALECT
 from .._journal import Journal
 from .._log import redact
 from .._phase import Phase
@@ -121,7 +122,7 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write("demo FAILED: the conversation was not cleaned up\n")
             return EXIT_FAILED
         out.write("demo OK\n")
-    flag = f" --dialect {args.dialect}" if args.dialect != "h2o" else ""
+    flag = f" --dialect {args.dialect}" if args.dialect != DEFAULT_DIALECT else ""
     err.write(f"try it yourself: `h2o-fsm serve{flag}` prints a URL; then `h2o-fsm chat{flag} --base-url URL`\n")
     return 0
 

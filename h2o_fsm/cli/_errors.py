@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 
+from .._dialects import suggested
 from .._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
 from .._hints import status_hint
 from .._log import redact
@@ -71,11 +72,7 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
         return None
     if _about_the_model(exc):
         return None  # a server of this dialect, refusing the model
-    if dialect == "h2o" and exc.phase is Phase.SETTINGS and exc.status in (400, 415, 422):
-        return "chat-ui"  # today's chat-ui takes JSON settings, not the 2023 form
-    if dialect == "chat-ui" and exc.phase is Phase.CREATE and exc.status == 405:
-        return "h2o"  # the 2023 welcome-modal gate
-    return None
+    return suggested(exc.phase, exc.status, dialect)  # each dialect's signs (2023: the welcome gate's 405)
 
 
 def _about_the_model(exc: H2oError) -> bool:

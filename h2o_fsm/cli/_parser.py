@@ -9,6 +9,7 @@ import re
 from typing import Any, NoReturn
 
 from .. import __version__
+from .._dialects import DEFAULT_DIALECT, get_dialect, names
 from .._log import redact
 from .._phase import Phase
 from .._protocol import DEFAULT_MODEL
@@ -17,8 +18,7 @@ from ._jsonout import add_json_option
 
 __all__ = ["DIALECTS", "check_base_url", "cookies_from", "parser"]
 
-DIALECTS = ("h2o", "chat-ui")
-DEFAULT_DIALECT = "h2o"
+DIALECTS = names()  # the registry's: the CLI speaks every dialect registered when it starts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,8 +134,9 @@ def _port(text: str) -> int:
 
 def _dialect_option(p: argparse.ArgumentParser) -> None:
     env = os.environ.get("H2O_FSM_DIALECT") or DEFAULT_DIALECT
+    spoken = " or ".join(get_dialect(name).summary for name in DIALECTS)
     p.add_argument("--dialect", choices=DIALECTS, default=env,
-                   help="protocol dialect: the 2023 H2O server or today's chat-ui (env H2O_FSM_DIALECT)")
+                   help=f"protocol dialect: {spoken} (env H2O_FSM_DIALECT)")
 
 
 def _cookie_option(p: argparse.ArgumentParser) -> None:

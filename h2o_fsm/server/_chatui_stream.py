@@ -13,13 +13,18 @@ import json
 from collections.abc import AsyncIterator
 
 from ._accounting import Accounting
-from ._faults import Fault
+from ._faults import Fault, StreamWire, stream_fault
 from ._state import Dropped, ServerConfig
 
 __all__ = ["PADDING", "Generation", "Message", "pad"]
 
 PADDING = 4096  # spaces written after finalAnswer, before the closing status
 _DROP = object()
+_WIRE = StreamWire(
+    malformed=b'{"type":"stream","token":"oops"\n',
+    error_event=lambda fault: _line({"type": "status", "status": "error", "message": "injected fault: model overloaded",
+                                     "statusCode": fault.status}),
+)
 _END = object()
 
 
@@ -138,21 +143,14 @@ class Generation:
         msg.reasoning = "".join(self._reasoning)
         if self._title is not None and cfg.title == "before":
             self._put({"type": "title", "title": self._title})
-        at = min(fault.at_token, len(self._tokens)) if fault is not None else -1
         text = ""
         for i in range(len(self._tokens) + 1):
-            if i == at and fault is not None:
-                if fault.kind == "stall":
-                    await self._wait(fault.seconds)
-                elif fault.kind == "drop":
-                    self._queue.put_nowait(_DROP)
-                    return
-                elif fault.kind == "malformed":
-                    self._queue.put_nowait(b'{"type":"stream","token":"oops"\n')
-                    return
-                elif fault.kind == "error_event":
-                    message = "injected fault: model overloaded"
-                    self._put({"type": "status", "status": "error", "message": message, "statusCode": fault.status})
+            injected = stream_fault(fault, i, len(self._tokens), _WIRE)
+            if injected is not None:
+                if injected.stall:
+                    await self._wait(injected.stall)
+                if injected.drop or injected.last is not None:
+                    self._queue.put_nowait(_DROP if injected.drop else injected.last)
                     return
             if i == len(self._tokens) or self._stopped.is_set():
                 break

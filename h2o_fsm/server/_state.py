@@ -33,6 +33,7 @@ __all__ = [
     "apply_request_fault",
     "error",
     "generate",
+    "quiet_expected_errors",
 ]
 
 _WORDS = tuple(
@@ -221,4 +222,8 @@ class _QuietExpected(logging.Filter):
         return not isinstance(exc, (Dropped, ClientDisconnect))
 
 
-logging.getLogger("uvicorn.error").addFilter(_QuietExpected())
+def quiet_expected_errors() -> None:
+    """Install :class:`_QuietExpected` on uvicorn's error log (once)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietExpected) for f in logger.filters):
+        logger.addFilter(_QuietExpected())

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .._dialects import DIALECTS
+from .._dialects import names
 
 if TYPE_CHECKING:  # imported by the fixture: installed without the server extra, pytest still runs
     from ..server import LocalServer
@@ -61,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger(_TRANSITIONS_LOGGER).addFilter(_QUIET)
     config.addinivalue_line("markers", "h2o_faults(*faults): faults for the h2o_server fixture")
     config.addinivalue_line("markers", "h2o_config(**kw): ServerConfig fields for the h2o_server fixture")
-    config.addinivalue_line("markers", f"h2o_dialect(name): the h2o_server fixture's dialect, one of {DIALECTS}")
+    config.addinivalue_line("markers", f"h2o_dialect(name): the h2o_server fixture's dialect, one of {names()}")
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def h2o_server(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
     plan = FaultPlan(faults_marker.args if faults_marker else ())
     config = ServerConfig(**(config_marker.kwargs if config_marker else {}))
     dialect = dialect_marker.args[0] if dialect_marker and dialect_marker.args else "h2o"
-    if dialect not in DIALECTS:
-        raise pytest.UsageError(f"@pytest.mark.h2o_dialect: unknown dialect {dialect!r}; expected one of {DIALECTS}")
+    if dialect not in names():
+        raise pytest.UsageError(f"@pytest.mark.h2o_dialect: unknown dialect {dialect!r}; expected one of {names()}")
     with LocalServer(config, plan, dialect=dialect) as server:
         yield server
