@@ -12,6 +12,7 @@ Public API:
 
 from __future__ import annotations
 
+from ._catalog import ConversationSummary, ModelInfo
 from ._client import ClientState, H2oClient
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
@@ -19,6 +20,7 @@ from ._dialects import DialectName
 from ._events import FinalAnswer
 from ._exceptions import (
     H2oCleanupError,
+    H2oDialectError,
     H2oError,
     H2oLimitError,
     H2oProtocolError,
@@ -27,6 +29,7 @@ from ._exceptions import (
     H2oTimeoutError,
     H2oTransportError,
     H2oUpstreamError,
+    H2oUsageLimitError,
 )
 from ._journal import Journal, JournalEntry, JournalScan
 from ._model import TransitionObserver
@@ -53,6 +56,7 @@ __all__ = [
     "TRANSITIONS",
     "ClientState",
     "Conversation",
+    "ConversationSummary",
     "DialectName",
     "Edge",
     "Final",
@@ -60,6 +64,7 @@ __all__ = [
     "H2o",
     "H2oCleanupError",
     "H2oClient",
+    "H2oDialectError",
     "H2oError",
     "H2oLimitError",
     "H2oProtocolError",
@@ -69,12 +74,14 @@ __all__ = [
     "H2oTimeoutError",
     "H2oTransportError",
     "H2oUpstreamError",
+    "H2oUsageLimitError",
     "Journal",
     "JournalEntry",
     "JournalScan",
     "Limits",
     "Message",
     "Messages",
+    "ModelInfo",
     "Phase",
     "Retries",
     "StateSpec",

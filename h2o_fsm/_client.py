@@ -6,28 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
+import functools
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
+from ._catalog import Catalog, CatalogMethods
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
-from ._dialects import DialectName, get_dialect
+from ._dialects import AUTO, DEFAULT_DIALECT, get_dialect
+from ._dialects import chosen as named_dialect
 from ._exceptions import H2oStateError
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
+from ._options import base_url_of, check_options, check_proxy, default_base_url, proxy_secrets
 from ._otel import telemetry_for
-from ._protocol import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    Messages,
-    merge_parameters,
-    normalize_base_url,
-    validate_model,
-)
+from ._protocol import Messages, merge_parameters, validate_model
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
@@ -37,14 +32,10 @@ if TYPE_CHECKING:
     from ._journal import Journal
     from ._sweep import SweepReport
 
-__all__ = ["ClientState", "H2oClient", "TransportChoice", "default_base_url"]
+__all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "default_base_url"]
 
 TransportChoice = Literal["auto", "httpx", "aiohttp"]
-
-
-def default_base_url() -> str:
-    """``$H2O_FSM_BASE_URL`` when set, else the 2023 deployment's URL."""
-    return os.environ.get("H2O_FSM_BASE_URL") or DEFAULT_BASE_URL
+DialectChoice = Literal["auto", "h2o", "chat-ui"]
 
 
 class ClientState(enum.Enum):
@@ -52,23 +43,7 @@ class ClientState(enum.Enum):
     CLOSED = "closed"
 
 
-def _check_proxy(proxy: object) -> str | None:
-    if proxy is None:
-        return None
-    if not isinstance(proxy, str):
-        raise TypeError(f"proxy must be a URL string or None, not {type(proxy).__name__}")
-    scheme = urlsplit(proxy).scheme
-    if scheme not in ("http", "https", "socks5", "socks5h"):
-        raise ValueError(f"proxy must be an http(s):// or socks5:// URL, not {scheme[:10]!r}")
-    return proxy
-
-
-def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
-    parts = urlsplit(proxy) if proxy else None
-    return tuple(s for s in (parts.username, parts.password) if s) if parts else ()
-
-
-class H2oClient:
+class H2oClient(CatalogMethods):
     """Runs conversations against one chat-ui deployment over one connection pool.
 
     Use it as an async context manager (it closes the ``httpx.AsyncClient`` it created; a client
@@ -82,10 +57,12 @@ class H2oClient:
 
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
-            ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
-        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), or the
-            name of a dialect registered with ``h2o_fsm._dialects.register``.
-        model: default model of new conversations.
+            ``$H2O_FSM_BASE_URL`` (neither is a ``ValueError``: no host is guessed).
+        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), the name
+            of a dialect registered with ``h2o_fsm._dialects.register``, or ``"auto"`` (detected once, by
+            ``async with`` or :meth:`detect_dialect`; see the README).
+        model: default model of new conversations (default: the dialect's — chat-ui: the server's
+            default model, its first listed, looked up once per client).
         cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
             ``token``, say). Secret: never logged, never in an error or a repr.
         settings: post the settings step (default: the 2023 dialect does, chat-ui does not).
@@ -113,8 +90,8 @@ class H2oClient:
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectName | str = "h2o",
-        model: str = DEFAULT_MODEL,
+        dialect: DialectChoice | str = "h2o",
+        model: str | None = None,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -134,35 +111,16 @@ class H2oClient:
         tracer_provider: Any = None,
         meter_provider: Any = None,
     ) -> None:
-        if base_url is None:
-            base_url = os.environ.get("H2O_FSM_BASE_URL") or None
-        if base_url is None:  # the 2023 deployment (H2o.url's default) is long gone: never guessed here
-            raise ValueError("no base URL: pass H2oClient(base_url) or set H2O_FSM_BASE_URL")
-        self.base_url = normalize_base_url(base_url)
-        if urlsplit(self.base_url).username is not None:
-            raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
-        chosen_dialect = get_dialect(dialect)
-        custom = transport not in (None, "auto")
-        if http_client is not None and (custom or proxy is not None):
-            raise ValueError("give either http_client or transport/proxy, not both")
-        if isinstance(transport, str) and transport not in ("auto", "httpx", "aiohttp"):
-            raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
-        if custom and transport != "httpx" and proxy is not None:
-            raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
-        for name, value, expected in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits),
-                                      ("retries", retries, Retries)):
-            if value is not None and not isinstance(value, expected):
-                raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-        if settings is not None and not isinstance(settings, bool):
-            raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
+        self.base_url = base_url_of(base_url)
+        named = named_dialect(dialect)
+        auto = named is None
+        chosen_dialect = named or get_dialect(DEFAULT_DIALECT)  # with "auto": replaced once detected
+        check_options(http_client=http_client, transport=transport, proxy=proxy, timeouts=timeouts, limits=limits,
+                      retries=retries, max_concurrency=max_concurrency, settings=settings)
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
-        self.model = validate_model(model)
-        self.dialect: str = chosen_dialect.name
+        self.model = None if model is None else validate_model(model)
+        self.dialect: str = AUTO if auto else chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
@@ -181,7 +139,7 @@ class H2oClient:
             direct = chosen
             http = httpx.AsyncClient(
                 transport=chosen,
-                proxy=_check_proxy(proxy),
+                proxy=check_proxy(proxy),
                 verify=verify,
                 follow_redirects=False,
                 cookies=no_cookie_jar(),  # the sessions keep them, per conversation
@@ -190,10 +148,10 @@ class H2oClient:
             self._owns_http = True
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
-                              secrets=_proxy_secrets(proxy), transport=direct)
-        self._rt = Runtime(
+                              secrets=proxy_secrets(proxy), transport=direct)
+        self._runtime = functools.partial(
+            Runtime,
             requester=requester,
-            dialect=chosen_dialect,
             timeouts=self.timeouts,
             limits=self.limits,
             logger=logger if logger is not None else default_logger(),
@@ -201,12 +159,14 @@ class H2oClient:
             journal=journal,
             observer=on_transition,
             max_concurrency=max_concurrency,
-            send_settings=chosen_dialect.settings_by_default if settings is None else settings,
         )
-        telemetry = telemetry_for(tracer_provider, meter_provider, base_url=self.base_url, log_content=log_content)
-        if telemetry is not None:  # (the otel extra; see _otel)
-            telemetry.watch(self._rt)
-            self._rt.telemetry = telemetry
+        self._settings = settings
+        self._telemetry = telemetry_for(tracer_provider, meter_provider, base_url=self.base_url,
+                                        log_content=self.log_content)  # (the otel extra; see _otel)
+        self._catalog = Catalog(requester, logger if logger is not None else default_logger(),
+                                lambda coro: self._rt.spawn(coro))  # noqa: PLW0108 - the runtime may be rebuilt
+        self._detected: asyncio.Lock | None = asyncio.Lock() if auto else None
+        self._rt = self._use_dialect(chosen_dialect, detected=not auto)
         self._share_session = share_session
         self._session = Session(self._cookies)
         self.state = ClientState.OPEN
@@ -215,6 +175,7 @@ class H2oClient:
         return f"<H2oClient {redact(self.base_url)} {self.dialect} live={len(self._rt.live)} {self.state.value}>"
 
     async def __aenter__(self) -> H2oClient:
+        await self._ready()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -272,30 +233,41 @@ class H2oClient:
         *,
         parameters: Mapping[str, object] | None = None,
         new_session: bool = False,
+        conversation_id: str | None = None,
         **params: object,
     ) -> Conversation:
-        """A new conversation (nothing is sent until its first step or turn).
+        """A new conversation (nothing is sent until its first step or turn); with ``conversation_id``, one
+        on the server (attached: continued, and deleted at its end unless :meth:`Conversation.detach`).
 
-        ``parameters``/``**params`` are generation parameters merged over the defaults (the 2023
-        dialect sends them; chat-ui's server takes none — its model's configuration rules).
+        ``parameters``/``**params``: generation parameters over the defaults (the 2023 dialect sends them;
+        chat-ui takes none). A keyword argument the dialect does not know is a ``TypeError``.
         """
         if self.state is ClientState.CLOSED:
             raise H2oStateError("the client is closed")
+        self._check_detected()
+        self._check_parameters(params)
         if model is not None:
             validate_model(model)
         merged = dict(parameters or {})
         merged.update(params)
         session = self._session if self._share_session and not new_session else Session(self._cookies)
-        return Conversation(self._rt, model=model or self.model, parameters=merge_parameters(merged), session=session)
+        chosen = model or self.model or self._rt.dialect.default_model or ""  # "": the server's, looked up
+        conv = Conversation(self._rt, model=chosen, parameters=merge_parameters(merged), session=session)
+        if conversation_id is not None:
+            conv.attach(conversation_id)
+        return conv
 
     async def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
         """Delete the conversations of this deployment that a dead process left in ``journal``."""
         from ._sweep import sweep
 
+        await self._ready()
         return await sweep(self._rt.requester, journal, include_live_processes=include_live_processes)
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer, delete it."""
+        await self._ready()
+        self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)  # validated before anything is sent
         async with conv, scope as reader:
@@ -305,6 +277,8 @@ class H2oClient:
     async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
         """One-shot, streamed: yield the answer's chunks; the conversation is deleted at the end,
         on error, or when the consumer stops early."""
+        await self._ready()
+        self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)
         async with conv, scope as reader:

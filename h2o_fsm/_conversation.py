@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from ._aio import wait_owned
+from ._attach import attach, detach
 from ._exceptions import H2oCleanupError, H2oError, H2oStateError
 from ._machine import MACHINE
 from ._phase import Phase
@@ -93,7 +94,8 @@ class Conversation(Stepping):
     def turn(self, prompt: str | Messages) -> _TurnScope:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
-        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        # first: nothing exists on the server yet (an attached conversation exists: no create, no preprompt)
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
         self.rt.limits.check_prompt(preprompt, text)
         self._check_can_send()
         return _TurnScope(self, preprompt, text)
@@ -123,6 +125,16 @@ class Conversation(Stepping):
         await wait_owned(self._end("close"), self.rt.abandoned)
         if self.cleanup_error is not None and self.error is None:
             raise self.cleanup_error
+
+    def attach(self, conversation_id: str) -> None:
+        """Continue ``conversation_id``, a conversation on the server, instead of creating one (what
+        ``client.conversation(conversation_id=...)`` does); deleted at its end unless detached."""
+        attach(self, conversation_id)
+
+    async def detach(self) -> str:
+        """Leave the conversation on the server on purpose (not deleted, out of the journal, logged);
+        returns its id."""
+        return await detach(self)
 
     def close_soon(self) -> None:
         """Start ending the conversation in the client's task without waiting for it (unless a step of

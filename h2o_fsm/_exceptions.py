@@ -4,6 +4,8 @@ Every error the engine raises about a conversation is an :class:`H2oError`::
 
     H2oError                      phase, status, conversation_id, cleanup_error
     ├── H2oStatusError            the server answered an error status (4xx/5xx, or an unexpected one)
+    │   ├── H2oUsageLimitError    chat-ui's usage limit (too many conversations): never retried
+    │   └── H2oDialectError       the answer of a server of the other dialect (.suggested_dialect)
     ├── H2oTransportError         the request could not be completed (connect, read, dropped connection)
     │   └── H2oTimeoutError       one of *our* timeouts fired (a step, the token gap, the deadline)
     ├── H2oProtocolError          the answer broke the protocol (HTML instead of JSON, malformed stream line,
@@ -32,6 +34,7 @@ from ._phase import Phase
 
 __all__ = [
     "H2oCleanupError",
+    "H2oDialectError",
     "H2oError",
     "H2oLimitError",
     "H2oProtocolError",
@@ -40,6 +43,7 @@ __all__ = [
     "H2oTimeoutError",
     "H2oTransportError",
     "H2oUpstreamError",
+    "H2oUsageLimitError",
 ]
 
 
@@ -108,6 +112,22 @@ class H2oStatusError(H2oError):
         super().__init__(message, phase=phase, status=status, conversation_id=conversation_id)
         self.body = body
         self.retry_after = retry_after
+
+
+class H2oUsageLimitError(H2oStatusError):
+    """The server refuses new conversations until some are deleted (chat-ui's 429 "You have reached the
+    maximum number of conversations"). Not a rate limit: never retried; a sweep or deleting old
+    conversations helps (``h2o-fsm conversations --delete-all --yes``)."""
+
+
+class H2oDialectError(H2oStatusError):
+    """The server answered as a server of the other dialect does.
+
+    Attributes:
+        suggested_dialect: the dialect it looks like (``"h2o"`` or ``"chat-ui"``).
+    """
+
+    suggested_dialect: str = ""
 
 
 class H2oTransportError(H2oError):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._config import Limits, Timeouts
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._events import FinalAnswer
     from ._journal import Journal
     from ._otel import Telemetry
+    from ._reattach import Resume
     from ._requester import Requester
     from ._stream import Parser
 
@@ -74,6 +75,7 @@ class Runtime:
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
         self.telemetry: Telemetry | None = None  # OpenTelemetry (the otel extra), fed by report()
+        self.default_model: Callable[[], Awaitable[str]] | None = None  # the server's, when no model is named
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""
@@ -101,6 +103,8 @@ class ConversationModel:
         self.response: httpx.Response | None = None
         self.parser: Parser | None = None
         self.final: FinalAnswer | None = None
+        self.delivered = 0  # characters of answer text the caller got in this turn
+        self.resume: Resume | None = None  # chat-ui: this answer's reattaching, after a cut
         self.send_status: int | None = None
         self.deadline: float | None = None
         self.records: list[TransitionRecord] = []

@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import _refusals as refusals
 from ._aio import Deadline
 from ._config import Limits, Timeouts
-from ._dialects import Body
+from ._dialects import Body, Dialect
 from ._exceptions import (
     H2oError,
     H2oLimitError,
     H2oStateError,
-    H2oStatusError,
     H2oTimeoutError,
 )
 from ._hints import status_hint
@@ -73,6 +73,7 @@ class Requester:
         }
         self.extensions = {phase: {"timeout": t.as_dict()} for phase, t in self.http_timeouts.items()}
         self.active: set[Deadline] = set()  # the bounds of the steps in flight
+        self.dialect: Dialect | None = None  # whose answers tell a server of another dialect (``_refusals``)
         self.closing = False
 
     def url(self, path: str) -> httpx.URL:
@@ -107,21 +108,30 @@ class Requester:
         cid: str | None = None,
         budget: float | None = None,
         each: bool = False,
+        request: tuple[str, str] | None = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
         table's policy; return the streamed response (the caller reads and closes it). A status outside
         ``ok`` raises ``H2oStatusError``.
 
         ``budget``: retry until these seconds are spent instead of counting attempts; ``each``: bound
-        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget)."""
+        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget);
+        ``request``: method and path of a request outside the table (chat-ui's model list, say), sent
+        with ``phase``'s timeouts and retry policy; ``query`` (``"?..."``) and ``headers`` are added to the
+        request (chat-ui's reattach)."""
 
-        method, path = request_of(phase, cid)
+        method, path = request or request_of(phase, cid)
+        path += query
 
         async def once() -> httpx.Response:
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
 
         try:
             return await once()
@@ -138,8 +148,13 @@ class Requester:
         body: Body,
         ok: Collection[int],
         cid: str | None,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = dict(self.headers)
+        if phase is not Phase.SEND:  # JSON errors, not an HTML page (chat-ui negotiates on Accept)
+            headers["Accept"] = "application/json"
+        if extra is not None:  # the step's own (the reattach stream's Accept and Last-Event-ID)
+            headers.update(extra)
         cookie = session.cookie_header
         if cookie is not None:
             headers["Cookie"] = cookie
@@ -183,8 +198,8 @@ class Requester:
         limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
         text = await self.snippet(response, limit, session)
         hint = status_hint(phase, status) or response.reason_phrase
-        raise H2oStatusError(
-            f"HTTP {status} {hint}" + (f": {text[:200]}" if text else ""),
+        raise refusals.status_error(
+            self.dialect, f"HTTP {status} {hint}" + (f": {text[:200]}" if text else ""),
             phase=phase, status=status, conversation_id=cid, body=text, retry_after=_retry_after(response),
         )
 

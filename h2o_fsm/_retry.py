@@ -7,6 +7,8 @@ What is *safe* to repeat is the table's ``idempotent`` flag of the failing state
   message twice in the history; only failures that prove the request never reached the application
   are retried: connection errors (nothing was sent) and 429 (refused before handling);
 * ``stream`` is never retried: the answer is half delivered.
+* chat-ui's usage limit (a 429 about too many conversations) and the answer of a server of the other
+  dialect are never retried: no retry can help (``_refusals``).
 
 Waits double from ``backoff`` (capped at ``max_wait``), at least a ``Retry-After``. A step retries up to
 ``attempts`` times; the DELETE retries until its cleanup budget is spent, whatever the count.
@@ -29,7 +31,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ._exceptions import H2oError, H2oStatusError, H2oTransportError
+from ._exceptions import H2oDialectError, H2oError, H2oStatusError, H2oTransportError, H2oUsageLimitError
 from ._phase import Phase
 from ._transport import not_sent
 
@@ -63,6 +65,8 @@ class Retries:
 
 def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
+    if isinstance(exc, (H2oUsageLimitError, H2oDialectError)):  # no retry can help: deleting, or the other dialect
+        return False
     if isinstance(exc, H2oStatusError):
         status = exc.status or 0
         return status == 429 or (idempotent and status >= 500)

@@ -77,7 +77,7 @@ class Stepping(ConversationModel):
 
     def queue(self, prompt: str | Messages) -> None:
         """Set the prompt the next ``send`` step will post (validated now)."""
-        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
         self.rt.limits.check_prompt(preprompt, text)
         if self.state is Phase.NEW:
             self.dstate = self.rt.dialect.new_state(preprompt)
@@ -107,6 +107,8 @@ class Stepping(ConversationModel):
         dest = destination(state, trigger, self._holds)
         if trigger == SPEC[state].idle and (dest is None or SPEC[dest].request is None):
             return "end"
+        if dest is not None and SPEC[dest].request is None and SPEC[dest].rests:  # an attached conversation's start
+            return f"nothing to send: the conversation exists on the server (to {dest.value})"
         if dest is None or SPEC[dest].request is None:
             return "open the answer's stream" if dest is not None and SPEC[dest].reads else trigger
         method, _, path = (request_line(dest, self.cid) or "").partition(" ")

@@ -19,6 +19,7 @@ from ._dialects import Body
 from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError, H2oTransportError
 from ._model import ConversationModel
 from ._phase import Phase
+from ._reattach import reattach
 from ._table import SPEC, seconds
 from ._transport import not_sent
 
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
     import httpx
     from transitions.core import EventData
 
-__all__ = ["SKIP_GUARDS", "create", "delete", "fetch", "leave_stream", "send", "settings", "skipped", "stop", "stream"]
+__all__ = [
+    "SKIP_GUARDS", "create", "delete", "fetch", "leave_stream", "reattach", "send", "settings", "skipped", "stop",
+    "stream",
+]
 
 _NO_BODY: Final = Body()
 
@@ -95,6 +99,8 @@ def _protocol_error(m: ConversationModel, phase: Phase, exc: ValueError) -> H2oP
 # ---------------------------------------------------------------------------------------------- settings
 async def settings(event: EventData) -> None:
     m = _model(event)
+    if not m.model and m.rt.default_model is not None:  # the server's default model, looked up once per client
+        m.model = await m.rt.default_model()
     if _skip(m, Phase.SETTINGS):
         return
     async with m.session.lock:
@@ -190,6 +196,7 @@ async def send(event: EventData) -> None:
     m = _model(event)
     assert m.cid is not None and m.prompt is not None
     rt, rq = m.rt, m.rt.requester
+    m.dstate.parser = None  # this turn's stream has not started (a stop before it delivered nothing)
     body = rt.dialect.send_body(m.dstate, m.prompt, m.parameters)
     if rt.log_content:
         m.note("send_prompt", level="debug", prompt=m.prompt, parameters=m.parameters)
@@ -213,7 +220,7 @@ async def send(event: EventData) -> None:
 # ---------------------------------------------------------------------------------------------- stream
 async def stream(event: EventData) -> None:
     m = _model(event)
-    m.parser = m.rt.dialect.new_parser(m.rt.limits.max_line_bytes)
+    m.parser = m.dstate.parser = m.rt.dialect.new_parser(m.rt.limits.max_line_bytes)
     m.stream_t0 = time.perf_counter()
 
 

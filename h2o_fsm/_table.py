@@ -109,7 +109,8 @@ P = Phase
 
 # fmt: off
 STATES: Final[tuple[StateSpec, ...]] = (
-    StateSpec(P.NEW, "nothing sent yet", next="start", rests=True),
+    StateSpec(P.NEW, "nothing sent yet (or attached: its id known)", next="start", rests=True, ends=P.DELETE,
+              ends_if="created"),
     StateSpec(P.SETTINGS, "accept the session's settings (skipped when this session sent them)", "settings",
               request="POST /settings", timeout="settings", idempotent=True, next="create", optional=True,
               ok=range(200, 400), skip="settings_sent"),
@@ -123,6 +124,9 @@ STATES: Final[tuple[StateSpec, ...]] = (
               next="stream", needs_prompt=True, gap="token", ends=P.STOP),
     StateSpec(P.STREAM, "the caller reads the answer's stream", "stream", "leave_stream", next="finish", reads=True,
               ends=P.STOP),
+    StateSpec(P.REATTACH, "the answer's connection dropped: replay the run, skip what was read (chat-ui)",
+              "reattach", "leave_stream", request="GET /conversation/{id}/stream", timeout="send", idempotent=True,
+              next="finish", reads=True, optional=True, gap="token", ends=P.STOP),
     StateSpec(P.READY, "answer complete, another turn may be sent", next="fetch", rests=True, idle="close",
               ends=P.DELETE),
     StateSpec(P.STOP, "stop a generation left running (chat-ui)", "stop",
@@ -132,23 +136,26 @@ STATES: Final[tuple[StateSpec, ...]] = (
     StateSpec(P.DELETE, "delete the conversation (retried until Timeouts.cleanup)", "delete",
               request="DELETE /conversation/{id}", timeout="delete", idempotent=True, next="deleted", cleanup=True,
               owned=True, ok=frozenset({200, 202, 204, 404})),  # 404: already gone, or never this session's
-    StateSpec(P.CLOSED, "done, nothing left on the server"),
+    StateSpec(P.CLOSED, "done, nothing left on the server (unless detached on purpose)"),
     StateSpec(P.FAILED, "ended by an error, the conversation deleted if it existed"),
 )
 # fmt: on
 
 _FORWARD: Final[tuple[Edge, ...]] = (
+    Edge("start", (P.NEW,), P.READY, conditions="created"),  # attached: a conversation already on the server
     Edge("start", (P.NEW,), P.SETTINGS),
     Edge("create", (P.SETTINGS,), P.CREATE),
     Edge("fetch", (P.CREATE, P.READY), P.FETCH),
     Edge("send", (P.FETCH,), P.SEND),
     Edge("stream", (P.SEND,), P.STREAM),
-    Edge("finish", (P.STREAM,), P.READY),
+    Edge("reattach", (P.STREAM, P.REATTACH), P.REATTACH),
+    Edge("finish", (P.STREAM, P.REATTACH), P.READY),
 )
 _ENDING: Final[tuple[Edge, ...]] = (
     Edge("stopped", (P.STOP,), P.DELETE),
     Edge("deleted", (P.DELETE,), P.CLOSED, unless="has_error"),
     Edge("deleted", (P.DELETE,), P.FAILED),
+    Edge("detach", (P.NEW, P.CREATE, P.READY), P.CLOSED, conditions="created"),  # left on the server on purpose
 )
 
 

@@ -18,6 +18,7 @@ import structlog
 from support import FAST_RETRIES, FAST_TIMEOUTS, caller_timeout, emulator
 
 from h2o_fsm import (
+    DEFAULT_MODEL,
     H2oCleanupError,
     H2oClient,
     H2oError,
@@ -48,6 +49,8 @@ def client_for(server: LocalServer, transport: str, **kw: object) -> H2oClient:
     kw.setdefault("transport", transport)
     kw.setdefault("retries", FAST_RETRIES)
     kw.setdefault("timeouts", FAST_TIMEOUTS)
+    # a model named: without one the client asks the server's list first (tests/test_chatui_fidelity*.py)
+    kw.setdefault("model", DEFAULT_MODEL)
     return H2oClient(server.url, dialect="chat-ui", **kw)  # type: ignore[arg-type]
 
 

@@ -86,7 +86,7 @@ def test_bash_completion_offers_the_parsers_commands_options_and_choices() -> No
     assert set(_bash_complete(["h2o-fsm", ""])) >= set(parser().subcommands)
     assert _bash_complete(["h2o-fsm", "sw"]) == ["sweep"]
     assert "--base-url" in _bash_complete(["h2o-fsm", "chat", "--ba"])
-    assert _bash_complete(["h2o-fsm", "chat", "--dialect", ""]) == ["h2o", "chat-ui"]
+    assert _bash_complete(["h2o-fsm", "chat", "--dialect", ""]) == ["auto", "h2o", "chat-ui"]  # auto: detected
     assert _bash_complete(["h2o-fsm", "completion", "f"]) == ["fish"]
 
 

@@ -29,11 +29,23 @@ def updates(text: str) -> list[dict[str, object]]:
 
 
 class Client:
-    """A minimal hand-written chat-ui client (one session)."""
+    """A minimal hand-written chat-ui client (one session). It keeps the session cookie itself: the
+    server sets it ``Secure`` even over http, and httpx's cookie jar would never send it back."""
 
-    def __init__(self, server: LocalServer, **kw: object) -> None:
+    def __init__(self, server: LocalServer, cookies: dict[str, str] | None = None, **kw: object) -> None:
         self.origin = server.url
-        self.http = httpx.Client(base_url=server.url, timeout=10, **kw)  # type: ignore[arg-type]
+        self.cookies = dict(cookies or {})
+        hooks = {"request": [self._send_cookies], "response": [self._keep_cookies]}
+        self.http = httpx.Client(base_url=server.url, timeout=10, event_hooks=hooks, **kw)  # type: ignore[arg-type]
+
+    def _send_cookies(self, request: httpx.Request) -> None:
+        if self.cookies:
+            request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+
+    def _keep_cookies(self, response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, value = header.split(";", 1)[0].partition("=")
+            self.cookies[name.strip()] = value.strip()
 
     def __enter__(self) -> Client:
         return self
@@ -235,9 +247,14 @@ def test_each_fault(phase: str, kind: str) -> None:
                 "stream": lambda: c.send(cid, root, "hi"),
                 "stop": lambda: c.http.post(f"/conversation/{cid}/stop-generating"),
                 "delete": lambda: c.http.delete(f"/conversation/{cid}"),
+                "reattach": lambda: c.send(cid, root, "hi") and c.http.get(f"/conversation/{cid}/stream"),
             }
             started = time.monotonic()
-            if kind == "drop":
+            if phase == "reattach" and kind == "cut":  # the reattach stream closes without its end
+                r = calls[phase]()
+                assert r.status_code == 200 and r.text.count("event: update") == 2 and "event: end" not in r.text
+                return
+            if kind in ("drop", "cut"):
                 with pytest.raises(httpx.RemoteProtocolError):
                     calls[phase]()
                 return
@@ -315,4 +332,4 @@ def test_reset_stops_running_generations() -> None:
 
 def test_phases_are_one_tuple() -> None:
     assert set(phases_of("chat-ui")) == set(PHASES) and set(ALLOWED) == set(PHASES)
-    assert "fetch" not in phases_of("h2o") and "stop" not in phases_of("h2o")
+    assert "fetch" not in phases_of("h2o") and "stop" not in phases_of("h2o") and "reattach" not in phases_of("h2o")

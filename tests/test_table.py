@@ -45,7 +45,12 @@ def test_destination_honours_the_guards() -> None:
     assert destination(Phase.DELETE, "deleted", {"has_error": False}.__getitem__) is Phase.CLOSED
     assert destination(Phase.CREATE, "abort", {"created": False}.__getitem__) is Phase.FAILED
     assert destination(Phase.CREATE, "abort", {"created": True}.__getitem__) is Phase.DELETE
-    assert destination(Phase.NEW, "start") is Phase.SETTINGS  # unguarded: no guard needed
+    assert destination(Phase.SETTINGS, "create") is Phase.CREATE  # unguarded: no guard needed
+    # `start` from `new` is guarded since attach (an attached conversation is created already)
+    assert destination(Phase.NEW, "start", {"created": False}.__getitem__) is Phase.SETTINGS
+    assert destination(Phase.NEW, "start", {"created": True}.__getitem__) is Phase.READY
+    with pytest.raises(ValueError, match="created"):
+        destination(Phase.NEW, "start")
     with pytest.raises(ValueError, match="has_error"):
         destination(Phase.DELETE, "deleted")
     assert destination(Phase.NEW, "finish") is None
@@ -58,7 +63,7 @@ def test_timeout_keys_are_typed_and_cover_the_table() -> None:
     fields = {f.name for f in dataclasses.fields(Timeouts)}
     assert set(get_args(TimeoutKey)) <= fields
     assert {s.timeout for s in STATES if s.timeout} | {s.gap for s in STATES if s.gap} <= set(get_args(TimeoutKey))
-    assert [s.phase for s in STATES if s.gap] == [Phase.SEND]  # the stream's token gap: its answer's reads
+    assert [s.phase for s in STATES if s.gap] == [Phase.SEND, Phase.REATTACH]  # the token gap: their answers' reads
 
 
 def test_statuses_and_budgets_are_columns() -> None:

@@ -18,14 +18,16 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol
 
+from .._protocol import DEFAULT_MODEL, KNOWN_PARAMETERS
+
 if TYPE_CHECKING:
     from .._phase import Phase
     from .._protocol import Messages, Parameters
     from .._stream import Parser
 
 __all__ = [
-    "DEFAULT_DIALECT", "DIALECTS", "BaseDialect", "Body", "Dialect", "DialectName", "DialectState", "emulator_app",
-    "get_dialect", "names", "register", "suggested", "unregister",
+    "AUTO", "DEFAULT_DIALECT", "DIALECTS", "BaseDialect", "Body", "Dialect", "DialectName", "DialectState", "chosen",
+    "detected", "emulator_app", "get_dialect", "names", "register", "suggested", "unregister", "wrong_dialect_advice",
 ]
 
 DialectName = Literal["h2o", "chat-ui"]
@@ -43,12 +45,15 @@ class Body(NamedTuple):
 
 class DialectState:
     """What a dialect keeps per conversation (a dialect subclasses it; the 2023 one keeps nothing).
-    ``preprompt``: the system message the first turn gave (for the create), or ``None``."""
+    ``preprompt``: the system message the first turn gave (for the create), or ``None``; ``parser``: the
+    running turn's answer parser (the dialect's own, set by the stream step, ``None`` until the turn's
+    stream starts): what it counted (chat-ui's stop point) is the dialect's to read."""
 
-    __slots__ = ("preprompt",)
+    __slots__ = ("parser", "preprompt")
 
     def __init__(self, preprompt: str | None = None) -> None:
         self.preprompt = preprompt
+        self.parser: Parser | None = None
 
 
 class Dialect(Protocol):
@@ -62,9 +67,17 @@ class Dialect(Protocol):
     """The table's optional states this dialect performs (the others are recorded as skipped)."""
     settings_by_default: bool
     signs: Mapping[Phase, frozenset[int]]
-    """Statuses a client of another dialect gets from a server of this one (the CLI's advice)."""
+    """Statuses a client of another dialect gets from a server of this one (the CLI's advice, and the
+    engine's :class:`~h2o_fsm.H2oDialectError`, never retried)."""
+    probe: frozenset[int]
+    """Statuses a server of this dialect answers ``GET /api/v2/models`` with (``dialect="auto"``'s one
+    request; 200: a model list)."""
     emulator: str | None
     """``"module:function"`` of the bundled emulator's app factory ``(State, routes) -> Starlette``."""
+    default_model: str | None
+    """The model of a client that names none (``None``: the server's default, its first listed)."""
+    parameters: frozenset[str]
+    """The generation parameters its keyword arguments may name (others are a ``TypeError``)."""
 
     def new_state(self, preprompt: str | None) -> DialectState:
         """The state of a new conversation whose first turn gave ``preprompt``."""
@@ -91,7 +104,18 @@ class Dialect(Protocol):
         """The turn's answer was read to its end."""
         ...
 
-    def stop_body(self, state: DialectState) -> Body: ...
+    def stop_body(self, state: DialectState) -> Body:
+        """The body stopping the running turn of the conversation ``state`` is of."""
+        ...
+
+    def stop_body_of(self, generation_id: str) -> Body:
+        """A stop body naming only ``generation_id`` (a sweep's: no state, the stop point unknown)."""
+        ...
+
+    def reattach_query(self, state: DialectState) -> str:
+        """The query of the ``reattach`` step's request (``"?…"``): which run to read again."""
+        ...
+
     def renews_session(self, phase: Phase, status: int) -> bool:
         """Whether ``status`` in ``phase`` means the server forgot the session: the engine accepts the
         settings again and repeats the request once (2023: the welcome gate's 405 on create)."""
@@ -103,6 +127,11 @@ class Dialect(Protocol):
         ...
 
 
+def wrong_dialect_advice(other: str) -> str:
+    """What an error says when the server looks like one of dialect ``other``."""
+    return f"this looks like a {other} server: use dialect={other!r}"
+
+
 class BaseDialect:
     """The hooks a dialect may leave out, as no-ops (subclass it and set ``name``; the rest is
     :class:`Dialect`'s: ``prepare``, the bodies, ``after_create``, ``new_parser``, ``describe``)."""
@@ -112,7 +141,10 @@ class BaseDialect:
     optional_steps: frozenset[Phase] = frozenset()
     settings_by_default = False
     signs: Mapping[Phase, frozenset[int]] = {}
+    probe: frozenset[int] = frozenset()
     emulator: str | None = None
+    default_model: str | None = DEFAULT_MODEL
+    parameters: frozenset[str] = KNOWN_PARAMETERS
 
     def new_state(self, preprompt: str | None) -> DialectState:
         return DialectState(preprompt)
@@ -129,17 +161,25 @@ class BaseDialect:
     def stop_body(self, state: DialectState) -> Body:
         return Body()
 
+    def stop_body_of(self, generation_id: str) -> Body:
+        return Body()
+
+    def reattach_query(self, state: DialectState) -> str:
+        raise ValueError(f"the {self.name} dialect has no reattach step")
+
     def renews_session(self, phase: Phase, status: int) -> bool:
         return False
 
 
 _REGISTRY: dict[str, Dialect] = {}
+AUTO: Final = "auto"
+"""The dialect a client names to have it detected (:func:`chosen`, :func:`detected`)."""
 
 
 def register(dialect: Dialect, *, replace: bool = False) -> Dialect:
     """Add ``dialect`` to the registry under ``dialect.name``; returns it."""
     name = dialect.name
-    if not isinstance(name, str) or not name or name == "auto":
+    if not isinstance(name, str) or not name or name == AUTO:
         raise ValueError(f"a dialect needs a non-empty name other than 'auto', not {name!r}")
     if name in _REGISTRY and not replace and _REGISTRY[name] is not dialect:
         raise ValueError(f"a dialect named {name!r} is already registered")
@@ -157,6 +197,11 @@ def unregister(name: str) -> None:
 def names() -> tuple[str, ...]:
     """The registered dialects' names, the built-in ones first."""
     return tuple(_REGISTRY)
+
+
+def chosen(name: object) -> Dialect | None:
+    """The dialect a client names: ``None`` for :data:`AUTO` (detected later), else :func:`get_dialect`'s."""
+    return None if name == AUTO else get_dialect(name)
 
 
 def get_dialect(name: object) -> Dialect:
@@ -177,6 +222,12 @@ def suggested(phase: Phase | None, status: int | None, current: str | None) -> s
         if name != current and status in dialect.signs.get(phase, ()):
             return name
     return None
+
+
+def detected(status: int) -> str | None:
+    """The registered dialect whose server answers ``status`` to ``dialect="auto"``'s probe
+    (``GET /api/v2/models``), or ``None``: the answer tells none."""
+    return next((name for name, dialect in _REGISTRY.items() if status in dialect.probe), None)
 
 
 def emulator_app(name: str) -> Callable[..., Any]:

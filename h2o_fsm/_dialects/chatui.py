@@ -8,9 +8,10 @@ import json
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlencode
 
 from .._phase import Phase
-from .._protocol import Messages, Parameters, format_prompt, prompt_text, validate_messages
+from .._protocol import KNOWN_PARAMETERS, Messages, Parameters, format_prompt, prompt_text, validate_messages
 from . import BaseDialect, Body, DialectState
 from .chatui_stream import JsonLinesParser
 from .chatui_wire import create_body, parse_conversation, parse_create_answer, send_data, split_system, stop_body
@@ -40,11 +41,16 @@ def _state(state: DialectState) -> ChatUiState:
 class ChatUiDialect(BaseDialect):
     name: str = "chat-ui"
     summary = "today's chat-ui"
-    optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP})
+    optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP, Phase.REATTACH})
     settings_by_default = False
-    # a 2023 client's form settings: today's chat-ui takes JSON
-    signs: Mapping[Phase, frozenset[int]] = {Phase.SETTINGS: frozenset({400, 415, 422})}
+    # a 2023 client's form settings: today's chat-ui takes JSON (its request.json() fails: 500, or its schema)
+    signs: Mapping[Phase, frozenset[int]] = {Phase.SETTINGS: frozenset({400, 415, 422, 500})}
+    probe: frozenset[int] = frozenset({200})  # GET /api/v2/models: the model list
     emulator: str | None = "h2o_fsm.server._chatui_app:create_chatui_app"
+    default_model: str | None = None  # the server's first listed (GET /api/v2/models)
+    # the 2023 names are accepted (one code path for both dialects, dialect="auto") but not sent: the
+    # server takes none, its model's configuration rules; any other name is a typo (a TypeError)
+    parameters: frozenset[str] = KNOWN_PARAMETERS
 
     def new_state(self, preprompt: str | None) -> DialectState:
         return ChatUiState(preprompt)
@@ -92,7 +98,17 @@ class ChatUiDialect(BaseDialect):
         return JsonLinesParser(max_line_bytes=max_line_bytes)
 
     def stop_body(self, state: DialectState) -> Body:
-        return Body(json=stop_body(_state(state).generation_id))
+        """The stop of the running turn at its stop point: the answer text delivered so far (UTF-16 code
+        units, as chat-ui counts; none when the turn stopped before its stream)."""
+        parser = state.parser
+        seen = parser.answer_chars if isinstance(parser, JsonLinesParser) else 0
+        return Body(json=stop_body(_state(state).generation_id, seen))
+
+    def stop_body_of(self, generation_id: str) -> Body:
+        return Body(json=stop_body(generation_id))
+
+    def reattach_query(self, state: DialectState) -> str:  # the run's log, replayed from the start
+        return "?" + urlencode({"generationId": _state(state).generation_id, "fromSeq": "0"})
 
     def describe(self, phase: Phase, model: str, prompt: str, parameters: Parameters) -> str:
         if phase is Phase.SETTINGS:

@@ -239,6 +239,10 @@ def send_data(
     }
 
 
-def stop_body(generation_id: str) -> dict[str, str]:
-    """JSON body of ``POST /conversation/{id}/stop-generating``."""
-    return {"generationId": generation_id}
+def stop_body(generation_id: str, seen_content_length: int = 0) -> dict[str, object]:
+    """JSON body of ``POST /conversation/{id}/stop-generating``: the run, and the stop point (the answer's
+    characters the client delivered, counted as chat-ui's JavaScript does: UTF-16 code units), where
+    the server clamps the stored answer. Without ``seenContentLength`` chat-ui ignores the body."""
+    if isinstance(seen_content_length, bool) or not isinstance(seen_content_length, int) or seen_content_length < 0:
+        raise ValueError(f"seen_content_length must be an int >= 0, got {seen_content_length!r}")
+    return {"generationId": generation_id, "seenContentLength": seen_content_length}

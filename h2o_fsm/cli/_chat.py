@@ -11,7 +11,7 @@ from typing import IO, TextIO
 from .._config import Limits
 from .._conversation import Conversation
 from .._exceptions import H2oError
-from .._protocol import Message
+from .._protocol import Message, merge_parameters, validate_messages
 from .._table import STATES, destination
 from ._errors import UsageError, error_line
 from ._interactive import Interactive
@@ -41,6 +41,9 @@ def prompt_from(args: argparse.Namespace, stdin: IO[str]) -> str:
 
 async def _one_shot_turn(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, stdin: IO[str]) -> int:
     status = setup.status
+    # bad input refused before any request (dialect="auto" detects the server first)
+    validate_messages(messages(setup.args.system, prompt))
+    merge_parameters(setup.parameters)
     async with setup.client() as client:
         conv = setup.conversation(client)
         async with conv:
@@ -50,7 +53,8 @@ async def _one_shot_turn(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO
                 await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
             else:
                 first = True
-                status.show(destination(STATES[0].phase, STATES[0].next or "") or STATES[0].phase)  # the first step
+                first_step = destination(STATES[0].phase, STATES[0].next or "", lambda _: False)  # not created yet
+                status.show(first_step or STATES[0].phase)
                 try:
                     async for chunk in conv.stream(messages(setup.args.system, prompt)):
                         if first:  # from here the answer owns the line: no more status

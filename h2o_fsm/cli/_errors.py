@@ -6,7 +6,14 @@ import errno
 import re
 
 from .._dialects import suggested
-from .._exceptions import H2oError, H2oStatusError, H2oTimeoutError, H2oTransportError
+from .._exceptions import (
+    H2oDialectError,
+    H2oError,
+    H2oStatusError,
+    H2oTimeoutError,
+    H2oTransportError,
+    H2oUsageLimitError,
+)
 from .._hints import status_hint
 from .._log import redact
 from .._phase import Phase
@@ -68,6 +75,8 @@ def _message(exc: H2oError) -> str:
 
 def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
     """The dialect a status suggests the server speaks instead, if it looks like the wrong one."""
+    if isinstance(exc, H2oDialectError):  # the engine recognised the other dialect's answer
+        return exc.suggested_dialect or None
     if not isinstance(exc, H2oStatusError):
         return None
     if _about_the_model(exc):
@@ -87,6 +96,8 @@ def _advice(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: 
     other = _other_dialect(exc, dialect)
     if other is not None:
         return f"is this a server of the other dialect? try --dialect {other}"
+    if isinstance(exc, H2oUsageLimitError):
+        return "retrying cannot help: delete old conversations (h2o-fsm conversations --delete-all --yes, or a sweep)"
     if isinstance(exc, H2oTimeoutError):
         return "the server is slow or stalled; raise --timeout or try again later"
     if isinstance(exc, H2oTransportError) and is_refused(exc):
@@ -122,7 +133,7 @@ def error_line(exc: H2oError, base_url: str, dialect: str | None = None, *, debu
         if isinstance(exc, H2oStatusError) and exc.status is not None:
             # the explanation of the status comes from the one table of hints (fitting the step), then
             # what the server said; the engine's own wording of it is not repeated
-            hint = status_hint(exc.phase, exc.status)
+            hint = "usage limit reached" if isinstance(exc, H2oUsageLimitError) else status_hint(exc.phase, exc.status)
             if hint:
                 body = " ".join(exc.body.split())[:200]
                 what = f"{hint}: {body}" if body else hint

@@ -61,6 +61,7 @@ class Interactive:
     # -- the conversation ------------------------------------------------------------------------------
     async def _open(self) -> None:
         self.client = self.setup.client()
+        await self.client.detect_dialect()  # dialect="auto": once, before the first conversation
 
     async def _end(self) -> None:
         conv, self.conv = self.conv, None

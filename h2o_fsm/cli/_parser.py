@@ -9,12 +9,12 @@ import re
 from typing import Any, NoReturn
 
 from .. import __version__
-from .._dialects import DEFAULT_DIALECT, get_dialect, names
+from .._dialects import AUTO, DEFAULT_DIALECT, get_dialect, names
 from .._log import redact
 from .._phase import Phase
-from .._protocol import DEFAULT_MODEL
 from ._errors import UsageError
 from ._jsonout import add_json_option
+from ._listing import add_listing_parsers
 
 __all__ = ["DIALECTS", "check_base_url", "cookies_from", "parser"]
 
@@ -132,11 +132,15 @@ def _port(text: str) -> int:
     return value
 
 
-def _dialect_option(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get("H2O_FSM_DIALECT") or DEFAULT_DIALECT
+def _dialect_option(p: argparse.ArgumentParser, *, server: bool = False) -> None:
+    choices = DIALECTS if server else (AUTO, *DIALECTS)  # an emulator speaks one; a client may detect it
+    env = os.environ.get("H2O_FSM_DIALECT") or (DEFAULT_DIALECT if server else AUTO)
+    if server and env == AUTO:  # detected once per client (H2oClient.detect_dialect); serve and demo: one
+        env = DEFAULT_DIALECT
     spoken = " or ".join(get_dialect(name).summary for name in DIALECTS)
-    p.add_argument("--dialect", choices=DIALECTS, default=env,
-                   help=f"protocol dialect: {spoken} (env H2O_FSM_DIALECT)")
+    detect = "" if server else ", or auto: detected from GET /api/v2/models"
+    p.add_argument("--dialect", choices=choices, default=env,
+                   help=f"protocol dialect: {spoken}{detect} (env H2O_FSM_DIALECT)")
 
 
 def _cookie_option(p: argparse.ArgumentParser) -> None:
@@ -173,7 +177,7 @@ def parser() -> _Parser:
         "(/new starts a fresh one, /exit or Ctrl-D ends it, Ctrl-C stops an answer).", **_FMT)
     chat.add_argument("prompt", nargs="?", help="the prompt; '-' reads it from stdin")
     chat.add_argument("--base-url", default=env_url, help="deployment URL (env H2O_FSM_BASE_URL)")
-    chat.add_argument("--model", default=DEFAULT_MODEL, help="model of the conversation")
+    chat.add_argument("--model", help="model of the conversation (default: the dialect's; chat-ui: the server's)")
     chat.add_argument("--system", help="a system message before the (first) prompt")
     chat.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
                       help="generation parameter, repeatable (VALUE parsed as JSON when it is JSON)")
@@ -195,13 +199,13 @@ def parser() -> _Parser:
                        help="pause between streamed tokens")
     serve.add_argument("--max-tokens", type=_count, default=32, metavar="N", help="longest answer, in tokens")
     serve.add_argument("--no-request-log", action="store_true", help="don't keep the request log (load tests)")
-    _dialect_option(serve)
+    _dialect_option(serve, server=True)
 
     demo = sub.add_parser("demo", help="start the emulator and run one real conversation against it", **_FMT)
     demo.add_argument("--prompt", default="Hello, how are you?", help="what to ask")
     demo.add_argument("--token-delay", type=_non_negative, default=0.01, metavar="SECONDS",
                       help="pause between streamed tokens")
-    _dialect_option(demo)
+    _dialect_option(demo, server=True)
 
     diagram = sub.add_parser("diagram", help="print the state machine", **_FMT)
     diagram.add_argument("--format", choices=("mermaid", "dot"), default="mermaid", help="output format")
@@ -216,6 +220,7 @@ def parser() -> _Parser:
     add_json_option(sweep)
     _dialect_option(sweep)
     _cookie_option(sweep)
+    add_listing_parsers(sub, env_url, (_dialect_option, _cookie_option, add_json_option), _FMT)
 
     completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
                                 description="eval \"$(h2o-fsm completion bash)\" in ~/.bashrc (zsh: the same in "

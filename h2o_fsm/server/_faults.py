@@ -29,7 +29,7 @@ FaultPhase = str
 # or reads the answer's stream. Everything below derives from it.
 PHASES: tuple[FaultPhase, ...] = tuple(s.phase.value for s in STATES if s.request is not None or s.reads)
 
-FaultKind = Literal["status", "html", "stall", "drop", "malformed", "error_event", "create_then_error"]
+FaultKind = Literal["status", "html", "stall", "drop", "cut", "malformed", "error_event", "create_then_error"]
 KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 # Which kinds make sense where ("stream" faults fire after `at_token` tokens). A phase not listed is a
@@ -37,7 +37,8 @@ KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 _REQUEST_KINDS: frozenset[FaultKind] = frozenset({"status", "html", "stall"})
 _SPECIAL_KINDS: Mapping[FaultPhase, frozenset[FaultKind]] = {
     "create": _REQUEST_KINDS | {"create_then_error"},
-    "stream": frozenset({"stall", "drop", "malformed", "error_event"}),
+    "stream": frozenset({"stall", "drop", "cut", "malformed", "error_event"}),
+    "reattach": _REQUEST_KINDS | {"cut"},
     "stop": frozenset({"status", "stall"}),
     "delete": frozenset({"status", "stall"}),
 }
@@ -59,7 +60,10 @@ class Fault:
     * ``status``: answer ``status`` (with ``Retry-After: retry_after`` if given) instead of working.
     * ``html``: answer 200 with an HTML page (a proxy's error page).
     * ``stall``: wait ``seconds`` before answering (in ``stream``: before token ``at_token``).
-    * ``drop``: close the connection mid-stream after ``at_token`` tokens.
+    * ``drop``: close the connection mid-stream after ``at_token`` tokens (chat-ui: the run ends too).
+    * ``cut``: close the answer's connection after ``at_token`` tokens (mid-line) while the run goes on
+      (chat-ui; the 2023 server has no runs: there it is a ``drop``); in ``reattach``: close the
+      reattach stream without ``end`` after ``at_token`` events.
     * ``malformed``: send a line that is not JSON after ``at_token`` tokens.
     * ``error_event``: send an error event after ``at_token`` tokens, then end (h2o: TGI's
       ``{"error", "error_type"}``; chat-ui: ``{"type":"status","status":"error","statusCode": status}``).
@@ -111,11 +115,14 @@ class StreamWire(NamedTuple):
 
 class Injected(NamedTuple):
     """What a stream does before a token when a fault fires there (both apps read this, one meaning
-    per kind): wait ``stall`` seconds and go on, ``drop`` the connection, or write ``last`` and end."""
+    per kind): wait ``stall`` seconds and go on, ``drop`` the connection, or write ``last`` and end.
+    ``cut``: a server with runs (chat-ui) cuts only the connection and goes on generating; one without
+    (2023) drops it (``drop`` is set too)."""
 
     stall: float = 0.0
     drop: bool = False
     last: bytes | None = None
+    cut: bool = False
 
 
 def stream_fault(fault: Fault | None, index: int, tokens: int, wire: StreamWire) -> Injected | None:
@@ -127,6 +134,8 @@ def stream_fault(fault: Fault | None, index: int, tokens: int, wire: StreamWire)
         return Injected(stall=fault.seconds)
     if fault.kind == "drop":
         return Injected(drop=True)
+    if fault.kind == "cut":
+        return Injected(drop=True, cut=True)
     if fault.kind == "malformed":
         return Injected(last=wire.malformed)
     if fault.kind == "error_event":

@@ -32,7 +32,9 @@ class H2oDialect(BaseDialect):
     summary = "the 2023 H2O server"
     optional_steps: frozenset[Phase] = frozenset({Phase.SETTINGS})
     settings_by_default = True
-    signs: Mapping[Phase, frozenset[int]] = {Phase.CREATE: frozenset({WELCOME_GATE})}
+    # a client of today's chat-ui: the welcome gate refuses its create; no /api/v2 routes (its fetch: 404)
+    signs: Mapping[Phase, frozenset[int]] = {Phase.CREATE: frozenset({WELCOME_GATE}), Phase.FETCH: frozenset({404})}
+    probe: frozenset[int] = frozenset({404, 405})  # GET /api/v2/models: no such route
     emulator: str | None = "h2o_fsm.server._h2o_app:create_h2o_app"
 
     def prepare(self, prompt: str | Messages, *, first: bool) -> tuple[str | None, str]:
