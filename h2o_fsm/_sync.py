@@ -144,6 +144,7 @@ class H2oSyncClient:
         return repr(self._client).replace("<H2oClient", "<H2oSyncClient", 1)
 
     def __enter__(self) -> H2oSyncClient:
+        self.detect_dialect()  # as ``async with H2oClient(...)``: dialect="auto" is detected here
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -171,7 +172,12 @@ class H2oSyncClient:
         self._finalizer()
 
     # -- the client's methods: one line each --------------------------------------------------------------
+    def detect_dialect(self) -> str:
+        """The dialect spoken; with ``dialect="auto"`` detected now (once), see :meth:`H2oClient.detect_dialect`."""
+        return self._bridge.call(self._client.detect_dialect())
+
     def conversation(self, model: str | None = None, **options: Any) -> SyncConversation:
+        self.detect_dialect()  # without ``with``: dialect="auto" detected first (once; a no-op after)
         return SyncConversation(self._bridge, self._bridge.call(now(self._client.conversation, model, **options)))
 
     def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:

@@ -192,3 +192,39 @@ def test_a_method_added_to_h2oclient_is_bridged_without_a_line_here(
         with pytest.raises(AttributeError):
             client._rt  # noqa: B018
     assert_clean(server)
+
+
+def test_the_catalog_attach_and_detach_bridged_against_chat_ui(chatui_server: LocalServer) -> None:
+    # chatui's methods reach sync callers through __getattr__; dialect="auto" is detected by the block
+    with H2oSyncClient(chatui_server.url, dialect="auto", retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS) as client:
+        assert client.dialect == "chat-ui" and client.detect_dialect() == "chat-ui"
+        models = client.models()
+        assert [m.id for m in models] == list(chatui_server.config.models)  # the default first
+        with client.conversation() as conv:
+            assert conv.ask("Hello")
+            kept = conv.detach()  # left on the server on purpose: no DELETE
+        assert conv.state is Phase.CLOSED and isinstance(kept, str)
+        assert chatui_server.accounting.live == 1
+        assert [c.id for c in client.list_conversations()] == [kept]
+        with client.conversation(conversation_id=kept) as again:  # attached: continued, then deleted
+            assert again.conversation_id == kept
+            assert again.ask("And then?")
+        assert again.state is Phase.CLOSED
+        assert chatui_server.accounting.live == 0 and client.list_conversations() == []
+        with client.conversation() as other:
+            other.ask("one more")
+            other.detach()
+        assert client.delete_all_conversations() in (1, None)
+        assert client.list_conversations() == []
+    assert_clean(chatui_server)
+
+
+def test_auto_detected_without_a_block_too(server: LocalServer) -> None:
+    client = H2oSyncClient(server.url, dialect="auto", retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS)
+    try:
+        with client.conversation() as conv:  # detected before the conversation (the 2023 server: h2o)
+            assert conv.ask("Hi")
+        assert client.dialect == "h2o"
+    finally:
+        client.close()
+    assert_clean(server)
