@@ -104,3 +104,30 @@ def test_zsh_and_fish_scripts_name_every_command_and_option() -> None:
         result = subprocess.run(["fish", "--no-execute", "-c", fish], capture_output=True, text=True, timeout=30,
                                 check=False)
         assert result.returncode == 0, result.stderr
+
+
+def test_the_listing_commands_json(chatui_server: LocalServer) -> None:
+    code, out, err = run_cli("models", "--json", "--base-url", chatui_server.url)
+    assert code == 0, err
+    *models, summary = objects(out)
+    assert [m["id"] for m in models] == list(chatui_server.config.models)
+    assert all(m["type"] == "model" for m in models) and [m["default"] for m in models] == [True] + [False] * (
+        len(models) - 1)
+    assert {"name", "display_name", "description", "multimodal", "tools", "reasoning"} <= set(models[0])
+    assert summary == {"type": "models", "count": len(models)}
+
+    code, out, err = run_cli("conversations", "--json", "--base-url", chatui_server.url)
+    assert code == 0, err
+    assert objects(out) == [{"type": "conversations", "count": 0}]  # a fresh session holds none
+    code, out, err = run_cli("conversations", "--delete-all", "--yes", "--json", "--base-url", chatui_server.url)
+    assert code == 0, err
+    (deleted,) = objects(out)
+    assert deleted["type"] == "deleted_all" and deleted["count"] in (0, None)
+
+
+def test_the_listing_commands_json_error(server: LocalServer) -> None:
+    # the 2023 server has no model list: an error object on stdout, the human line on stderr
+    code, out, err = run_cli("models", "--json", "--base-url", server.url, "--dialect", "h2o")
+    assert code == 1 and err.count("\n") == 1, err
+    (error,) = objects(out)
+    assert error["type"] == "error" and error["status"] == 404 and error["error"] == "H2oStatusError"

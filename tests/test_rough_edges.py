@@ -31,6 +31,16 @@ def test_a_bad_model_says_check_model_not_the_other_dialect(server: LocalServer)
     code, _, err = run_cli("chat", "Hello", "--model", "nope/nope", "--base-url", server.url)
     assert code == 1
     assert "check --model" in err and "other dialect" not in err, err
+    assert "offers" not in err  # the 2023 server lists no models: none are named
+
+
+def test_a_bad_model_lists_the_models_of_a_server_that_lists_them(chatui_server: LocalServer) -> None:
+    code, _, err = run_cli("chat", "Hello", "--model", "nope/nope", "--base-url", chatui_server.url)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "check --model" in err and "other dialect" not in err, err
+    offered = err.split("it offers: ", 1)[1].split(")")[0].split(", ")
+    assert offered == list(chatui_server.config.models)  # client.models(): the server's, its default first
+    assert chatui_server.accounting.live == 0
 
 
 # --- 6: --step on a terminal labels each result with its own step ------------------------------------------

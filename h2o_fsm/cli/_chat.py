@@ -8,6 +8,7 @@ import signal
 import time
 from typing import IO, TextIO
 
+from .._client import H2oClient
 from .._config import Limits
 from .._conversation import Conversation
 from .._exceptions import H2oError
@@ -16,6 +17,7 @@ from .._table import STATES, destination
 from ._errors import UsageError, error_line
 from ._interactive import Interactive
 from ._jsonout import answer_object, emit, error_object
+from ._listing import note_offered_models
 from ._setup import ChatSetup, StatusLine, messages, open_journal
 from ._signals import Interrupted, Signals
 from ._stepping import stepped
@@ -40,38 +42,46 @@ def prompt_from(args: argparse.Namespace, stdin: IO[str]) -> str:
 
 
 async def _one_shot_turn(setup: ChatSetup, prompt: str, out: TextIO, err: TextIO, stdin: IO[str]) -> int:
-    status = setup.status
     # bad input refused before any request (dialect="auto" detects the server first)
     validate_messages(messages(setup.args.system, prompt))
     merge_parameters(setup.parameters)
     async with setup.client() as client:
-        conv = setup.conversation(client)
-        async with conv:
-            if setup.args.json:
-                await _json_turn(conv, messages(setup.args.system, prompt), out, client.dialect)
-            elif setup.args.step:
-                await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
-            else:
-                first = True
-                first_step = destination(STATES[0].phase, STATES[0].next or "", lambda _: False)  # not created yet
-                status.show(first_step or STATES[0].phase)
-                try:
-                    async for chunk in conv.stream(messages(setup.args.system, prompt)):
-                        if first:  # from here the answer owns the line: no more status
-                            status.clear()
-                            status.enabled = False
-                            first = False
-                        out.write(chunk)
-                        out.flush()
-                except BaseException:
-                    if not first:  # a cut answer: the error that follows starts on a line of its own
-                        out.write("\n")
-                        out.flush()
-                    raise
-        status.clear()
-        if not (setup.args.step or setup.args.json):
-            out.write("\n")
-            out.flush()
+        try:
+            return await _turn(setup, client, prompt, out, err, stdin=stdin)
+        except H2oError as exc:
+            await note_offered_models(client, exc, setup.args.model)  # a refused model: the advice lists the server's
+            raise
+
+
+async def _turn(setup: ChatSetup, client: H2oClient, prompt: str, out: TextIO, err: TextIO, *, stdin: IO[str]) -> int:
+    status = setup.status
+    conv = setup.conversation(client)
+    async with conv:
+        if setup.args.json:
+            await _json_turn(conv, messages(setup.args.system, prompt), out, client.dialect)
+        elif setup.args.step:
+            await stepped(conv, messages(setup.args.system, prompt), out, err, stdin, until_ready=False)
+        else:
+            first = True
+            first_step = destination(STATES[0].phase, STATES[0].next or "", lambda _: False)  # not created yet
+            status.show(first_step or STATES[0].phase)
+            try:
+                async for chunk in conv.stream(messages(setup.args.system, prompt)):
+                    if first:  # from here the answer owns the line: no more status
+                        status.clear()
+                        status.enabled = False
+                        first = False
+                    out.write(chunk)
+                    out.flush()
+            except BaseException:
+                if not first:  # a cut answer: the error that follows starts on a line of its own
+                    out.write("\n")
+                    out.flush()
+                raise
+    status.clear()
+    if not (setup.args.step or setup.args.json):
+        out.write("\n")
+        out.flush()
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import re
+import weakref
+from collections.abc import Sequence
 
 from .._dialects import suggested
 from .._exceptions import (
@@ -89,9 +91,35 @@ def _about_the_model(exc: H2oError) -> bool:
     return isinstance(exc, H2oStatusError) and exc.status in (400, 404, 422) and "model" in exc.body.lower()
 
 
+_OFFERED: weakref.WeakKeyDictionary[H2oError, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def about_the_model(exc: H2oError) -> bool:
+    """``exc`` is the server refusing the model (its answer names it)."""
+    return _about_the_model(exc)
+
+
+def maybe_the_model(exc: H2oError) -> bool:
+    """``exc`` may be the model refused without a word of it (chat-ui's create: 400 "Invalid request" for a
+    bad body or an unknown model): the server's model list tells (:func:`offer_models`)."""
+    return _about_the_model(exc) or (isinstance(exc, H2oStatusError) and exc.status in (400, 422)
+                                     and exc.phase in (Phase.SETTINGS, Phase.CREATE))
+
+
+def offer_models(exc: H2oError, ids: Sequence[str]) -> None:
+    """The models the server lists, for the advice of ``exc`` (a refused model, one the list lacks): "check
+    --model" naming them, bounded and scrubbed
+    (the server's words are untrusted: printable characters only, at most 10 ids of 80 characters)."""
+    shown = ["".join(ch for ch in str(i)[:80] if ch.isprintable()) for i in list(ids)[:10]]
+    _OFFERED[exc] = tuple(s for s in shown if s) + (("…",) if len(ids) > 10 else ())
+
+
 def _advice(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: bool = False) -> str:
     where = redact(base_url)
-    if _about_the_model(exc):
+    if _about_the_model(exc) or exc in _OFFERED:
+        offered = _OFFERED.get(exc)
+        if offered:
+            return f"check --model (the server does not offer that one; it offers: {', '.join(offered)})"
         return "check --model (the server does not offer that one)"
     other = _other_dialect(exc, dialect)
     if other is not None:

@@ -15,6 +15,7 @@ from .._client import H2oClient
 from .._conversation import Conversation
 from .._exceptions import H2oError
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, error_line
+from ._listing import note_offered_models
 from ._setup import ChatSetup, messages
 from ._signals import Interrupted, Signals, terminate_raises
 from ._stepping import stepped
@@ -163,6 +164,8 @@ class Interactive:
                 self._say("(answer stopped; that conversation was deleted, a new one starts)")
             except H2oError as exc:
                 self.failed = True
+                if self.client is not None:  # a refused model: the advice lists the server's
+                    self.signals.run(note_offered_models(self.client, exc, self.setup.args.model))
                 self._say(error_line(exc, self.setup.args.base_url, self.setup.args.dialect))
                 self.signals.run(self._end(), cleanup=True)
                 self._say("(a new conversation starts)")
