@@ -145,3 +145,19 @@ def test_without_the_extra_in_use_nothing_of_opentelemetry_is_imported(server: L
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
+
+
+async def test_auto_detected_dialect_is_reported(chatui_server: LocalServer) -> None:
+    # dialect="auto" builds the client's runtime again once detected: the telemetry follows it
+    tp, exporter, mp, reader = providers()
+    async with H2oClient(chatui_server.url, dialect="auto", tracer_provider=tp, meter_provider=mp,
+                         retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS) as client:
+        async with client.conversation() as conv:
+            await conv.ask("Hi")
+            live = metrics_of(reader)["h2o_fsm.conversations.live"]
+            assert [(p.attributes["h2o_fsm.dialect"], p.value) for p in live if p.value] == [("chat-ui", 1)]
+    spans = exporter.get_finished_spans()
+    assert spans and {s.attributes["h2o_fsm.dialect"] for s in spans if s.attributes
+                      and "h2o_fsm.dialect" in s.attributes} == {"chat-ui"}
+    assert any(s.name == "h2o-fsm conversation" for s in spans)
+    assert_clean(chatui_server)
