@@ -42,6 +42,7 @@ from ._provider import H2o
 from ._records import StepResult, TransitionRecord
 from ._retry import Retries
 from ._sweep import SweepReport
+from ._sync import H2oSyncClient, SyncConversation
 from ._table import STATES, TRANSITIONS, Edge, StateSpec
 from ._transport import fast_transport
 from ._version import VERSION
@@ -72,6 +73,7 @@ __all__ = [
     "H2oProtocolError",
     "H2oStateError",
     "H2oStatusError",
+    "H2oSyncClient",
     "H2oTimeoutError",
     "H2oTransportError",
     "H2oUpstreamError",
@@ -91,6 +93,7 @@ __all__ = [
     "StateSpec",
     "StepResult",
     "SweepReport",
+    "SyncConversation",
     "Timeouts",
     "TransitionObserver",
     "TransitionRecord",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._dialects import Dialect
     from ._log import Logger
     from ._model import Runtime
+    from ._otel import Telemetry
     from ._requester import Requester
 
 __all__ = ["DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummary", "ModelInfo"]
@@ -156,6 +157,7 @@ class CatalogMethods:
     _settings: bool | None
     _catalog: Catalog
     _detected: asyncio.Lock | None  # None: the dialect is known
+    _telemetry: Telemetry | None
     _cookies: dict[str, str]
     _session: Session
     dialect: str
@@ -167,6 +169,9 @@ class CatalogMethods:
         # the client's own session: the lookup's cookie is the one its conversations then carry (a session of
         # its own would leave one more session on the server per client)
         rt.default_model = lambda: self._catalog.default_model(self._session)
+        if self._telemetry is not None:  # OpenTelemetry (the otel extra) follows the runtime in use
+            self._telemetry.watch(rt)
+            rt.telemetry = self._telemetry
         if detected:
             rt.requester.dialect, self.dialect, self._detected = dialect, dialect.name, None
         self._rt = rt

@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 import enum
 import functools
-import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 import httpx
 
@@ -25,13 +23,9 @@ from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
 from ._network import Verify, check_headers, check_proxy, env_proxy, proxy_secrets, tls_context
-from ._protocol import (
-    DEFAULT_BASE_URL,
-    Messages,
-    merge_parameters,
-    normalize_base_url,
-    validate_model,
-)
+from ._options import base_url_of, check_options, default_base_url
+from ._otel import telemetry_for
+from ._protocol import Messages, merge_parameters, validate_model
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
@@ -41,11 +35,6 @@ __all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "defa
 
 TransportChoice = Literal["auto", "httpx", "aiohttp"]
 DialectChoice = Literal["auto", "h2o", "chat-ui"]
-
-
-def default_base_url() -> str:
-    """``$H2O_FSM_BASE_URL`` when set, else the 2023 deployment's URL."""
-    return os.environ.get("H2O_FSM_BASE_URL") or DEFAULT_BASE_URL
 
 
 class ClientState(enum.Enum):
@@ -67,7 +56,7 @@ class H2oClient(CatalogMethods, JournalClientPart):
 
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
-            ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
+            ``$H2O_FSM_BASE_URL`` (neither is a ``ValueError``: no host is guessed).
         dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), the name
             of a dialect registered with ``h2o_fsm._dialects.register``, or ``"auto"`` (detected once, by
             ``async with`` or :meth:`detect_dialect`; see the README).
@@ -101,6 +90,8 @@ class H2oClient(CatalogMethods, JournalClientPart):
             ``redis://``/``rediss://``/``postgresql://`` URL.
         background_sweep: with a journal, sweep what dead owners left, at start and every lease period.
         on_transition: a callback receiving every :class:`TransitionRecord` (tracing).
+        tracer_provider, meter_provider: OpenTelemetry providers (the ``otel`` extra); by default the
+            global ones once the application imported OpenTelemetry (see ``h2o_fsm._otel``).
     """
 
     def __init__(
@@ -128,31 +119,16 @@ class H2oClient(CatalogMethods, JournalClientPart):
         journal: JournalValue = None,
         on_transition: TransitionObserver | None = None,
         background_sweep: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
-        self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
-        if urlsplit(self.base_url).username is not None:
-            raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
+        self.base_url = base_url_of(base_url)
         named = named_dialect(dialect)
         auto = named is None
         chosen_dialect = named or get_dialect(DEFAULT_DIALECT)  # with "auto": replaced once detected
-        custom = transport not in (None, "auto")
-        if http_client is not None and (custom or proxy is not None):
-            raise ValueError("give either http_client or transport/proxy, not both")
-        if isinstance(transport, str) and transport not in ("auto", "httpx", "aiohttp"):
-            raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
+        check_options(http_client=http_client, transport=transport, proxy=proxy, timeouts=timeouts, limits=limits,
+                      retries=retries, max_concurrency=max_concurrency, settings=settings)
         own = isinstance(transport, httpx.AsyncBaseTransport)
-        if own and proxy is not None:
-            raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
-        for name, value, expected in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits),
-                                      ("retries", retries, Retries)):
-            if value is not None and not isinstance(value, expected):
-                raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-        if settings is not None and not isinstance(settings, bool):
-            raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = None if model is None else validate_model(model)
@@ -208,6 +184,8 @@ class H2oClient(CatalogMethods, JournalClientPart):
             max_concurrency=max_concurrency,
         )
         self._settings = settings
+        self._telemetry = telemetry_for(tracer_provider, meter_provider, base_url=self.base_url,
+                                        log_content=self.log_content)  # (the otel extra; see _otel)
         self._catalog = Catalog(requester, log,
                                 lambda coro: self._rt.spawn(coro))  # noqa: PLW0108 - the runtime may be rebuilt
         self._detected: asyncio.Lock | None = asyncio.Lock() if auto else None

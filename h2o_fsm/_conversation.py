@@ -96,6 +96,7 @@ class Conversation(Stepping):
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
         # first: nothing exists on the server yet (an attached conversation exists: no create, no preprompt)
         preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
+        self.rt.limits.check_prompt(preprompt, text)
         self._check_can_send()
         return _TurnScope(self, preprompt, text)
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._dialects import Dialect, DialectState
     from ._events import FinalAnswer
     from ._journal_lease import ClientJournal
+    from ._otel import Telemetry
     from ._reattach import Resume
     from ._requester import Requester
     from ._stream import Parser
@@ -73,6 +74,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
+        self.telemetry: Telemetry | None = None  # OpenTelemetry (the otel extra), fed by report()
         self.default_model: Callable[[], Awaitable[str]] | None = None  # the server's, when no model is named
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -144,13 +146,14 @@ class ConversationModel:
         if event.transition is None:
             return
         err = event.error
+        why = err if err is not None or event.event.name != "abort" else self.error  # what the abort is for
         record = TransitionRecord(
             source=self.source,
             dest=self.state,
             trigger=event.event.name,
             duration_ms=(time.perf_counter() - self.t0) * 1000.0,
             status=self.status,
-            error=None if err is None else _describe(err),
+            error=None if why is None else _describe(why),
             skipped=self.skipped,
             conversation_id=self.cid,
             request=request_line(self.state, self.cid) if self.state is not self.source else None,
@@ -173,6 +176,9 @@ class ConversationModel:
             observer = self.rt.observer
             if observer is not None:
                 observer(record)
+            telemetry = self.rt.telemetry
+            if telemetry is not None:
+                telemetry.on_transition(self, record)
         except Exception as exc:  # the host's sink failed: the machine goes on
             if self.error is not None:
                 add_note(self.error, f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
@@ -200,4 +206,8 @@ def _describe(err: BaseException) -> str:
 
     if isinstance(err, H2oError):
         return f"{type(err).__name__}: {err.message}"
+    if isinstance(err, asyncio.CancelledError):
+        return "CancelledError: cancelled by the caller (its cancel() or its own deadline)"
+    if isinstance(err, asyncio.TimeoutError):  # not ours (ours are H2oTimeoutError): the caller's deadline
+        return "TimeoutError: the caller's deadline passed"
     return type(err).__name__  # its text may hold anything (a header value, a cookie): never logged

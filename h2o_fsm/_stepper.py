@@ -78,6 +78,7 @@ class Stepping(ConversationModel):
     def queue(self, prompt: str | Messages) -> None:
         """Set the prompt the next ``send`` step will post (validated now)."""
         preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
+        self.rt.limits.check_prompt(preprompt, text)
         if self.state is Phase.NEW:
             self.dstate = self.rt.dialect.new_state(preprompt)
         self.prompt = text

@@ -61,7 +61,7 @@ def test_connection_refused_says_what_to_do() -> None:
     assert code == 1 and "is the server running" in err
 
 
-@pytest.mark.parametrize("argv", [["chat", "Hi", "--base-url", "ftp://x"], ["chat", "  "], ["chat", "Hi", "--param", "temperature=\"hot\""]])
+@pytest.mark.parametrize("argv", [["chat", "Hi", "--base-url", "ftp://x"], ["chat", "  ", "--base-url", "http://127.0.0.1:9"], ["chat", "Hi", "--param", "temperature=\"hot\"", "--base-url", "http://127.0.0.1:9"]])
 def test_bad_input_exits_2(argv: list[str]) -> None:
     code, _, err = run_cli(*argv)
     assert code == 2 and "invalid input" in err

@@ -17,7 +17,7 @@ from .._dialects import AUTO
 from .._exceptions import H2oError
 from .._log import redact
 from ._errors import EXIT_ABORTED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Aborted, UsageError, error_line
-from ._parser import DIALECTS, parser
+from ._parser import DIALECTS, check_base_url, parser
 
 __all__ = ["main"]
 
@@ -28,6 +28,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, inp: IO[str], 
         from ._chat import run_chat
 
         return run_chat(args, out, err, inp, standard_io=standard_io)
+    if command == "completion":
+        from ._completion import script
+
+        out.write(script(args.shell, parser()))
+        return 0
     from ._commands import run_demo, run_diagram, run_serve, run_sweep
     from ._listing import run_conversations, run_models
 
@@ -60,6 +65,7 @@ def main(
             raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join((AUTO, *DIALECTS))}")
         debug = bool(getattr(args, "debug", False))
         base_url = getattr(args, "base_url", None) or ""
+        check_base_url(args)
         return _dispatch(args, out, err, inp, standard_io=standard_io)
     except UsageError as exc:
         err.write(f"h2o-fsm: {redact(str(exc))}\n")
@@ -67,7 +73,7 @@ def main(
     except H2oError as exc:
         if debug:
             traceback.print_exc(file=err)
-        err.write(error_line(exc, base_url, getattr(args, "dialect", None)) + "\n")
+        err.write(error_line(exc, base_url, getattr(args, "dialect", None), debug=debug) + "\n")
         return EXIT_FAILED
     except Aborted:
         err.write("h2o-fsm: aborted at a --step pause; whatever was created has been deleted\n")
@@ -78,5 +84,5 @@ def main(
         err.write(f"h2o-fsm: invalid input: {redact(' '.join(str(exc).split()))}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        err.write("h2o-fsm: interrupted; whatever was created has been deleted\n")
+        err.write("h2o-fsm: interrupted\n")
         return EXIT_INTERRUPTED

@@ -19,6 +19,7 @@ from .._records import TransitionRecord
 from .._sweep import SweepReport
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
+from ._jsonout import emit
 from ._parser import cookies_from
 
 __all__ = ["run_demo", "run_diagram", "run_serve", "run_sweep"]
@@ -88,10 +89,19 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"bundled chat-ui emulator listening on {server.url}\n\nphases:\n")
 
         def observe(record: TransitionRecord) -> None:
+            # each row: the step the time was spent on (a record's time is its request's, made on entering
+            # ``dest``; but leaving ``stream`` measures the reading of the answer, which belongs to stream)
             records.append(record)
+            if record.source is Phase.STREAM and not record.dest.is_terminal:
+                label, note = Phase.STREAM.value, "reading the answer"
+            elif record.dest is Phase.STREAM:
+                label, note = Phase.STREAM.value, "opening the answer"
+            else:
+                label, note = record.dest.value, ""
             status = f"HTTP {record.status}" if record.status is not None else ""
-            skipped = " (skipped)" if record.skipped else ""
-            out.write(f"  {record.dest.value:<9} {record.duration_ms:8.1f} ms  {status}{skipped}\n")
+            skipped = "(skipped)" if record.skipped else ""
+            said = "  ".join(x for x in (status, skipped, note) if x)
+            out.write(f"  {label:<9} {record.duration_ms:8.1f} ms  {said}".rstrip() + "\n")
             out.flush()
 
         async def run() -> str:
@@ -180,10 +190,14 @@ def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
         err.write(f"h2o-fsm: --journal: {exc}\n")
         return EXIT_FAILED
-    out.write(
-        f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
-        f"skipped_live_process={total.skipped}\n"
-    )
+    if args.json:
+        emit(out, {"type": "sweep", "deleted": total.deleted, "already_gone": total.already_gone,
+                   "failed": total.failed, "skipped_live_process": total.skipped})
+    else:
+        out.write(
+            f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
+            f"skipped_live_process={total.skipped}\n"
+        )
     if skipped:
         err.write(
             f"h2o-fsm: left the entries of other deployments: {', '.join(redact(u) for u in skipped)} "

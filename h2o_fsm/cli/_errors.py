@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
+
 from .._dialects import suggested
 from .._exceptions import (
     H2oDialectError,
@@ -61,11 +64,46 @@ def _other_dialect(exc: H2oError, dialect: str | None) -> str | None:
         return exc.suggested_dialect or None
     if not isinstance(exc, H2oStatusError):
         return None
+    if _about_the_model(exc):
+        return None  # a server of this dialect, refusing the model
     return suggested(exc.phase, exc.status, dialect)  # each dialect's signs (2023: the welcome gate's 405)
 
 
-def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
+def _about_the_model(exc: H2oError) -> bool:
+    """The server's answer names the model (``Invalid model: 'x'``, ``Model not found``)."""
+    return isinstance(exc, H2oStatusError) and exc.status in (400, 404, 422) and "model" in exc.body.lower()
+
+
+_OFFERED: weakref.WeakKeyDictionary[H2oError, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def about_the_model(exc: H2oError) -> bool:
+    """``exc`` is the server refusing the model (its answer names it)."""
+    return _about_the_model(exc)
+
+
+def maybe_the_model(exc: H2oError) -> bool:
+    """``exc`` may be the model refused without a word of it (chat-ui's create: 400 "Invalid request" for a
+    bad body or an unknown model): the server's model list tells (:func:`offer_models`)."""
+    return _about_the_model(exc) or (isinstance(exc, H2oStatusError) and exc.status in (400, 422)
+                                     and exc.phase in (Phase.SETTINGS, Phase.CREATE))
+
+
+def offer_models(exc: H2oError, ids: Sequence[str]) -> None:
+    """The models the server lists, for the advice of ``exc`` (a refused model, one the list lacks): "check
+    --model" naming them, bounded and scrubbed
+    (the server's words are untrusted: printable characters only, at most 10 ids of 80 characters)."""
+    shown = ["".join(ch for ch in str(i)[:80] if ch.isprintable()) for i in list(ids)[:10]]
+    _OFFERED[exc] = tuple(s for s in shown if s) + (("…",) if len(ids) > 10 else ())
+
+
+def _advice(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: bool = False) -> str:
     where = redact(base_url)
+    if _about_the_model(exc) or exc in _OFFERED:
+        offered = _OFFERED.get(exc)
+        if offered:
+            return f"check --model (the server does not offer that one; it offers: {', '.join(offered)})"
+        return "check --model (the server does not offer that one)"
     other = _other_dialect(exc, dialect)
     if other is not None:
         return f"is this a server of the other dialect? try --dialect {other}"
@@ -91,10 +129,10 @@ def _advice(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
             return "pass the session cookies with --cookie NAME=VALUE (or H2O_FSM_COOKIES)"
         if status >= 500:
             return "try again later"
-    return "run again with --debug for details"
+    return "the traceback above has the details" if debug else "run again with --debug for details"
 
 
-def error_line(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
+def error_line(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: bool = False) -> str:
     """``h2o-fsm: send failed (HTTP 404): <what happened> — <what to do>``: the phase said once."""
     phase = exc.phase.value if exc.phase else "request"
     shown = exc.status is not None and (isinstance(exc, H2oStatusError) or exc.status >= 400)
@@ -112,4 +150,4 @@ def error_line(exc: H2oError, base_url: str, dialect: str | None = None) -> str:
                 what = f"{hint}: {body}" if body else hint
     what = " ".join(what.split()) or type(exc).__name__
     cleanup = " — and deleting the conversation failed too" if exc.cleanup_error is not None else ""
-    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url, dialect)}"
+    return f"h2o-fsm: {phase} failed{status}: {what}{cleanup} — {_advice(exc, base_url, dialect, debug=debug)}"
