@@ -1,7 +1,7 @@
 """A client's requests outside any conversation: the server's models (and its default model, looked up
 once per client), the session's conversations, delete-all, and which dialect the server speaks.
 
-Method and path of each request come from chat-ui's wire module (``_dialects/chatui_catalog``); they
+Method and path of each request come from chat-ui's wire module (``_dialects/chatui/catalog``); they
 are sent through the client's requester (the same headers, timeouts, retries and error translation as
 a conversation's steps: a GET is bounded and retried like the ``fetch`` step, delete-all like ``delete``).
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from ._dialects import detected, get_dialect
-from ._dialects.chatui_catalog import (
+from ._dialects.chatui.catalog import (
     DELETE_ALL,
     MODELS,
     ConversationSummary,

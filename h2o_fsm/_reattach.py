@@ -3,7 +3,7 @@ goes on generating, so ask for the run's event log (``GET /conversation/{id}/str
 answer on from there.
 
 The log is replayed from the start (its seq numbers do not match the answer's lines: keepAlive is not
-logged and tokens coalesce), through a :class:`~h2o_fsm._dialects.chatui_resume.ResumeParser` that
+logged and tokens coalesce), through a :class:`~h2o_fsm._dialects.chatui.resume.ResumeParser` that
 skips exactly the characters the caller already got; after a plain close of that stream the next
 reattach reconnects with ``Last-Event-ID``. A server without the endpoint (404) refuses: the turn then
 fails as it would have without reattaching (see ``_resume``).
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Final
 
-from ._dialects.chatui_resume import ResumeParser
+from ._dialects.chatui.resume import ResumeParser
 from ._exceptions import H2oStatusError
 from ._model import ConversationModel
 from ._phase import Phase

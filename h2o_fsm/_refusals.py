@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._dialects import suggested, wrong_dialect_advice
-from ._dialects.chatui_catalog import is_usage_limit
+from ._dialects.chatui.catalog import is_usage_limit
 from ._exceptions import H2oDialectError, H2oStatusError, H2oUsageLimitError
 
 if TYPE_CHECKING:

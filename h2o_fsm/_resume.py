@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ._dialects.chatui_resume import ResumeClosed, ResumeEnded
+from ._dialects.chatui.resume import ResumeClosed, ResumeEnded
 from ._exceptions import H2oError, H2oStateError, H2oTimeoutError, H2oTransportError
 from ._machine import MACHINE
 from ._model import ConversationModel

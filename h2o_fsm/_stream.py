@@ -1,7 +1,7 @@
 """The seam between the stream reader and a dialect's parser: what a parser is, and how it refuses.
 
 Each dialect's parser lives in its package (the 2023 TGI event stream: ``_dialects.h2o.stream``;
-chat-ui's JSON lines: ``_dialects.chatui_stream``); both emit the events of ``_events`` and raise
+chat-ui's JSON lines: ``_dialects.chatui.stream``); both emit the events of ``_events`` and raise
 :class:`StreamSyntaxError` on a stream that breaks their protocol. Pure: no I/O.
 """
 

@@ -26,15 +26,15 @@ from h2o_fsm import (
 )
 from h2o_fsm._dialects import Body, get_dialect
 from h2o_fsm._dialects.chatui import CHAT_UI
-from h2o_fsm._dialects.chatui_catalog import (
+from h2o_fsm._dialects.chatui.catalog import (
     conversations_page,
     is_usage_limit,
     parse_conversation_list,
     parse_delete_all,
     parse_models,
 )
-from h2o_fsm._dialects.chatui_stream import JsonLinesParser
-from h2o_fsm._dialects.chatui_wire import WireError
+from h2o_fsm._dialects.chatui.stream import JsonLinesParser
+from h2o_fsm._dialects.chatui.wire import WireError
 
 BASE = "http://chat.test:8080"
 CID = "66a1b2c3d4e5f60718293a4b"

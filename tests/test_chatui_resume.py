@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_fsm._dialects.chatui_resume import ResumeClosed, ResumeEnded, ResumeParser
+from h2o_fsm._dialects.chatui.resume import ResumeClosed, ResumeEnded, ResumeParser
 from h2o_fsm._events import FinalAnswer, StreamError
 from h2o_fsm._stream import StreamSyntaxError
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_fsm._dialects.chatui_wire import (
+from h2o_fsm._dialects.chatui.wire import (
     MAX_MESSAGES,
     CreateAnswer,
     WireError,

@@ -1,6 +1,6 @@
 """Incremental parser of chat-ui's reattach stream (``GET /conversation/{id}/stream``, SSE). Pure: no I/O.
 
-The same interface and events as the answer's parser (``chatui_stream.JsonLinesParser``), so the
+The same interface and events as the answer's parser (``stream.JsonLinesParser``), so the
 stream reader reads a reattached answer like the first one. Frames (blank-line separated):
 
 * ``id: <seq>`` / ``event: update`` / ``data: <MessageUpdate JSON>`` → that update, read by a
@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from .._events import Event, FinalAnswer
-from .._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
-from .chatui_stream import JsonLinesParser
+from ..._events import Event, FinalAnswer
+from ..._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
+from .stream import JsonLinesParser
 
 __all__ = ["END_STATUSES", "ResumeClosed", "ResumeEnded", "ResumeParser"]
 

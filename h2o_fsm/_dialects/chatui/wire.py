@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .. import _json
-from .._protocol import Message, validate_conversation_id, validate_message_id
+from ... import _json
+from ..._protocol import Message, validate_conversation_id, validate_message_id
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from .._events import Event, FinalAnswer, StreamError
-from .._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
-from .chatui_wire import JSONLoader, json_loads
+from ..._events import Event, FinalAnswer, StreamError
+from ..._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
+from .wire import JSONLoader, json_loads
 
 __all__ = ["JsonLinesParser"]
 

@@ -4,7 +4,7 @@ delete-all — and the readers of their answers; the usage-limit answer recognis
 Method and path of each request are written here once (``MODELS``, ``conversations_page``,
 ``DELETE_ALL``); the client's methods (``_catalog``) send them. Every reader is bounded (at most
 :data:`MAX_ITEMS` entries, strings cut to :data:`MAX_TEXT` characters) and validates what reaches a URL
-or a model id; anything malformed raises :class:`~h2o_fsm._dialects.chatui_wire.WireError` (its message
+or a model id; anything malformed raises :class:`~h2o_fsm._dialects.chatui.wire.WireError` (its message
 safe to show).
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .._protocol import validate_conversation_id, validate_model
-from .chatui_wire import WireError, json_loads
+from ..._protocol import validate_conversation_id, validate_model
+from .wire import WireError, json_loads
 
 __all__ = [
     "DELETE_ALL",

@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode
 
-from .._phase import Phase
-from .._protocol import KNOWN_PARAMETERS, Messages, Parameters, format_prompt, prompt_text, validate_messages
-from . import BaseDialect, Body, DialectState
-from .chatui_stream import JsonLinesParser
-from .chatui_wire import create_body, parse_conversation, parse_create_answer, send_data, split_system, stop_body
+from ..._phase import Phase
+from ..._protocol import KNOWN_PARAMETERS, Messages, Parameters, format_prompt, prompt_text, validate_messages
+from .. import BaseDialect, Body, DialectState
+from .stream import JsonLinesParser
+from .wire import create_body, parse_conversation, parse_create_answer, send_data, split_system, stop_body
 
 if TYPE_CHECKING:
-    from .._stream import Parser
+    from ..._stream import Parser
 
 __all__ = ["CHAT_UI", "ChatUiDialect", "ChatUiState"]
 
