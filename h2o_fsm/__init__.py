@@ -12,7 +12,6 @@ Public API:
 
 from __future__ import annotations
 
-from ._catalog import ConversationSummary, ModelInfo
 from ._client import ClientState, H2oClient
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
@@ -35,6 +34,7 @@ from ._journal import Journal, JournalEntry, JournalScan
 from ._journal_base import JournalBackend
 from ._journal_postgres import PostgresJournal
 from ._journal_redis import RedisJournal
+from ._listing_types import ConversationSummary, ModelInfo
 from ._model import TransitionObserver
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages

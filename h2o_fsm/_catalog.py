@@ -1,9 +1,11 @@
 """A client's requests outside any conversation: the server's models (and its default model, looked up
 once per client), the session's conversations, delete-all, and which dialect the server speaks.
 
-Method and path of each request come from chat-ui's wire module (``_dialects/chatui/catalog``); they
-are sent through the client's requester (the same headers, timeouts, retries and error translation as
-a conversation's steps: a GET is bounded and retried like the ``fetch`` step, delete-all like ``delete``).
+Method and path of each request, and the readers of the answers, come from the dialect's ``catalog``
+(chat-ui's: ``_dialects/chatui/catalog``; a dialect without one has no such lists, and says so); the
+detection's one request is the registry's ``PROBE``. They are sent through the client's requester (the
+same headers, timeouts, retries and error translation as a conversation's steps: a GET is bounded and
+retried like the ``fetch`` step, delete-all like ``delete``).
 """
 
 from __future__ import annotations
@@ -14,24 +16,16 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from ._dialects import detected, get_dialect
-from ._dialects.chatui.catalog import (
-    DELETE_ALL,
-    MODELS,
-    ConversationSummary,
-    ModelInfo,
-    conversations_page,
-    parse_conversation_list,
-    parse_delete_all,
-    parse_models,
-)
+from ._dialects import PROBE, detected, get_dialect, with_catalog
 from ._exceptions import H2oDialectError, H2oProtocolError, H2oStateError, H2oStatusError
+from ._listing_types import ConversationSummary, ModelInfo
 from ._phase import Phase
 from ._session import Session
 from ._table import DELETE_OK
 
 if TYPE_CHECKING:
     from ._dialects import Dialect
+    from ._listing_types import CatalogWire, Request
     from ._log import Logger
     from ._model import Runtime
     from ._otel import Telemetry
@@ -53,7 +47,18 @@ class Catalog:
         self._models: tuple[ModelInfo, ...] | None = None
         self._lookup: asyncio.Task[tuple[ModelInfo, ...]] | None = None
 
-    async def _get(self, phase: Phase, request: tuple[str, str], session: Session,
+    def _wire(self, what: str, phase: Phase = Phase.FETCH) -> CatalogWire:
+        """The catalog of the client's dialect (known: every method is called after detection); a dialect
+        without one refuses before any request."""
+        dialect = self._rq.dialect
+        wire = None if dialect is None else dialect.catalog
+        if wire is None:
+            has = with_catalog()
+            raise H2oStateError(f"the {dialect.name if dialect else 'undetected'} dialect has no {what}" + (
+                f" ({' and '.join(has)} {'has' if len(has) == 1 else 'have'} one)" if has else ""), phase=phase)
+        return wire
+
+    async def _get(self, phase: Phase, request: Request, session: Session,
                    ok: tuple[int, ...] = (200,)) -> bytes:
         rq = self._rq
         try:
@@ -65,8 +70,8 @@ class Catalog:
         except H2oStatusError as exc:
             if exc.status != 404:
                 raise
-            raise H2oStatusError(f"HTTP 404: this server has no {request[1].partition('?')[0]} (chat-ui's; the 2023 "
-                                 "protocol has none)", phase=phase, status=404, body=exc.body) from exc
+            raise H2oStatusError(f"HTTP 404: this server has no {request[1].partition('?')[0]}",
+                                 phase=phase, status=404, body=exc.body) from exc
 
     def _parsed(self, phase: Phase, parse: Callable[[bytes], Any], raw: bytes) -> Any:
         try:
@@ -76,8 +81,11 @@ class Catalog:
 
     async def models(self, session: Session) -> tuple[ModelInfo, ...]:
         """``GET /api/v2/models``: the server's models, its default first (asked each time)."""
-        raw = await self._get(Phase.FETCH, MODELS, session)
-        models: tuple[ModelInfo, ...] = self._parsed(Phase.FETCH, parse_models, raw)
+        wire = self._wire("model list")
+        return self._keep(wire, await self._get(Phase.FETCH, wire.models_request, session))
+
+    def _keep(self, wire: CatalogWire, raw: bytes) -> tuple[ModelInfo, ...]:
+        models: tuple[ModelInfo, ...] = self._parsed(Phase.FETCH, wire.parse_models, raw)
         self._models = models
         return models
 
@@ -99,11 +107,12 @@ class Catalog:
         """The session's conversations, newest first, from at most ``max_pages`` pages."""
         if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
             raise ValueError(f"max_pages must be an int >= 1, got {max_pages!r}")
+        wire = self._wire("conversation list")
         found: list[ConversationSummary] = []
         seen: set[str] = set()
         for page in range(max_pages):
-            raw = await self._get(Phase.FETCH, conversations_page(page), session)
-            items, more = self._parsed(Phase.FETCH, parse_conversation_list, raw)
+            raw = await self._get(Phase.FETCH, wire.conversations_page(page), session)
+            items, more = self._parsed(Phase.FETCH, wire.parse_conversation_list, raw)
             fresh = [c for c in items if c.id not in seen]  # a page that moved under us repeats some
             seen.update(c.id for c in fresh)
             found.extend(fresh)
@@ -113,8 +122,9 @@ class Catalog:
 
     async def delete_all(self, session: Session) -> int | None:
         """``DELETE /api/v2/conversations``: every conversation of the session; how many, if the server says."""
-        raw = await self._get(Phase.DELETE, DELETE_ALL, session, ok=tuple(DELETE_OK))
-        count: int | None = self._parsed(Phase.DELETE, parse_delete_all, raw)
+        wire = self._wire("delete-all", Phase.DELETE)
+        raw = await self._get(Phase.DELETE, wire.delete_all_request, session, ok=tuple(DELETE_OK))
+        count: int | None = self._parsed(Phase.DELETE, wire.parse_delete_all, raw)
         with contextlib.suppress(Exception):
             self._log.info("conversations_deleted_all", count=count)
         return count
@@ -124,23 +134,26 @@ class Catalog:
         registered dialect whose ``probe`` holds the answer's status (a model list, kept: it names the
         default model → ``chat-ui``; 404/405 → ``h2o``, the 2023 server has no ``/api/v2``); a 200 that
         is not a model list, or any other failure, is raised."""
+        asked = f"{PROBE[0]} {PROBE[1]}"
         try:
-            await self.models(session)
+            raw = await self._get(Phase.FETCH, PROBE, session)
+            name = detected(200)
+            wire = None if name is None else get_dialect(name).catalog
+            if name is None or wire is None:  # pragma: no cover - chat-ui's probe is 200, its model list
+                raise H2oProtocolError(f"no registered dialect answers {asked} with a model list",
+                                       phase=Phase.FETCH, status=200)
+            self._keep(wire, raw)  # the model list: kept (it names the default model)
         except H2oDialectError:  # pragma: no cover - the requester has no dialect while detecting
             raise
         except H2oStatusError as exc:
             name = None if exc.status is None else detected(exc.status)
             if name is None:
                 raise
-            return self._detected(name, f"GET /api/v2/models answered {exc.status}")
+            return self._detected(name, f"{asked} answered {exc.status}")
         except H2oProtocolError as exc:
             raise H2oProtocolError(f"cannot tell the server's dialect: {exc.message}; choose one (dialect=...)",
                                    phase=Phase.FETCH, status=200) from exc
-        name = detected(200)
-        if name is None:  # pragma: no cover - chat-ui's probe is 200
-            raise H2oProtocolError("cannot tell the server's dialect from its model list; choose one (dialect=...)",
-                                   phase=Phase.FETCH, status=200)
-        return self._detected(name, "GET /api/v2/models answered a model list")
+        return self._detected(name, f"{asked} answered a model list")
 
     def _detected(self, dialect: str, reason: str) -> str:
         with contextlib.suppress(Exception):  # a failing log sink never stops the client

@@ -1,13 +1,13 @@
-"""Error answers that mean something other than their status: chat-ui's usage limit (a 429 that no retry
-can help) and the answer a server of the other dialect gives. The one place an error status becomes
-:class:`H2oUsageLimitError` or :class:`H2oDialectError` instead of a plain :class:`H2oStatusError`."""
+"""Error answers that mean something other than their status: a dialect's usage limit (its
+``usage_limited``: chat-ui's 429 that no retry can help) and the answer a server of the other dialect
+gives. The one place an error status becomes :class:`H2oUsageLimitError` or :class:`H2oDialectError`
+instead of a plain :class:`H2oStatusError`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._dialects import suggested, wrong_dialect_advice
-from ._dialects.chatui.catalog import is_usage_limit
+from ._dialects import suggested, usage_limit, wrong_dialect_advice
 from ._exceptions import H2oDialectError, H2oStatusError, H2oUsageLimitError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def status_error(
         return cls(f"HTTP {status} {text}", detail=text, phase=phase, status=status,
                    conversation_id=conversation_id, body=body, retry_after=retry_after)
 
-    if is_usage_limit(status, body):
+    if usage_limit(status, body):  # a registered dialect's (chat-ui's 429), whichever the client speaks
         return make(H2oUsageLimitError, f"{detail} — {USAGE_LIMIT_ADVICE}")
     other = None if dialect is None else suggested(phase, status, dialect.name)  # another dialect's sign
     if other is not None:

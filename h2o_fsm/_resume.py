@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 
-from ._dialects.chatui.resume import ResumeClosed, ResumeEnded
 from ._exceptions import H2oError, H2oStateError, H2oTimeoutError, H2oTransportError
 from ._machine import MACHINE
 from ._model import ConversationModel
 from ._phase import Phase
 from ._reattach import MAX_REATTACHES, Resume
-from ._stream import StreamSyntaxError
+from ._stream import ResumeClosed, ResumeEnded, StreamSyntaxError
 from ._table import VALID_TRIGGERS
 from ._translate import translate
 

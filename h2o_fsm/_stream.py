@@ -2,7 +2,9 @@
 
 Each dialect's parser lives in its package (the 2023 TGI event stream: ``_dialects.h2o.stream``;
 chat-ui's JSON lines: ``_dialects.chatui.stream``); both emit the events of ``_events`` and raise
-:class:`StreamSyntaxError` on a stream that breaks their protocol. Pure: no I/O.
+:class:`StreamSyntaxError` on a stream that breaks their protocol. A dialect that reattaches a dropped
+answer reads the run again with a :class:`ResumingParser` (its ``resume_parser``), which ends with
+:class:`ResumeClosed` (reconnect) or :class:`ResumeEnded` (nothing to read). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from typing import Final, Protocol
 
 from ._events import Event, FinalAnswer, StreamError
 
-__all__ = ["DEFAULT_MAX_LINE_BYTES", "Event", "FinalAnswer", "Parser", "StreamError", "StreamSyntaxError"]
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES", "Event", "FinalAnswer", "Parser", "ResumeClosed", "ResumeEnded", "ResumingParser",
+    "StreamError", "StreamSyntaxError",
+]
 
 DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
 
@@ -34,3 +39,26 @@ class Parser(Protocol):
     def final(self) -> FinalAnswer | None: ...
     def feed(self, data: bytes) -> list[Event]: ...
     def close(self) -> list[Event]: ...
+
+
+class ResumeEnded(ValueError):
+    """The run's stream ended without an answer to read: ``status`` says why (chat-ui: ``gone``, no run
+    for that generation; ``error``; or an end before the final answer)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the server ended the reattach stream: {status}")
+        self.status = status
+
+
+class ResumeClosed(ValueError):
+    """The reattach stream closed before its end and before the final answer: reconnect."""
+
+
+class ResumingParser(Parser, Protocol):
+    """A parser reading a dropped answer again (the ``reattach`` step), across reconnects: ``last_id`` is
+    the newest event id seen (``Last-Event-ID`` of the next reconnect); :meth:`reconnect` forgets the half
+    frame of the connection that ended."""
+
+    last_id: str | None
+
+    def reconnect(self) -> None: ...

@@ -14,8 +14,8 @@ import uvicorn
 from support import FAST_RETRIES, FAST_TIMEOUTS
 from toy_dialect import TOY, register_toy, toy_app, unregister_toy
 
-from h2o_fsm import H2oClient, H2oStatusError, Phase
-from h2o_fsm._dialects import DIALECTS, emulator_app, get_dialect, names, suggested
+from h2o_fsm import H2oClient, H2oStateError, H2oStatusError, Phase
+from h2o_fsm._dialects import DIALECTS, emulator_app, get_dialect, names, suggested, usage_limit, with_catalog
 from h2o_fsm._dialects.chatui import ChatUiState
 from h2o_fsm.server import bind_socket, create_app, phases_of
 
@@ -127,6 +127,33 @@ def test_a_dialect_is_named_nowhere_but_in_the_registry() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+async def test_a_dialect_without_a_catalog_refuses_the_lists_before_any_request(toy_server: Any) -> None:
+    url, log, _ = toy_server
+    async with H2oClient(url, dialect="toy", retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS) as client:
+        for call, what in ((client.models, "model list"), (client.list_conversations, "conversation list"),
+                           (client.delete_all_conversations, "delete-all")):
+            with pytest.raises(H2oStateError, match=rf"the toy dialect has no {what} \(chat-ui has one\)"):
+                await call()
+    assert log == []  # nothing sent
+
+
+def test_the_lists_the_usage_limit_and_the_reattach_parser_are_a_dialect_s_hooks(toy: Any) -> None:
+    from h2o_fsm._stream import ResumeClosed, ResumeEnded
+
+    assert with_catalog() == ("chat-ui",) and get_dialect("h2o").catalog is None and TOY.catalog is None
+    words = '{"message":"You have reached the maximum number of conversations. Delete some to continue."}'
+    assert get_dialect("chat-ui").usage_limited(429, words) and not TOY.usage_limited(429, words)
+    assert usage_limit(429, words) and not usage_limit(429, "slow down") and not usage_limit(400, words)
+    with pytest.raises(ValueError, match="the toy dialect has no reattach step"):
+        TOY.resume_parser(0, 1024)
+    parser = get_dialect("chat-ui").resume_parser(2, 1024)  # the seam's errors, raised by chat-ui's parser
+    with pytest.raises(ResumeEnded):
+        parser.feed(b'event: end\ndata: {"status": "gone"}\n\n')
+    parser.reconnect()
+    with pytest.raises(ResumeClosed):
+        parser.close()
+
+
 def test_a_sweep_stops_a_journalled_generation_with_the_body_the_turn_would_have_sent(toy: Any) -> None:
     """The journal records ``generation(state)`` after the send; the sweep builds its stop from that id
     alone (``stop_body_of``) — the same body the live conversation's stop step sends."""
@@ -142,3 +169,65 @@ def test_a_sweep_stops_a_journalled_generation_with_the_body_the_turn_would_have
         plain = get_dialect(name)
         assert plain.generation(plain.new_state(None)) == ""
         assert plain.stop_body_of("g") == plain.stop_body(plain.new_state(None))
+
+
+
+def _imported_modules(source: str, package: list[str]) -> list[tuple[int, str]]:
+    """Every module ``source`` (a module of ``package``) imports — anywhere: module level, under
+    ``TYPE_CHECKING``, inside functions, through ``importlib.import_module``/``__import__`` with a literal
+    name — as absolute dotted names (``from .x import y`` also as ``…x.y``: ``y`` may be a module)."""
+    import ast
+
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.append((node.lineno, module))
+            found.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and {getattr(node.func, "attr", None), getattr(node.func, "id", None)} & {"import_module", "__import__"}):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def _dialect_imports(source: str, package: list[str], dialects: set[str]) -> dict[int, str]:
+    """The lines of ``source`` that import a module of one of the ``dialects`` packages (the first such)."""
+    lines: dict[int, str] = {}
+    for line, module in _imported_modules(source, package):
+        below = module.removeprefix("h2o_fsm._dialects.") if module.startswith("h2o_fsm._dialects.") else ""
+        if below.split(".")[0] in dialects:
+            lines.setdefault(line, module)
+    return lines
+
+
+def test_no_module_outside_the_registry_imports_a_dialect_s_package() -> None:
+    """A dialect is one package behind the registry: no module of ``h2o_fsm/`` outside ``_dialects/``
+    imports one (``_dialects.h2o``, ``_dialects.chatui``, a host's...), relative or absolute, at module
+    level, under ``TYPE_CHECKING`` or in a function; the registry's own import of the built-in ones is the
+    one place that names them. The engine reaches a dialect only through its registry entry's hooks."""
+    root = ROOT / "h2o_fsm" / "_dialects"
+    dialects = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    dialects |= {p.stem for p in root.glob("*.py") if p.stem != "__init__"}
+    assert {"h2o", "chatui"} <= dialects
+    # every spelling is caught (a check that cannot see an import proves nothing)
+    spellings = ("from ._dialects.chatui.catalog import X", "from ._dialects import chatui",
+                 "import h2o_fsm._dialects.h2o", "def f():\n    from .._dialects.h2o import stream",
+                 "import importlib\nimportlib.import_module('h2o_fsm._dialects.chatui')",
+                 "__import__('h2o_fsm._dialects.chatui.catalog')")
+    for source in spellings:
+        package = ["h2o_fsm", "cli"] if ".._" in source else ["h2o_fsm"]
+        assert _dialect_imports(source, package, dialects), source
+    neutral = "from ._dialects import get_dialect\nfrom ._stream import Parser"
+    assert not _dialect_imports(neutral, ["h2o_fsm"], dialects)
+    offenders = []
+    for path in sorted((ROOT / "h2o_fsm").rglob("*.py")):
+        if root in path.parents:
+            continue
+        package = list(path.relative_to(ROOT).parts[:-1])
+        for line, module in _dialect_imports(path.read_text(encoding="utf-8"), package, dialects).items():
+            offenders.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    assert not offenders, "\n".join(offenders)

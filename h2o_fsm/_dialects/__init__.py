@@ -1,7 +1,8 @@
 """The registry of protocol dialects, and the seam between the engine and one dialect.
 
 The engine (one table, one set of state callbacks) asks its dialect for request bodies, the stream
-parser, which optional steps it performs, and calls a few hooks (after the create, building a send,
+parser (and the reattach stream's), which optional steps it performs, its ``catalog`` (the model and
+conversation lists' requests and readers, if it has them), and calls a few hooks (after the create, building a send,
 after a turn, on a status it can recover from) with the conversation's :class:`DialectState`, the one
 object a dialect keeps per conversation; everything else — cleanup, errors, logs, stepper, trace,
 journal, sweep — is the same for every dialect.
@@ -21,13 +22,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol
 from .._protocol import DEFAULT_MODEL, KNOWN_PARAMETERS
 
 if TYPE_CHECKING:
+    from .._listing_types import CatalogWire, Request
     from .._phase import Phase
     from .._protocol import Messages, Parameters
-    from .._stream import Parser
+    from .._stream import Parser, ResumingParser
 
 __all__ = [
-    "AUTO", "DEFAULT_DIALECT", "DIALECTS", "BaseDialect", "Body", "Dialect", "DialectName", "DialectState", "chosen",
-    "detected", "emulator_app", "get_dialect", "names", "register", "suggested", "unregister", "wrong_dialect_advice",
+    "AUTO", "DEFAULT_DIALECT", "DIALECTS", "PROBE", "BaseDialect", "Body", "Dialect", "DialectName", "DialectState",
+    "chosen", "detected", "emulator_app", "get_dialect", "names", "register", "suggested", "unregister", "usage_limit",
+    "with_catalog", "wrong_dialect_advice",
 ]
 
 DialectName = Literal["h2o", "chat-ui"]
@@ -78,6 +81,8 @@ class Dialect(Protocol):
     """The model of a client that names none (``None``: the server's default, its first listed)."""
     parameters: frozenset[str]
     """The generation parameters its keyword arguments may name (others are a ``TypeError``)."""
+    catalog: CatalogWire | None
+    """Its model list, conversation list and delete-all (``None``: it has none; the client says so)."""
 
     def new_state(self, preprompt: str | None) -> DialectState:
         """The state of a new conversation whose first turn gave ``preprompt``."""
@@ -128,6 +133,14 @@ class Dialect(Protocol):
         ...
 
     def new_parser(self, max_line_bytes: int) -> Parser: ...
+    def resume_parser(self, skip: int, max_line_bytes: int) -> ResumingParser:
+        """The reattach stream's parser, skipping the ``skip`` characters of answer text already delivered."""
+        ...
+
+    def usage_limited(self, status: int, body: str) -> bool:
+        """Whether an error answer is this dialect's usage limit (retrying cannot help), not its status's."""
+        ...
+
     def describe(self, phase: Phase, model: str, prompt: str, parameters: Parameters) -> str:
         """The body of ``phase``'s request in a few words (the stepper's ``describe_next``)."""
         ...
@@ -151,6 +164,7 @@ class BaseDialect:
     emulator: str | None = None
     default_model: str | None = DEFAULT_MODEL
     parameters: frozenset[str] = KNOWN_PARAMETERS
+    catalog: CatalogWire | None = None
 
     def new_state(self, preprompt: str | None) -> DialectState:
         return DialectState(preprompt)
@@ -179,10 +193,18 @@ class BaseDialect:
     def renews_session(self, phase: Phase, status: int) -> bool:
         return False
 
+    def resume_parser(self, skip: int, max_line_bytes: int) -> ResumingParser:
+        raise ValueError(f"the {self.name} dialect has no reattach step")
+
+    def usage_limited(self, status: int, body: str) -> bool:
+        return False
+
 
 _REGISTRY: dict[str, Dialect] = {}
 AUTO: Final = "auto"
 """The dialect a client names to have it detected (:func:`chosen`, :func:`detected`)."""
+PROBE: Final[Request] = ("GET", "/api/v2/models")
+"""``dialect="auto"``'s one request (each dialect's ``probe``: the statuses its server answers it with)."""
 
 
 def register(dialect: Dialect, *, replace: bool = False) -> Dialect:
@@ -237,6 +259,16 @@ def detected(status: int) -> str | None:
     """The registered dialect whose server answers ``status`` to ``dialect="auto"``'s probe
     (``GET /api/v2/models``), or ``None``: the answer tells none."""
     return next((name for name, dialect in _REGISTRY.items() if status in dialect.probe), None)
+
+
+def usage_limit(status: int, body: str) -> bool:
+    """Whether an error answer is a registered dialect's usage limit (whichever dialect the client speaks)."""
+    return any(dialect.usage_limited(status, body) for dialect in _REGISTRY.values())
+
+
+def with_catalog() -> tuple[str, ...]:
+    """The registered dialects that have a model list (a ``catalog``)."""
+    return tuple(name for name, dialect in _REGISTRY.items() if dialect.catalog is not None)
 
 
 def emulator_app(name: str) -> Callable[..., Any]:

@@ -2,7 +2,8 @@
 delete-all — and the readers of their answers; the usage-limit answer recognised. Pure: no I/O.
 
 Method and path of each request are written here once (``MODELS``, ``conversations_page``,
-``DELETE_ALL``); the client's methods (``_catalog``) send them. Every reader is bounded (at most
+``DELETE_ALL``); :data:`CATALOG` (the dialect's ``catalog``, a :class:`~h2o_fsm._listing_types.CatalogWire`)
+hands them and the readers to the client's methods (``_catalog``), which send them. Every reader is bounded (at most
 :data:`MAX_ITEMS` entries, strings cut to :data:`MAX_TEXT` characters) and validates what reaches a URL
 or a model id; anything malformed raises :class:`~h2o_fsm._dialects.chatui.wire.WireError` (its message
 safe to show).
@@ -10,18 +11,20 @@ safe to show).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
+from ..._listing_types import ConversationSummary, ModelInfo, Request
 from ..._protocol import validate_conversation_id, validate_model
 from .wire import WireError, json_loads
 
 __all__ = [
+    "CATALOG",
     "DELETE_ALL",
     "MAX_ITEMS",
     "MAX_TEXT",
     "MODELS",
     "USAGE_LIMIT_WORDS",
+    "ChatUiCatalog",
     "ConversationSummary",
     "ModelInfo",
     "conversations_page",
@@ -31,8 +34,8 @@ __all__ = [
     "parse_models",
 ]
 
-MODELS: Final = ("GET", "/api/v2/models")
-DELETE_ALL: Final = ("DELETE", "/api/v2/conversations")
+MODELS: Final[Request] = ("GET", "/api/v2/models")
+DELETE_ALL: Final[Request] = ("DELETE", "/api/v2/conversations")
 MAX_ITEMS: Final = 1000
 """Most entries one answer (a model list, a page of conversations) may hold."""
 MAX_TEXT: Final = 2000
@@ -43,30 +46,7 @@ USAGE_LIMIT_WORDS: Final = "maximum number of conversations"
 some to continue."``): a 429 with these words is not a rate limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """One model a chat-ui server offers (``GET /api/v2/models``)."""
-
-    id: str
-    name: str
-    display_name: str
-    description: str
-    multimodal: bool
-    tools: bool
-    reasoning: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationSummary:
-    """One conversation of the session (``GET /api/v2/conversations``); ``updated_at`` as the server wrote it."""
-
-    id: str
-    title: str
-    model: str
-    updated_at: str
-
-
-def conversations_page(page: int) -> tuple[str, str]:
+def conversations_page(page: int) -> Request:
     """Method and path of page ``page`` (from 0) of the session's conversation list."""
     if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page < MAX_PAGE:
         raise ValueError(f"page must be an int in [0, {MAX_PAGE}), got {page!r}")
@@ -170,3 +150,26 @@ def parse_delete_all(raw: bytes) -> int | None:
     if type(body) is dict:
         body = body.get("deletedCount", body.get("count"))
     return body if type(body) is int and body >= 0 else None
+
+
+class ChatUiCatalog:
+    """chat-ui's :class:`~h2o_fsm._listing_types.CatalogWire`: the requests and readers above."""
+
+    __slots__ = ()
+    models_request: Final[Request] = MODELS
+    delete_all_request: Final[Request] = DELETE_ALL
+
+    def conversations_page(self, page: int) -> Request:
+        return conversations_page(page)
+
+    def parse_models(self, raw: bytes) -> tuple[ModelInfo, ...]:
+        return parse_models(raw)
+
+    def parse_conversation_list(self, raw: bytes) -> tuple[tuple[ConversationSummary, ...], bool]:
+        return parse_conversation_list(raw)
+
+    def parse_delete_all(self, raw: bytes) -> int | None:
+        return parse_delete_all(raw)
+
+
+CATALOG: Final = ChatUiCatalog()

@@ -7,7 +7,7 @@ stream reader reads a reattached answer like the first one. Frames (blank-line s
   :class:`JsonLinesParser` (tokens, reasoning, title, ``finalAnswer``, ``status: error``);
 * ``event: end`` / ``data: {"status": ...}`` → terminal: ``completed``/``interrupted`` after the final
   answer end the read; anything else (``gone``, ``error``, an end before the final answer) raises
-  :class:`ResumeEnded`;
+  :class:`~h2o_fsm._stream.ResumeEnded` (the seam's, as :class:`~h2o_fsm._stream.ResumeClosed`);
 * ``: heartbeat`` comments, ``retry:`` and unknown fields are ignored; ``\\r\\n`` line ends accepted.
 
 The log is replayed from the start, and its events are not the answer's lines (keepAlive is not
@@ -23,26 +23,13 @@ import json
 from typing import Final
 
 from ..._events import Event, FinalAnswer
-from ..._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
+from ..._stream import DEFAULT_MAX_LINE_BYTES, ResumeClosed, ResumeEnded, StreamSyntaxError
 from .stream import JsonLinesParser
 
 __all__ = ["END_STATUSES", "ResumeClosed", "ResumeEnded", "ResumeParser"]
 
 END_STATUSES: Final = frozenset({"completed", "interrupted", "error", "gone"})
 _SNIPPET: Final = 120
-
-
-class ResumeEnded(ValueError):
-    """The run's stream ended (``event: end``) without an answer to read: ``status`` says why
-    (``gone``: no run for that generation; ``error``; or an end before the final answer)."""
-
-    def __init__(self, status: str) -> None:
-        super().__init__(f"the server ended the reattach stream: {status}")
-        self.status = status
-
-
-class ResumeClosed(ValueError):
-    """The reattach stream closed without ``event: end`` and before the final answer: reconnect."""
 
 
 class ResumeParser:
