@@ -98,7 +98,7 @@ class H2oClient(CatalogMethods, JournalClientPart):
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectChoice | str = "h2o",
+        dialect: DialectChoice | str = DEFAULT_DIALECT,
         model: str | None = None,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._dialects import emulator_app
+from .._dialects import DEFAULT_DIALECT, emulator_app
 from ._accounting import Accounting, MessageRecord, RequestRecord, TurnRecord
 from ._faults import FaultPlan
 from ._state import ServerConfig, State, generate
@@ -33,7 +33,7 @@ def create_app(
     faults: FaultPlan | None = None,
     accounting: Accounting | None = None,
     *,
-    dialect: str = "h2o",
+    dialect: str = DEFAULT_DIALECT,
 ) -> Starlette:
     """The Starlette app of ``dialect`` ("h2o": the 2023 protocol; "chat-ui": chat-ui today; the factory
     is the one its registry entry names).

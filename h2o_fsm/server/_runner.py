@@ -11,6 +11,7 @@ from types import TracebackType
 
 import uvicorn
 
+from .._dialects import DEFAULT_DIALECT
 from ._app import Accounting, ServerConfig, create_app, state_of
 from ._faults import Fault, FaultPlan
 from ._state import quiet_expected_errors
@@ -69,7 +70,7 @@ class LocalServer:
         config: ServerConfig | None = None,
         faults: FaultPlan | list[Fault] | None = None,
         *,
-        dialect: str = "h2o",
+        dialect: str = DEFAULT_DIALECT,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -184,7 +185,7 @@ def serve_forever(
     config: ServerConfig | None = None,
     faults: FaultPlan | None = None,
     *,
-    dialect: str = "h2o",
+    dialect: str = DEFAULT_DIALECT,
 ) -> tuple[str, uvicorn.Server, object]:
     """Prepare a foreground server: returns (url, server, socket); run with ``server.run(sockets=[sock])``."""
     app = create_app(config or ServerConfig(), faults or FaultPlan(), dialect=dialect)  # before binding: may raise

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .._dialects import names
+from .._dialects import DEFAULT_DIALECT, names
 
 if TYPE_CHECKING:  # imported by the fixture: installed without the server extra, pytest still runs
     from ..server import LocalServer
@@ -74,7 +74,7 @@ def h2o_server(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
     dialect_marker = request.node.get_closest_marker("h2o_dialect")
     plan = FaultPlan(faults_marker.args if faults_marker else ())
     config = ServerConfig(**(config_marker.kwargs if config_marker else {}))
-    dialect = dialect_marker.args[0] if dialect_marker and dialect_marker.args else "h2o"
+    dialect = dialect_marker.args[0] if dialect_marker and dialect_marker.args else DEFAULT_DIALECT
     if dialect not in names():
         raise pytest.UsageError(f"@pytest.mark.h2o_dialect: unknown dialect {dialect!r}; expected one of {names()}")
     with LocalServer(config, plan, dialect=dialect) as server:
