@@ -96,6 +96,9 @@ class Catalog:
             task = self._lookup
             if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
                 task = self._lookup = self._spawn(self.models(session))
+                # its callers were cancelled or the client closed: its failure is theirs, not asyncio's
+                # "Task exception was never retrieved" at garbage collection
+                task.add_done_callback(_retrieved)
             models = await asyncio.shield(task)
         else:
             models = self._models
@@ -236,3 +239,8 @@ class CatalogMethods:
         for a session that hit the usage limit); how many, when the server says."""
         await self._ready()
         return await self._catalog.delete_all(self._session)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

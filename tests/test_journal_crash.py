@@ -64,12 +64,13 @@ SWEEPER = r"""
 import asyncio, json, os, sys, time
 from h2o_fsm import H2oClient, Journal
 
-url, spec, dialect, at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+url, spec, dialect = sys.argv[1], sys.argv[2], sys.argv[3]
 journal = spec if "://" in spec else Journal(spec, lease=float(os.environ["LEASE"]))
 
 async def main():
     async with H2oClient(url, journal=journal, dialect=dialect, background_sweep=False) as client:
-        time.sleep(max(0.0, at - time.time()))  # both sweepers start their sweep at the same moment
+        print("ready", flush=True)
+        sys.stdin.readline()  # both sweepers start their sweep when the test says go (a barrier)
         report = await client.sweep()
     print(json.dumps({"deleted": report.deleted, "skipped": report.skipped, "failed": report.failed,
                       "gone": report.already_gone, "pid": os.getpid()}), flush=True)
@@ -94,8 +95,8 @@ def journal_of(spec: str) -> JournalBackend | str:
 
 def start(script: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "LEASE": str(LEASE)}
-    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def first_line(child: subprocess.Popen[str]) -> list[str]:
@@ -159,7 +160,7 @@ async def test_a_replica_killed_mid_answer_is_stopped_and_deleted_by_another_a_l
 async def test_two_replicas_sweeping_at_once_never_both_delete_one_entry(
     spec: str, reaper: list[subprocess.Popen[str]]
 ) -> None:
-    slow_delete = Fault("delete", "stall", seconds=0.05, count=-1)  # so that the two sweeps overlap
+    slow_delete = Fault("delete", "stall", seconds=0.1, count=-1)  # so that the two sweeps overlap
     with LocalServer(ServerConfig(max_tokens=4), faults=[slow_delete]) as server:
         dead = start(REPLICA, server.url, spec, "h2o", "leave 12")
         reaper.append(dead)
@@ -167,9 +168,14 @@ async def test_two_replicas_sweeping_at_once_never_both_delete_one_entry(
         dead.wait(30)
         assert len(left) == 12 and server.accounting.live == 12
         time.sleep(LEASE + 0.2)  # the dead owner's lease runs out
-        at = str(time.time() + 2.0)
-        sweepers = [start(SWEEPER, server.url, spec, "h2o", at) for _ in range(2)]
+        sweepers = [start(SWEEPER, server.url, spec, "h2o") for _ in range(2)]
         reaper += sweepers
+        for sweeper in sweepers:  # both started (imports, client open): however loaded the machine is
+            assert first_line(sweeper) == ["ready"]
+        for sweeper in sweepers:
+            assert sweeper.stdin is not None
+            sweeper.stdin.write("go\n")
+            sweeper.stdin.flush()
         reports = [json.loads(s.communicate(timeout=60)[0]) for s in sweepers]
         acct = server.accounting
         deletes = Counter(r.conversation_id for r in acct.requests_for("DELETE"))
@@ -205,7 +211,10 @@ async def test_a_restarted_process_with_its_predecessors_pid_sweeps_what_it_left
         assert pid == "1" and server.accounting.live_ids == {cid}, first.stderr
         time.sleep(LEASE + 0.2)
         second = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", SWEEPER,
-                                 server.url, spec, "h2o", "0"], capture_output=True, text=True, env=env, timeout=60)
-        report = json.loads(second.stdout)
+                                 server.url, spec, "h2o"], input="go\n", capture_output=True, text=True, env=env,
+                                timeout=60)
+        ready, printed = second.stdout.split("\n", 1)
+        assert ready == "ready", (second.stdout, second.stderr)
+        report = json.loads(printed)
         assert report["pid"] == 1 and report["deleted"] == 1 and report["failed"] == 0, (report, second.stderr)
         assert server.accounting.live == 0 and server.accounting.deleted_twice == 0
