@@ -19,15 +19,6 @@ def deletes(server: LocalServer) -> int:
     return len(server.accounting.requests_for("DELETE"))
 
 
-async def step_to_send(client: H2oClient) -> object:
-    conv = client.conversation()
-    conv.queue("Hi")
-    for _ in range(3):  # settings, create, fetch
-        await conv.step()
-    assert conv.state is Phase.FETCH
-    return conv
-
-
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_failed_send_waits_then_each_step_runs_one_step_of_the_ending(dialect: Dialect) -> None:
     with emulator(ServerConfig(max_tokens=4), [Fault("send", "status", status=500)], dialect=dialect) as server:
