@@ -134,20 +134,21 @@ class Stepping(ConversationModel):
         loop = asyncio.get_running_loop()
         try:
             while not self.state.is_terminal:
-                await pause.go.wait()
+                closing = self.rt.requester.closing  # the client closes: it ends what it did not release
+                if not closing:
+                    await pause.go.wait()
                 pause.go.clear()
-                if pause.released:
+                if pause.released or closing:
                     await self._run_end(pause.trigger)
                     return
                 self.end_by = loop.time() + self.rt.timeouts.cleanup  # the pause was the person's, not the ending's
-                try:
-                    await self._fire(pause.trigger)
-                except BaseException as exc:  # the machine still ends, whatever happened
-                    self._force_end(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
+                await self._fire(pause.trigger)
                 pause.trigger = SPEC[self.state].next or ""
                 pause.done.set()
+        except BaseException as exc:  # the machine still ends, whatever happened (cancelled at a pause too)
+            self._force_end(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             self.pause = None
             pause.done.set()
@@ -225,8 +226,8 @@ class Stepping(ConversationModel):
 
     def _pause_at(self, exc: BaseException) -> bool:
         """Start the ending of a failed step paused (unless something else ends the conversation already)."""
-        if self.state.is_terminal or self.ending is not None or self.transitioning:
-            return False
+        if self.state.is_terminal or self.ending is not None or self.transitioning or self.rt.requester.closing:
+            return False  # (the client closing cut the step: nobody will step its ending)
         if self.error is None:
             self.error = exc
         pause = self.pause = _Pause()

@@ -139,3 +139,43 @@ async def test_a_step_shows_headers_and_never_a_cookie_value(server: LocalServer
         create = await conv.step()
         assert dict(create.headers)["content-type"].startswith("application/json")
         assert set(dict(create.headers)) <= {"content-type", "content-length", "location", "retry-after", "set-cookie"}
+
+
+async def test_a_step_cut_by_the_client_closing_does_not_wait_it_is_deleted() -> None:
+    """The client's aclose() cuts a step in flight: that failure is the client's end, not one to debug —
+    the conversation ends at once (one DELETE) instead of waiting for steps nobody will take."""
+    with emulator(ServerConfig(max_tokens=4), [Fault("send", "stall", seconds=5.0)]) as server:
+        client = H2oClient(server.url, retries=FAST_RETRIES)
+        conv = client.conversation()
+        conv.queue("Hi")
+        for _ in range(3):
+            await conv.step()
+        step = asyncio.create_task(conv.step())
+        await asyncio.sleep(0.5)  # the send is stalled in the server
+        await asyncio.wait_for(client.aclose(), 20)
+        with pytest.raises(Exception):  # noqa: B017 - the step's own failure (the client closed under it)
+            await step
+        assert conv.state is Phase.FAILED and conv.pause is None
+        assert deletes(server) == 1 and client.undeleted_conversations == 0
+        assert_clean(server)
+
+
+async def test_the_client_closing_during_a_stepped_ending_step_ends_the_rest() -> None:
+    """aclose() while one step of a paused ending runs (a slow DELETE): the rest of the ending follows
+    without waiting for a step, one DELETE."""
+    faults = [Fault("send", "status", status=500), Fault("delete", "stall", seconds=1.0)]
+    with emulator(ServerConfig(max_tokens=4), faults) as server:
+        client = H2oClient(server.url, retries=FAST_RETRIES)
+        conv = client.conversation()
+        conv.queue("Hi")
+        for _ in range(3):
+            await conv.step()
+        with pytest.raises(H2oStatusError):
+            await conv.step()
+        await conv.step()  # the stop
+        step = asyncio.create_task(conv.step())  # the DELETE, stalled by the server
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(client.aclose(), 20)
+        await asyncio.wait_for(step, 5)
+        assert conv.state is Phase.FAILED and deletes(server) == 1 and client.undeleted_conversations == 0
+        assert_clean(server)
