@@ -96,7 +96,7 @@ class Stepping(ConversationModel):
 
     def _result(self, trigger: str, before: int, t0: float, text: str | None = None) -> StepResult:
         new = self.records[before:]
-        last = new[0] if new else None
+        last = next((r for r in new if r.trigger == trigger), new[0] if new else None)  # not a tail record
         headers = self.headers
         return StepResult(
             state=self.state,
