@@ -182,7 +182,7 @@ class Stepping(ConversationModel):
         trigger = self.next_trigger()
         state = self.state
         base = redact(self.rt.requester.base_url)
-        if SPEC[state].reads:
+        if SPEC[state].reads and self.pause is None:  # (paused in the stream: its ending is next)
             return "read the answer's stream to its final event"
         dest = destination(state, trigger, self._holds)
         if self.pause is not None and (dest is None or SPEC[dest].request is None):

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from support import FAST_RETRIES, assert_clean, caller_timeout, emulator
 
-from h2o_fsm import H2oClient, H2oStatusError, Phase
+from h2o_fsm import H2oClient, H2oError, H2oStatusError, Phase
 from h2o_fsm.server import Dialect, Fault, LocalServer, ServerConfig
 
 DIALECTS: list[Dialect] = ["h2o", "chat-ui"]
@@ -178,4 +178,28 @@ async def test_the_client_closing_during_a_stepped_ending_step_ends_the_rest() -
         await asyncio.wait_for(client.aclose(), 20)
         await asyncio.wait_for(step, 5)
         assert conv.state is Phase.FAILED and deletes(server) == 1 and client.undeleted_conversations == 0
+        assert_clean(server)
+
+
+async def test_a_stream_broken_mid_answer_waits_then_stops_the_run_then_deletes() -> None:
+    """chat-ui: the answer's stream breaks while the server still generates: the paused ending's first
+    step is a real stop-generating (said by describe_next()), then the DELETE."""
+    config = ServerConfig(max_tokens=50, token_delay=0.05)
+    with emulator(config, [Fault("stream", "malformed", at_token=2)], dialect="chat-ui") as server:
+        client = H2oClient(server.url, dialect="chat-ui", retries=FAST_RETRIES)
+        async with client, client.conversation() as conv:
+            conv.queue("Hi")
+            while conv.state is not Phase.STREAM:
+                await conv.step()
+            with pytest.raises(H2oError):
+                await conv.step()  # the read
+            assert conv.state is Phase.STREAM and "stop-generating" in conv.describe_next()
+            stops = len(server.accounting.requests_for("POST", "/conversation/" + str(conv.conversation_id)))
+            stop = await conv.step()
+            assert stop.state is Phase.STOP and not stop.skipped and stop.status == 200
+            after = len(server.accounting.requests_for("POST", "/conversation/" + str(conv.conversation_id)))
+            assert after == stops + 1 and deletes(server) == 0
+            assert conv.describe_next().startswith("DELETE ")
+            await conv.step()
+            assert deletes(server) == 1
         assert_clean(server)
