@@ -201,6 +201,8 @@ class Conversation(Stepping):
         shares it, so the DELETE runs exactly once."""
         if self.ending is None:
             self.ending = self.rt.spawn(self._run_end(trigger))
+        elif self.pause is not None:  # an ending paused at a failed step (the stepper's): all of it now
+            self.pause.release()
         return self.ending
 
     async def _run_end(self, trigger: str) -> None:

@@ -136,6 +136,8 @@ class H2oStatusError(H2oError):
     Attributes:
         body: the first bytes of the error body, decoded leniently (never includes request secrets).
         retry_after: seconds from a ``Retry-After`` header, if the server sent one.
+        headers: the answer's headers worth showing (content type and length, location, retry-after;
+            a ``set-cookie`` named with ``***``), scrubbed: ``(name, value)`` pairs.
     """
 
     def __init__(
@@ -148,10 +150,12 @@ class H2oStatusError(H2oError):
         body: str = "",
         retry_after: float | None = None,
         detail: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail)
         self.body = body
         self.retry_after = retry_after
+        self.headers = headers
 
 
 class H2oUsageLimitError(H2oStatusError):

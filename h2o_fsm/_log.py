@@ -7,12 +7,12 @@ is: structlog's ``get_logger("h2o_fsm")`` when the host has configured structlog
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import structlog
 
-__all__ = ["Logger", "default_logger", "redact", "scrub"]
+__all__ = ["Logger", "default_logger", "redact", "scrub", "shown_headers"]
 
 
 class Logger(Protocol):
@@ -66,3 +66,16 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
         if len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+SHOWN_HEADERS = ("content-type", "content-length", "location", "retry-after")
+"""The answer headers a step's result shows (``--step``); a ``set-cookie`` is named, never shown."""
+
+
+def shown_headers(headers: Mapping[str, str], clean: Callable[[str], str]) -> tuple[tuple[str, str], ...]:
+    """The headers of an answer worth showing a person debugging it, each value passed through ``clean``
+    (a scrubber) and bounded; whether the server set a cookie, without its value."""
+    shown = [(name, clean(headers[name])[:200]) for name in SHOWN_HEADERS if name in headers]
+    if "set-cookie" in headers:
+        shown.append(("set-cookie", "***"))
+    return tuple(shown)

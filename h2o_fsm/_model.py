@@ -120,6 +120,7 @@ class ConversationModel:
         self.t0 = 0.0
         self.stream_t0 = 0.0
         self.status: int | None = None
+        self.headers: httpx.Headers | None = None  # the answer's (what the stepper shows)
         self.skipped = False
         self.source: Phase = Phase.NEW
 
@@ -139,6 +140,7 @@ class ConversationModel:
         # ``finish`` is charged with the time spent reading the stream since ``stream`` was entered.
         self.t0 = self.stream_t0 if event.event.name == "finish" else time.perf_counter()
         self.status = None
+        self.headers = None
         self.skipped = False
         self.source = self.state
 

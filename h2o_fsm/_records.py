@@ -45,7 +45,9 @@ class TransitionRecord(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class StepResult:
-    """What one :meth:`Conversation.step` did."""
+    """What one :meth:`Conversation.step` did. ``headers``: the answer's headers worth showing, scrubbed
+    (``(name, value)`` pairs; a ``set-cookie`` only named). A failed step raises its error instead (an
+    :class:`~h2o_fsm.H2oStatusError` carries ``status``, ``headers`` and the scrubbed ``body``)."""
 
     state: Phase
     trigger: str
@@ -54,3 +56,4 @@ class StepResult:
     elapsed_ms: float
     skipped: bool = False
     text: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()

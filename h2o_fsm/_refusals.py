@@ -31,12 +31,13 @@ def status_error(
     conversation_id: str | None,
     body: str,
     retry_after: float | None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> H2oStatusError:
     """The error for an answer of ``status`` to ``phase``'s request; ``detail`` is what happened without the
     status (``HTTP <status>`` leads the message); ``body`` is the scrubbed snippet."""
     def make(cls: type[H2oStatusError], text: str) -> H2oStatusError:
         return cls(f"HTTP {status} {text}", detail=text, phase=phase, status=status,
-                   conversation_id=conversation_id, body=body, retry_after=retry_after)
+                   conversation_id=conversation_id, body=body, retry_after=retry_after, headers=headers)
 
     if usage_limit(status, body):  # a registered dialect's (chat-ui's 429), whichever the client speaks
         return make(H2oUsageLimitError, f"{detail} — {USAGE_LIMIT_ADVICE}")

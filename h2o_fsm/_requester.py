@@ -25,7 +25,7 @@ from ._exceptions import (
 )
 from ._hints import status_hint
 from ._json import dumps
-from ._log import scrub
+from ._log import scrub, shown_headers
 from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
@@ -209,6 +209,7 @@ class Requester:
         raise refusals.status_error(
             self.dialect, status, hint + (f": {text[:200]}" if text else ""),
             phase=phase, conversation_id=cid, body=text, retry_after=_retry_after(response),
+            headers=shown_headers(response.headers, lambda v: scrub(v, (*self.secrets, *session.cookies.values()))),
         )
 
     async def read_up_to(self, response: httpx.Response, limit: int) -> bytes:

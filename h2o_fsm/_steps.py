@@ -67,7 +67,7 @@ def _skip(m: ConversationModel, phase: Phase) -> bool:
 async def _call(m: ConversationModel, phase: Phase, body: Body = _NO_BODY, **kw: Any) -> httpx.Response:
     """Send ``phase``'s request: the statuses its row accepts, the status recorded on the transition."""
     response = await m.rt.requester.call(phase, session=m.session, body=body, ok=SPEC[phase].ok, cid=m.cid, **kw)
-    m.status = response.status_code
+    m.status, m.headers = response.status_code, response.headers
     return response
 
 

@@ -87,7 +87,7 @@ async def test_step_without_a_prompt_is_a_clear_error(server: LocalServer) -> No
     assert server.accounting.live == 0
 
 
-async def test_a_failing_step_aborts_and_deletes() -> None:
+async def test_a_failing_step_waits_at_the_failure_and_the_client_still_deletes() -> None:
     with emulator(ServerConfig(max_tokens=4), faults=[Fault("send", "status", status=500)]) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
@@ -97,7 +97,9 @@ async def test_a_failing_step_aborts_and_deletes() -> None:
             await conv.step()
             with pytest.raises(H2oStatusError):
                 await conv.step()
-            assert conv.state is Phase.FAILED
+            assert conv.state is Phase.SEND  # left at the failure (its ending: tests/test_stepper_pause.py)
+            assert server.accounting.live == 1
+        assert conv.state is Phase.FAILED
         assert server.accounting.live == 0
 
 
