@@ -30,6 +30,7 @@ from ._protocol import (
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
+from ._tail import OneShot
 from ._transport import fast_available, fast_transport, no_cookie_jar
 
 if TYPE_CHECKING:
@@ -218,6 +219,11 @@ class H2oClient:
         journal, if there is one, for a later sweep)."""
         return self._rt.undeleted
 
+    @property
+    def tail_errors(self) -> int:
+        """Answers whose stream failed after the answer was complete (the caller had it; logged, not raised)."""
+        return self._rt.tail_errors
+
     async def aclose(self) -> None:
         """End every conversation still open (idle ones are deleted), wait for the cleanup tasks this
         client owns — at most ``Timeouts.cleanup`` — then close the pool. What is still undeleted then
@@ -282,18 +288,19 @@ class H2oClient:
         return await sweep(self._rt.requester, journal, include_live_processes=include_live_processes)
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
-        """One-shot: create a conversation, send ``messages``, return the answer, delete it."""
+        """One-shot: create a conversation, send ``messages``, return the answer as soon as it is complete;
+        the stream's tail and the DELETE go on in a task of this client (:meth:`aclose` waits for it)."""
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)  # validated before anything is sent
-        async with conv, scope as reader:
+        async with OneShot(conv), scope as reader:
             parts = [chunk async for chunk in reader]
         return "".join(parts)
 
     async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
-        """One-shot, streamed: yield the answer's chunks; the conversation is deleted at the end,
-        on error, or when the consumer stops early."""
+        """One-shot, streamed: yield the answer's chunks; the loop ends with the answer. The conversation
+        is deleted after it (in a task of this client), on error, or when the consumer stops early."""
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)
-        async with conv, scope as reader:
+        async with OneShot(conv), scope as reader:
             async for chunk in reader:
                 yield chunk

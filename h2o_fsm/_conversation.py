@@ -10,6 +10,8 @@ caller, an exception nobody expected — goes through ``close``/``abort`` to ``d
   client's ``aclose()`` waits for it, bounded by ``Timeouts.cleanup``);
 * the caller sees the error that caused the ending, an ``H2oError`` (the original in ``__cause__``),
   or its own cancellation; a failed DELETE is attached to it, never raised in its place.
+
+A turn ends at the final answer; the stream's tail, then the next turn or the ending, follow (``_tail``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ._reader import read_answer
 from ._records import TransitionRecord
 from ._stepper import Stepping
 from ._table import SPEC, VALID_TRIGGERS
+from ._tail import before_end, before_turn, settle, start
 
 __all__ = ["Conversation"]
 
@@ -90,6 +93,11 @@ class Conversation(Stepping):
             parts = [chunk async for chunk in reader]
         return "".join(parts)
 
+    async def settle(self) -> None:
+        """Wait until the server has finished the last answer's run (its stream's tail read, bounded by half
+        of ``Timeouts.cleanup``): then ``final.title`` holds a title chat-ui sent after the answer."""
+        await settle(self)
+
     def turn(self, prompt: str | Messages) -> _TurnScope:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
@@ -144,6 +152,7 @@ class Conversation(Stepping):
             rt.live.add(self)
         total = rt.timeouts.total
         self.deadline = None if total is None else asyncio.get_running_loop().time() + total
+        await before_turn(self)  # the server's previous run first: a turn never overlaps it
         if not self.holds_slot and rt.slots is not None:
             await rt.slots.acquire()
             if self.holds_slot or self.state.is_terminal or self.ending is not None:
@@ -176,6 +185,8 @@ class Conversation(Stepping):
         self.transitioning = True
         try:
             await MACHINE.events[trigger].trigger(self)
+            if self.tail is not None and SPEC[self.state].rests:  # the answer is complete: read the rest
+                start(self)
         except H2oError:
             raise
         except Exception as exc:  # anything a callback raised that nobody expected
@@ -195,9 +206,11 @@ class Conversation(Stepping):
         try:
             create = self.create_task
             if create is not None:  # a create still in flight: its answer names what to delete
-                await asyncio.wait([create])
+                if not create.done():
+                    await asyncio.wait([create])
                 if not create.cancelled():
                     create.exception()  # retrieved: it is (or was raised as) the conversation's error
+            await before_end(self)
             await self._fire(trigger)
             while not self.state.is_terminal:
                 await self._fire(SPEC[self.state].next or "")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._journal import Journal
     from ._requester import Requester
     from ._stream import Parser
+    from ._tail import Tail
 
 __all__ = ["ConversationModel", "Runtime", "TransitionObserver"]
 
@@ -75,6 +76,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
+        self.tail_errors = 0  # streams whose tail (after a complete answer) failed: logged, never raised
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""
@@ -112,6 +114,8 @@ class ConversationModel:
         self.create_task: asyncio.Task[None] | None = None
         self.end_by = 0.0  # loop time by which the ending (stop and DELETE) must be over
         self.ending: asyncio.Task[None] | None = None
+        self.tail: Tail | None = None  # the stream once its answer is complete, until its task reads it
+        self.tail_task: asyncio.Task[None] | None = None  # reads the stream's tail (``_tail``)
         self.transitioning = False
         self.busy = False
         self.holds_slot = False

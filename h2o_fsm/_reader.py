@@ -1,5 +1,6 @@
 """The stream reader: one turn's answer, read through its dialect's parser under every limit (bytes,
-tokens, the token gap, the turn's deadline), as a generator of answer text."""
+tokens, the token gap, the turn's deadline), as a generator of answer text that ends at the final answer
+(the stream's tail is ``_tail``'s)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections.abc import AsyncGenerator
 from typing import NoReturn, cast
 
 from ._aio import Deadline
-from ._events import Event, StreamError
+from ._events import Event, FinalAnswer, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
 from ._model import ConversationModel
 from ._phase import Phase
 from ._stream import StreamSyntaxError
+from ._tail import Tail
 from ._translate import translate
 
 __all__ = ["read_answer"]
@@ -21,8 +23,9 @@ _STREAM = Phase.STREAM
 
 
 async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
-    """Yield the answer's text as it arrives; end after the final event. Every failure is an
-    ``H2oError`` of phase ``stream``; the body is closed however the generator is left."""
+    """Yield the answer's text as it arrives; end at the final answer. Every failure is an ``H2oError`` of
+    phase ``stream``. Once the answer is complete the open body is kept in ``m.tail`` (its tail is read
+    later, ``_tail``); otherwise the body is closed however the generator is left."""
     response, parser = m.response, m.parser
     assert response is not None and parser is not None
     limits = m.rt.limits
@@ -30,17 +33,18 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
     deadline = m.deadline
     tokens = 0
 
-    def take(events: list[Event]) -> list[str]:  # the answer text among ``events``, within the token limit
+    def take(events: list[Event]) -> tuple[list[str], list[Event] | None]:
         nonlocal tokens
-        texts = _answer(m, events)
+        texts, rest = _answer(m, events)
         tokens += len(texts)
         if tokens > max_tokens:
             raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
-        return texts
+        return texts, rest
 
     # no content-encoding (chat-ui and TGI send none): the raw bytes, one generator layer less per chunk
     raw = "content-encoding" not in response.headers
     body = cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
+    handed = False
     try:
         while True:
             try:
@@ -56,26 +60,37 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                 _fail(m, exc)
             if parser.bytes_seen > max_bytes:
                 raise _error(m, H2oLimitError, f"stream exceeded {max_bytes} bytes")
-            for text in take(events):
+            texts, rest = take(events)
+            for text in texts:
                 yield text
+            if rest is not None:  # the answer is complete: what follows is the server's, read later
+                m.final, m.generating, m.response = parser.final, False, None
+                m.tail = Tail(body, response, parser, rest)
+                handed = True
+                return
         try:
-            tail = parser.close()
+            end = parser.close()
         except Exception as exc:
             _fail(m, exc)
-        for text in take(tail):
+        texts, _ = take(end)
+        for text in texts:
             yield text
     finally:
-        await body.aclose()
+        if not handed:
+            await body.aclose()
     m.final = parser.final
     m.generating = False
 
 
-def _answer(m: ConversationModel, events: list[Event]) -> list[str]:
-    """The answer text among ``events``; an error event fails the turn."""
+def _answer(m: ConversationModel, events: list[Event]) -> tuple[list[str], list[Event] | None]:
+    """The answer text among ``events`` and, once the final answer is among them, the events after it
+    (``None`` before); an error event before it fails the turn."""
     texts = []
-    for ev in events:
+    for i, ev in enumerate(events):
         if type(ev) is str:
             texts.append(ev)
+        elif type(ev) is FinalAnswer:
+            return texts, events[i + 1 :]
         elif type(ev) is StreamError:
             m.generating = False  # the server ended the run itself: nothing to stop
             raise H2oUpstreamError(
@@ -85,7 +100,7 @@ def _answer(m: ConversationModel, events: list[Event]) -> list[str]:
                 conversation_id=m.cid,
                 error_type=ev.error_type,
             )
-    return texts
+    return texts, None
 
 
 def _error(m: ConversationModel, cls: type[H2oError], message: str) -> H2oError:

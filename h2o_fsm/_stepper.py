@@ -63,7 +63,7 @@ class Stepping(ConversationModel):
 
         await self._guarded(one_step)  # one step at a time, and no turn meanwhile
         new = self.records[before:]
-        last = new[0] if new else None
+        last = next((r for r in new if r.trigger == trigger), new[0] if new else None)  # not a tail record
         return StepResult(
             state=self.state,
             trigger=trigger,

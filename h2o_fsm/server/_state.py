@@ -10,12 +10,12 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._protocol import DEFAULT_MODEL
@@ -61,6 +61,8 @@ class ServerConfig:
       ``"after"`` the ``finalAnswer`` of the first turn (or ``"none"``); ``unknown_updates`` sprinkles
       update types and fields a client must ignore; ``finished_status`` ends the run with
       ``status: finished`` (servers since 2026-02).
+    * ``answer_tail``: seconds the server keeps working after the answer before it ends the stream (chat-ui
+      persists the run); :attr:`State.overlapping_sends` counts sends that came before that end.
     """
 
     models: tuple[str, ...] = (DEFAULT_MODEL, "h2oai/h2ogpt-gm-oasst1-en-2048-open-llama-13b")
@@ -79,11 +81,13 @@ class ServerConfig:
     title: Literal["before", "after", "none"] = "after"
     unknown_updates: bool = False
     finished_status: bool = True
+    answer_tail: float = 0.0
 
     def __post_init__(self) -> None:
         if self.title not in ("before", "after", "none"):
             raise ValueError(f"ServerConfig.title must be 'before', 'after' or 'none', got {self.title!r}")
-        if self.keep_alive < 0 or self.token_delay < 0 or self.max_tokens < 1 or self.reasoning_tokens < 0:
+        delays = (self.keep_alive, self.token_delay, self.answer_tail)
+        if min(delays) < 0 or self.max_tokens < 1 or self.reasoning_tokens < 0:
             raise ValueError("ServerConfig: delays must be >= 0, max_tokens >= 1, reasoning_tokens >= 0")
 
 
@@ -130,6 +134,8 @@ class State:
         self.accounting = accounting
         self.sessions: dict[str, Session] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.open_streams: dict[str, int] = {}  # conversation id -> its answer streams not ended yet
+        self.overlapping_sends = 0  # sends that came while the same conversation's previous stream was open
 
     def reset(self) -> None:
         """Forget sessions and conversations (the fault plan and accounting are reset by their owner)."""
@@ -170,7 +176,24 @@ class State:
         if cfg.keep_request_log:
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
         self.accounting.record_request(record)
+        if cid is not None and isinstance(response, StreamingResponse):
+            if self.open_streams.get(cid):
+                self.overlapping_sends += 1
+            response.body_iterator = self._tracked(cid, response.body_iterator)
         return response
+
+    async def _tracked(self, cid: str, body: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """An answer's body, counted open until it ends, ``answer_tail`` seconds after its last chunk."""
+        self.open_streams[cid] = self.open_streams.get(cid, 0) + 1
+        try:
+            async for chunk in body:
+                yield chunk
+            if self.config.answer_tail:
+                await asyncio.sleep(self.config.answer_tail)
+        finally:
+            left = self.open_streams.pop(cid, 1) - 1
+            if left:
+                self.open_streams[cid] = left
 
 
 def error(status: int, message: str, *, as_json: bool, key: str = "error") -> Response:
