@@ -72,8 +72,8 @@ def test_trace_writes_one_json_line_per_transition(server: LocalServer, tmp_path
     assert code == 0
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     assert [r["trigger"] for r in records] == [
-        "start", "create", "fetch", "send", "stream", "finish", "close", "deleted"
-    ]
+        "start", "create", "fetch", "send", "stream", "finish", "tail", "close", "deleted"
+    ]  # "tail": the stream read to its end after the answer
     for r in records:
         assert {"conversation_id", "source", "dest", "trigger", "duration_ms", "status", "error"} <= set(r)
     assert records[1]["status"] == 200 and records[-1]["dest"] == "closed"
@@ -86,7 +86,7 @@ def test_step_mode_runs_every_phase_on_enter(server: LocalServer, tmp_path: Path
     assert err.count("press Enter") == 7  # settings, create, fetch, send, stream, read, delete
     assert "POST " + server.url + "/settings" in err
     assert out.startswith("".join(generate([("user", "Hi")], 8)))
-    assert len(trace.read_text().splitlines()) == 8
+    assert len(trace.read_text().splitlines()) == 9  # the 8 transitions and the stream's tail
     assert server.accounting.live == 0
 
 
