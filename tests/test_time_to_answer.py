@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hostile_server import HostileServer, Reply, Request, stream_body
 from support import FAST_TIMEOUTS, assert_clean, caller_timeout, client_for
 
-from h2o_fsm import H2o, H2oClient, H2oTimeoutError, Phase, Timeouts, TransitionRecord
+from h2o_fsm import H2o, H2oClient, H2oTimeoutError, Journal, Phase, Timeouts, TransitionRecord
 from h2o_fsm.server import Fault, LocalServer, ServerConfig
 from h2o_fsm.server._app import state_of
 from h2o_fsm.server._state import generate
@@ -198,4 +199,38 @@ def test_a_script_returning_right_after_its_answer_still_deletes(dialect: str, t
             assert done.stdout.strip() == "".join(generate([("user", "Hi")], 8))
         # asyncio.run cancelled the ending at the loop's shutdown: it went on, and waited for its DELETE
         assert deletes(server) == 2
+        assert_clean(server)
+
+
+CRASH = """
+import asyncio, os, sys
+from h2o_fsm import H2oClient, Journal
+
+async def main():
+    client = H2oClient(sys.argv[1], journal=Journal(sys.argv[2]))
+    print(await client.ask("Hi"), flush=True)
+    os._exit(9)  # dies between the answer and its DELETE, like kill -9
+
+asyncio.run(main())
+"""
+
+
+def test_the_journal_covers_a_crash_between_the_answer_and_its_delete(tmp_path: Path) -> None:
+    path = tmp_path / "live.sqlite"
+    with tail_server("h2o") as server:
+        done = subprocess.run([sys.executable, "-c", CRASH, server.url, str(path)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 9 and done.stdout.strip(), done.stderr
+        assert server.accounting.live == 1 and deletes(server) == 0  # it had the answer, not yet its DELETE
+        journal = Journal(path)
+        try:
+            assert len(journal.entries(server.url)) == 1
+
+            async def sweep() -> int:
+                async with H2oClient(server.url) as client:
+                    return (await client.sweep(journal)).deleted
+
+            assert asyncio.run(sweep()) == 1
+        finally:
+            journal.close()
         assert_clean(server)
