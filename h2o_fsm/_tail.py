@@ -65,8 +65,11 @@ async def before_turn(m: ConversationModel) -> None:
     task = m.tail_task
     if task is None or task.done():
         return
+    if m.deadline is None:
+        await asyncio.wait([task])
+        return
     try:
-        async with Deadline(m.deadline if m.deadline is not None else float("inf")):
+        async with Deadline(m.deadline):
             await asyncio.wait([task])
     except asyncio.TimeoutError:
         raise H2oTimeoutError("the conversation's deadline passed while the previous answer's stream ended",

@@ -194,7 +194,7 @@ def test_a_script_returning_right_after_its_answer_still_deletes(dialect: str, t
     with tail_server(dialect, tail=tail, faults=[Fault("delete", "stall", seconds=0.3, count=-1)]) as server:
         for transport in ("aiohttp", "httpx"):
             done = subprocess.run([sys.executable, "-c", SCRIPT, server.url, dialect, transport],
-                                  capture_output=True, text=True, timeout=60)
+                                  check=False, capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
             assert done.stdout.strip() == "".join(generate([("user", "Hi")], 8))
         # asyncio.run cancelled the ending at the loop's shutdown: it went on, and waited for its DELETE
@@ -218,8 +218,8 @@ asyncio.run(main())
 def test_the_journal_covers_a_crash_between_the_answer_and_its_delete(tmp_path: Path) -> None:
     path = tmp_path / "live.sqlite"
     with tail_server("h2o") as server:
-        done = subprocess.run([sys.executable, "-c", CRASH, server.url, str(path)], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run([sys.executable, "-c", CRASH, server.url, str(path)], check=False, capture_output=True,
+                              text=True, timeout=60)
         assert done.returncode == 9 and done.stdout.strip(), done.stderr
         assert server.accounting.live == 1 and deletes(server) == 0  # it had the answer, not yet its DELETE
         journal = Journal(path)
@@ -233,4 +233,23 @@ def test_the_journal_covers_a_crash_between_the_answer_and_its_delete(tmp_path: 
             assert asyncio.run(sweep()) == 1
         finally:
             journal.close()
+        assert_clean(server)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_the_stepper_shows_the_tail_and_the_ending_as_they_happen(dialect: str) -> None:
+    seen: list[TransitionRecord] = []
+    with tail_server(dialect, tail=0.5) as server:
+        async with client_for(server, "aiohttp", on_transition=seen.append) as client, client.conversation() as conv:
+            conv.queue("Hello")
+            while conv.state is not Phase.READY:
+                result = await conv.step()
+            assert result.trigger == "finish" and result.text == "".join(generate([("user", "Hello")], 8))
+            assert seen[-1].trigger == "finish" and open_streams(server) == 1  # the step ended at the answer
+            assert "DELETE" in conv.describe_next()
+            result = await conv.step()  # close: after the tail, which is recorded as it ends
+            assert result.trigger == "close" and result.status == 200 and conv.state is Phase.CLOSED
+            assert result.request == f"DELETE /conversation/{conv.conversation_id}"
+        assert [r.trigger for r in seen][-4:] == ["finish", "tail", "close", "deleted"]
+        assert seen[-3].source is seen[-3].dest is Phase.READY and seen[-3].duration_ms > 0
         assert_clean(server)
