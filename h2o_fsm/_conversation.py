@@ -29,7 +29,7 @@ from ._reader import read_answer
 from ._records import TransitionRecord
 from ._stepper import Stepping
 from ._table import SPEC, VALID_TRIGGERS
-from ._tail import before_end, before_turn, settle, start
+from ._tail import before_end, before_turn, end_steps, settle, start
 
 __all__ = ["Conversation"]
 
@@ -211,9 +211,7 @@ class Conversation(Stepping):
                 if not create.cancelled():
                     create.exception()  # retrieved: it is (or was raised as) the conversation's error
             await before_end(self)
-            await self._fire(trigger)
-            while not self.state.is_terminal:
-                await self._fire(SPEC[self.state].next or "")
+            await end_steps(self, trigger)
         except BaseException as exc:  # the machine still ends, whatever happened
             self._force_end(exc)
             if isinstance(exc, asyncio.CancelledError):

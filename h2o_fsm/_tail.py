@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 
+from . import _steps
 from ._aio import Deadline
 from ._events import Event, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
@@ -22,15 +24,17 @@ from ._model import ConversationModel
 from ._phase import Phase
 from ._records import TransitionRecord
 from ._stream import StreamSyntaxError
+from ._table import SPEC
 from ._translate import translate
 
 if TYPE_CHECKING:
     import httpx
+    from transitions.core import EventData
 
     from ._conversation import Conversation
     from ._stream import Parser
 
-__all__ = ["TRIGGER", "OneShot", "Tail", "before_end", "before_turn", "settle", "start"]
+__all__ = ["TRIGGER", "OneShot", "Tail", "before_end", "before_turn", "end_steps", "settle", "start"]
 
 TRIGGER: Final = "tail"  # the record's trigger: not a transition of the table (the state stays)
 _STREAM = Phase.STREAM
@@ -90,15 +94,46 @@ async def before_end(m: ConversationModel) -> None:
         else:  # one suspension all the same: a loop shutting down right now finds the ending here, not later
             await asyncio.sleep(0)  # in its DELETE
     except asyncio.CancelledError:
-        me = asyncio.current_task()
-        if me is None or me in m.rt.abandoned:
+        if not _from_outside(m):
             raise
-        uncancel = getattr(me, "uncancel", None)  # Python 3.11+: this task is not being cancelled any more
-        if uncancel is not None:
-            uncancel()
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
+
+
+async def end_steps(m: Conversation, trigger: str) -> None:
+    """Fire ``trigger``, then each state's ``next`` until a terminal state. When a cancellation from outside
+    the client (the event loop shutting down) cuts a cleanup step's request, that step runs once more: its
+    request is idempotent (a DELETE that had arrived answers 404, which counts as deleted)."""
+    again = True
+    while True:
+        try:
+            await m._fire(trigger)
+        except asyncio.CancelledError:
+            callback = SPEC[m.state].on_enter
+            if not (again and SPEC[m.state].cleanup and callback is not None and _from_outside(m)):
+                raise
+            again = False
+            m.transitioning = True
+            try:
+                await getattr(_steps, callback)(cast("EventData", types.SimpleNamespace(model=m)))
+            finally:
+                m.transitioning = False
+        if m.state.is_terminal:
+            return
+        trigger = SPEC[m.state].next or ""
+
+
+def _from_outside(m: ConversationModel) -> bool:
+    """Whether the cancellation the current task just got came from outside the client (not an ending
+    ``aclose()`` gave up on); if so the task is no longer being cancelled (Python 3.11+: uncancelled)."""
+    me = asyncio.current_task()
+    if me is None or me in m.rt.abandoned:
+        return False
+    uncancel = getattr(me, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
+    return True
 
 
 class OneShot:

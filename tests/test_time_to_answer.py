@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,48 @@ async def test_the_stepper_shows_the_tail_and_the_ending_as_they_happen(dialect:
         assert [r.trigger for r in seen][-4:] == ["finish", "tail", "close", "deleted"]
         assert seen[-3].source is seen[-3].dest is Phase.READY and seen[-3].duration_ms > 0
         assert_clean(server)
+
+
+LATER = """
+import asyncio, sys
+from h2o_fsm import H2oClient
+
+client = None
+
+
+async def main():
+    global client
+    client = H2oClient(sys.argv[1], dialect=sys.argv[2])  # never closed
+    print(await client.ask("Hi"), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)  # returns once the test saw the DELETE reach the server
+
+asyncio.run(main())
+print("undeleted:", client.undeleted_conversations)
+"""
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_delete_in_flight_when_the_loop_shuts_down_is_sent_again(dialect: str) -> None:
+    # the first DELETE is stalled on the server while the script's loop shuts down: the ending sends it again
+    with tail_server(dialect, tail=0.0, faults=[Fault("delete", "stall", seconds=1.5)]) as server:
+        child = subprocess.Popen([sys.executable, "-c", LATER, server.url, dialect], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline().strip()  # the answer
+            for _ in range(300):
+                if server.faults.fired:  # its DELETE reached the server, which sits on it
+                    break
+                time.sleep(0.01)
+            assert server.faults.fired
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.wait(30) == 0, child.stderr.read() if child.stderr else ""
+            assert child.stdout.read().strip() == "undeleted: 0"  # the client knows it was deleted
+        finally:
+            child.kill()
+        for _ in range(300):
+            if server.accounting.live == 0 and deletes(server) == 2:
+                break
+            time.sleep(0.01)
+        assert server.accounting.live == 0 and deletes(server) == 2  # deleted: the second DELETE answered
