@@ -62,7 +62,7 @@ class ServerConfig:
       update types and fields a client must ignore; ``finished_status`` ends the run with
       ``status: finished`` (servers since 2026-02).
     * ``answer_tail``: seconds the server keeps working after the answer before it ends the stream (chat-ui
-      persists the run); :attr:`State.overlapping_sends` counts sends that came before that end.
+      persists the run); :attr:`State.overlapping_sends` then counts sends that came before that end.
     """
 
     models: tuple[str, ...] = (DEFAULT_MODEL, "h2oai/h2ogpt-gm-oasst1-en-2048-open-llama-13b")
@@ -176,7 +176,7 @@ class State:
         if cfg.keep_request_log:
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
         self.accounting.record_request(record)
-        if cid is not None and isinstance(response, StreamingResponse):
+        if cid is not None and self.config.answer_tail and isinstance(response, StreamingResponse):
             if self.open_streams.get(cid):
                 self.overlapping_sends += 1
             response.body_iterator = self._tracked(cid, response.body_iterator)
@@ -188,8 +188,7 @@ class State:
         try:
             async for chunk in body:
                 yield chunk
-            if self.config.answer_tail:
-                await asyncio.sleep(self.config.answer_tail)
+            await asyncio.sleep(self.config.answer_tail)
         finally:
             left = self.open_streams.pop(cid, 1) - 1
             if left:
