@@ -3,13 +3,17 @@
     pip install '.[bench]' && python benchmarks/deadlines.py [--runs N] [--deadline S] [--quick]
 
 For each case (a server that stalls the create answer, the DELETE answer or the stream mid-answer,
-or trickles its answers one byte at a time), each dialect and each transport, N conversations
+stalls the stream while every DELETE fails — the cleanup then retries for its whole budget, the case
+``tests/test_property.py`` guards with a bound of seconds: a caller never waits for cleanup — or
+trickles its answers one byte at a time), each dialect and each transport, N conversations
 are started one after another and each is given up by its caller after ``--deadline`` seconds:
 even runs with ``asyncio.timeout``, odd runs with ``task.cancel()``. Measured: the delay between
 the deadline (the moment ``asyncio.timeout`` was due, or ``task.cancel()`` returned) and the
 caller getting control back (max and p99), and the longest event-loop stall over the whole case
 (a ticker task sleeping 5 ms and recording how late it wakes). A last case runs conversations
-with a journal whose database another sqlite connection holds locked (``BEGIN IMMEDIATE``).
+with a journal whose database another sqlite connection holds locked (``BEGIN IMMEDIATE``). The
+baseline, measured first in the same run: the same deadline around a bare ``asyncio.sleep`` (no
+client), i.e. what the loop itself adds on this machine now; each case's p99 is printed against it.
 
 The stalling servers are the bundled emulator in another process (``h2o-fsm serve --faults``);
 the trickling one is a raw asyncio server on its own thread and loop, so neither does its work
@@ -55,6 +59,8 @@ CASES = {
     "stalled create": [{"phase": "create", "kind": "stall", "seconds": STALL, "count": -1}],
     "stalled DELETE": [{"phase": "delete", "kind": "stall", "seconds": STALL, "count": -1}],
     "stalled stream": [{"phase": "stream", "kind": "stall", "seconds": STALL, "at_token": 3, "count": -1}],
+    "stall, DELETE 503": [{"phase": "stream", "kind": "stall", "seconds": STALL, "at_token": 3, "count": -1},
+                          {"phase": "delete", "kind": "status", "status": 503, "count": -1}],
 }
 
 
@@ -149,12 +155,24 @@ async def ticker(period: float = 0.005) -> AsyncIterator[list[float]]:
             await task
 
 
-async def give_up(client: H2oClient, deadline: float, by_cancel: bool, outcomes: Counter[str]) -> float | None:
+async def _sleep_forever() -> str:
+    await asyncio.sleep(STALL)
+    return ""
+
+
+async def baseline(runs: int, deadline: float) -> list[float]:
+    """The delays of :func:`give_up` around a bare ``asyncio.sleep``: what the loop adds, no client."""
+    outcomes: Counter[str] = Counter()
+    delays = [await give_up(None, deadline, by_cancel=i % 2 == 1, outcomes=outcomes) for i in range(runs)]
+    return [d for d in delays if d is not None]
+
+
+async def give_up(client: H2oClient | None, deadline: float, by_cancel: bool, outcomes: Counter[str]) -> float | None:
     """One conversation given up after ``deadline`` s; the delay until the caller has control (None: it
     ended by itself before the deadline, which the outcome counts say)."""
     loop = asyncio.get_running_loop()
     if by_cancel:
-        task = asyncio.create_task(client.ask(MSGS))
+        task = asyncio.create_task(client.ask(MSGS) if client is not None else _sleep_forever())
         done, _ = await asyncio.wait({task}, timeout=deadline)
         if done:
             outcomes["ended before the deadline: " + _outcome(task)] += 1
@@ -172,7 +190,7 @@ async def give_up(client: H2oClient, deadline: float, by_cancel: bool, outcomes:
     due = loop.time() + deadline
     try:
         async with timeout_at(due):
-            await client.ask(MSGS)
+            await (client.ask(MSGS) if client is not None else _sleep_forever())
         outcomes["ended before the deadline: ok"] += 1
         return None
     except TimeoutError:
@@ -250,8 +268,12 @@ def main() -> None:
     print(f"# caller deadlines and loop stalls — Python {platform.python_version()} on {platform.machine()}; "
           f"{runs} runs per case, deadline {args.deadline * 1000:.0f} ms (even runs asyncio.timeout, odd task.cancel); "
           f"target: control back within {TARGET * 1000:.0f} ms")
-    print(f"{'case':16} {'dialect':8} {'transport':9} {'n':>3} {'max ms':>8} {'p99 ms':>8} {'median ms':>9} "
-          f"{'loop stall ms':>13} {'aclose s':>8}  outcomes")
+    base = asyncio.run(baseline(max(runs, 40), args.deadline))
+    base_p99 = p99(base)
+    print(f"baseline (asyncio.sleep, no client): max {max(base) * 1e3:.2f} ms, p99 {base_p99 * 1e3:.2f} ms, "
+          f"median {statistics.median(base) * 1e3:.2f} ms over {len(base)} runs")
+    print(f"{'case':17} {'dialect':8} {'transport':9} {'n':>3} {'max ms':>8} {'p99 ms':>8} {'median ms':>9} "
+          f"{'p99 - base':>10} {'loop stall ms':>13} {'aclose s':>8}  outcomes")
     worst_delay, worst_stall, rows = 0.0, 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -269,12 +291,12 @@ def main() -> None:
                         if delays:
                             worst_delay = max(worst_delay, *delays)
                             figs = (f"{max(delays) * 1e3:8.1f} {p99(delays) * 1e3:8.1f} "
-                                    f"{statistics.median(delays) * 1e3:9.1f}")
+                                    f"{statistics.median(delays) * 1e3:9.1f} {(p99(delays) - base_p99) * 1e3:10.1f}")
                         else:
-                            figs = f"{'-':>8} {'-':>8} {'-':>9}"
+                            figs = f"{'-':>8} {'-':>8} {'-':>9} {'-':>10}"
                         leftover = f" undeleted={r['undeleted']} live={r['live']}" if r["undeleted"] or r["live"] \
                             else ""
-                        print(f"{name:16} {dialect:8} {transport:9} {len(delays):3} {figs} {stall * 1e3:13.1f} "
+                        print(f"{name:17} {dialect:8} {transport:9} {len(delays):3} {figs} {stall * 1e3:13.1f} "
                               f"{float(r['aclose_s']):8.2f}  {r['outcomes']}{leftover}", flush=True)  # type: ignore[arg-type]
                         rows.append(r)
         with emulator("h2o", [], folder) as url:
@@ -282,12 +304,13 @@ def main() -> None:
                 j = asyncio.run(locked_journal(url, transport, max(5, runs // 4), folder))
                 stall = float(j["max_stall"])  # type: ignore[arg-type]
                 worst_stall = max(worst_stall, stall)
-                print(f"{'locked journal':16} {'h2o':8} {transport:9} {'':>3} {'':>8} {'':>8} {'':>9} "
+                print(f"{'locked journal':17} {'h2o':8} {transport:9} {'':>3} {'':>8} {'':>8} {'':>9} {'':>10} "
                       f"{stall * 1e3:13.1f} {'':>8}  {j['outcomes']} "
                       f"(median {float(j['median_wall']) * 1e3:.0f} ms per conversation)",  # type: ignore[arg-type]
                       flush=True)
     print(f"\nworst delay between a caller's deadline and the caller getting control: {worst_delay * 1e3:.1f} ms "
-          f"(target {TARGET * 1e3:.0f} ms: {'met' if worst_delay <= TARGET else 'NOT met'})")
+          f"(target {TARGET * 1e3:.0f} ms: {'met' if worst_delay <= TARGET else 'NOT met'}; the suite asserts only "
+          f"the seconds a caller kept waiting for cleanup would be late, tests/test_property.py LATENESS)")
     print(f"longest event-loop stall (5 ms ticker) across all cases: {worst_stall * 1e3:.1f} ms")
 
 

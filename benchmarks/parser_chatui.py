@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from h2o_fsm._dialects.chatui_stream import JsonLinesParser
+from h2o_fsm._dialects.chatui.stream import JsonLinesParser
 
 WORDS = [" Hello", ",", " how", " can", " I", " help", " you", " today", "?", " The", " answer", " is", " 42", "."]
 

@@ -32,9 +32,9 @@ import httpx
 import parser_chatui as chatui_parser  # benchmarks/ is on sys.path when run as a script
 
 from h2o_fsm import H2o, H2oClient, Retries
-from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
+from h2o_fsm._dialects.h2o.bodies import create_body, send_body, settings_form
+from h2o_fsm._dialects.h2o.stream import StreamParser
 from h2o_fsm._protocol import DEFAULT_MODEL, merge_parameters
-from h2o_fsm._stream import StreamParser
 
 MSGS = [{"role": "user", "content": "Hello, how are you?"}]
 

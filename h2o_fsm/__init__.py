@@ -12,6 +12,7 @@ Public API:
 
 from __future__ import annotations
 
+from ._catalog import ConversationSummary, ModelInfo
 from ._client import ClientState, H2oClient
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
@@ -19,6 +20,7 @@ from ._dialects import DialectName
 from ._events import FinalAnswer
 from ._exceptions import (
     H2oCleanupError,
+    H2oDialectError,
     H2oError,
     H2oLimitError,
     H2oProtocolError,
@@ -27,8 +29,12 @@ from ._exceptions import (
     H2oTimeoutError,
     H2oTransportError,
     H2oUpstreamError,
+    H2oUsageLimitError,
 )
 from ._journal import Journal, JournalEntry, JournalScan
+from ._journal_base import JournalBackend
+from ._journal_postgres import PostgresJournal
+from ._journal_redis import RedisJournal
 from ._model import TransitionObserver
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
@@ -36,6 +42,7 @@ from ._provider import H2o
 from ._records import StepResult, TransitionRecord
 from ._retry import Retries
 from ._sweep import SweepReport
+from ._sync import H2oSyncClient, SyncConversation
 from ._table import STATES, TRANSITIONS, Edge, StateSpec
 from ._transport import fast_transport
 from ._version import VERSION
@@ -52,6 +59,7 @@ __all__ = [
     "TRANSITIONS",
     "ClientState",
     "Conversation",
+    "ConversationSummary",
     "DialectName",
     "Edge",
     "Final",
@@ -59,25 +67,33 @@ __all__ = [
     "H2o",
     "H2oCleanupError",
     "H2oClient",
+    "H2oDialectError",
     "H2oError",
     "H2oLimitError",
     "H2oProtocolError",
     "H2oStateError",
     "H2oStatusError",
+    "H2oSyncClient",
     "H2oTimeoutError",
     "H2oTransportError",
     "H2oUpstreamError",
+    "H2oUsageLimitError",
     "Journal",
+    "JournalBackend",
     "JournalEntry",
     "JournalScan",
     "Limits",
     "Message",
     "Messages",
+    "ModelInfo",
     "Phase",
+    "PostgresJournal",
+    "RedisJournal",
     "Retries",
     "StateSpec",
     "StepResult",
     "SweepReport",
+    "SyncConversation",
     "Timeouts",
     "TransitionObserver",
     "TransitionRecord",

@@ -6,45 +6,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
+import functools
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 import httpx
 
+from ._catalog import Catalog, CatalogMethods
+from ._client_journal import JournalClientPart
 from ._config import Limits, Timeouts
 from ._conversation import Conversation
-from ._dialects import DialectName, get_dialect
+from ._dialects import AUTO, DEFAULT_DIALECT, get_dialect
+from ._dialects import chosen as named_dialect
 from ._exceptions import H2oStateError
+from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
 from ._model import Runtime, TransitionObserver
-from ._protocol import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    Messages,
-    merge_parameters,
-    normalize_base_url,
-    validate_model,
-)
+from ._network import Verify, check_headers, check_proxy, env_proxy, proxy_secrets, tls_context
+from ._options import base_url_of, check_options, default_base_url
+from ._otel import telemetry_for
+from ._protocol import Messages, merge_parameters, validate_model
 from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
-from ._tail import OneShot
-from ._transport import fast_available, fast_transport, no_cookie_jar
+from ._transport import fast_transport, no_cookie_jar
+from ._turn import OneShot
 
-if TYPE_CHECKING:
-    from ._journal import Journal
-    from ._sweep import SweepReport
-
-__all__ = ["ClientState", "H2oClient", "TransportChoice", "default_base_url"]
+__all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "default_base_url"]
 
 TransportChoice = Literal["auto", "httpx", "aiohttp"]
-
-
-def default_base_url() -> str:
-    """``$H2O_FSM_BASE_URL`` when set, else the 2023 deployment's URL."""
-    return os.environ.get("H2O_FSM_BASE_URL") or DEFAULT_BASE_URL
+DialectChoice = Literal["auto", "h2o", "chat-ui"]
 
 
 class ClientState(enum.Enum):
@@ -52,23 +43,7 @@ class ClientState(enum.Enum):
     CLOSED = "closed"
 
 
-def _check_proxy(proxy: object) -> str | None:
-    if proxy is None:
-        return None
-    if not isinstance(proxy, str):
-        raise TypeError(f"proxy must be a URL string or None, not {type(proxy).__name__}")
-    scheme = urlsplit(proxy).scheme
-    if scheme not in ("http", "https", "socks5", "socks5h"):
-        raise ValueError(f"proxy must be an http(s):// or socks5:// URL, not {scheme[:10]!r}")
-    return proxy
-
-
-def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
-    parts = urlsplit(proxy) if proxy else None
-    return tuple(s for s in (parts.username, parts.password) if s) if parts else ()
-
-
-class H2oClient:
+class H2oClient(CatalogMethods, JournalClientPart):
     """Runs conversations against one chat-ui deployment over one connection pool.
 
     Use it as an async context manager (it closes the ``httpx.AsyncClient`` it created; a client
@@ -82,18 +57,27 @@ class H2oClient:
 
     Args:
         base_url: the deployment (``http://`` or ``https://``, no credentials in it); default:
-            ``$H2O_FSM_BASE_URL``, else the 2023 H2O deployment.
-        dialect: ``"h2o"`` (the 2023 protocol, default) or ``"chat-ui"`` (chat-ui since mid-2024).
-        model: default model of new conversations.
+            ``$H2O_FSM_BASE_URL`` (neither is a ``ValueError``: no host is guessed).
+        dialect: ``"h2o"`` (the 2023 protocol, default), ``"chat-ui"`` (chat-ui since mid-2024), the name
+            of a dialect registered with ``h2o_fsm._dialects.register``, or ``"auto"`` (detected once, by
+            ``async with`` or :meth:`detect_dialect`; see the README).
+        model: default model of new conversations (default: the dialect's — chat-ui: the server's
+            default model, its first listed, looked up once per client).
         cookies: cookies to start every session with (a logged-in HuggingChat session's ``hf-chat`` and
             ``token``, say). Secret: never logged, never in an error or a repr.
         settings: post the settings step (default: the 2023 dialect does, chat-ui does not).
         http_client: an ``httpx.AsyncClient`` to use; otherwise one is created (and closed by us).
-        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default:
-            ``httpx-aiohttp`` when the ``fast`` extra is installed and no proxy is given, else httpx's own),
-            ``"httpx"`` (httpx's own, e.g. for respx), ``"aiohttp"`` (:func:`fast_transport`).
-        proxy: proxy URL for the client we create.
-        verify: TLS verification for the client we create (on by default).
+        transport: for the client we create: an ``httpx.AsyncBaseTransport``, or ``"auto"`` (default: the
+            aiohttp transport, :func:`fast_transport`; httpx's own for a socks5:// proxy), ``"httpx"``
+            (httpx's own, e.g. for respx), ``"aiohttp"``.
+        proxy: an http(s):// (or, on httpx's transport, socks5://) proxy URL for the client we create;
+            its credentials are sent, never shown.
+        trust_env: without ``proxy``, take it from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``
+            (either case), and CA certificates from ``SSL_CERT_FILE``/``SSL_CERT_DIR``, as httpx does.
+        verify: TLS verification: ``True`` (default), ``False``, a CA bundle file/directory or an
+            ``ssl.SSLContext``.
+        headers: extra headers for every request (they replace ours of the same name, such as the
+            default ``User-Agent: h2o-fsm/<version>``); never logged.
         timeouts, limits, retries: see :class:`Timeouts`, :class:`Limits`, :class:`Retries`.
         logger: a structlog logger; default: ``structlog.get_logger("h2o_fsm")`` if structlog is
             configured, else silent.
@@ -102,22 +86,29 @@ class H2oClient:
         max_connections: size of the pool of the client we create.
         share_session: conversations share one chat-ui session (settings are sent once per model);
             with ``False`` every conversation gets a fresh session.
-        journal: a :class:`~h2o_fsm.Journal` recording live conversations for crash-safe cleanup.
+        journal: where live conversations are recorded for crash-safe cleanup: a :class:`~h2o_fsm.Journal`,
+            :class:`~h2o_fsm.RedisJournal` or :class:`~h2o_fsm.PostgresJournal`, a file path (SQLite), or a
+            ``redis://``/``rediss://``/``postgresql://`` URL.
+        background_sweep: with a journal, sweep what dead owners left, at start and every lease period.
         on_transition: a callback receiving every :class:`TransitionRecord` (tracing).
+        tracer_provider, meter_provider: OpenTelemetry providers (the ``otel`` extra); by default the
+            global ones once the application imported OpenTelemetry (see ``h2o_fsm._otel``).
     """
 
     def __init__(
         self,
         base_url: str | None = None,
         *,
-        dialect: DialectName = "h2o",
-        model: str = DEFAULT_MODEL,
+        dialect: DialectChoice | str = "h2o",
+        model: str | None = None,
         cookies: Mapping[str, str] | None = None,
         settings: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | TransportChoice | None = "auto",
         proxy: str | None = None,
-        verify: bool = True,
+        verify: Verify = True,
+        headers: Mapping[str, str] | None = None,
+        trust_env: bool = True,
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
         retries: Retries | None = None,
@@ -126,45 +117,43 @@ class H2oClient:
         max_concurrency: int | None = None,
         max_connections: int = 100,
         share_session: bool = True,
-        journal: Journal | None = None,
+        journal: JournalValue = None,
         on_transition: TransitionObserver | None = None,
+        background_sweep: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
-        self.base_url = normalize_base_url(default_base_url() if base_url is None else base_url)
-        if urlsplit(self.base_url).username is not None:
-            raise ValueError("base URL must not carry credentials (user:password@); hand them in as cookies")
-        chosen_dialect = get_dialect(dialect)
-        custom = transport not in (None, "auto")
-        if http_client is not None and (custom or proxy is not None):
-            raise ValueError("give either http_client or transport/proxy, not both")
-        if isinstance(transport, str) and transport not in ("auto", "httpx", "aiohttp"):
-            raise ValueError(f"transport must be 'auto', 'httpx', 'aiohttp' or a transport, not {transport!r}")
-        if custom and transport != "httpx" and proxy is not None:
-            raise ValueError("a custom transport handles proxies itself; give either transport or proxy")
-        for name, value, expected in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits),
-                                      ("retries", retries, Retries)):
-            if value is not None and not isinstance(value, expected):
-                raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-        if settings is not None and not isinstance(settings, bool):
-            raise TypeError(f"settings must be a bool or None, not {type(settings).__name__}")
+        self.base_url = base_url_of(base_url)
+        named = named_dialect(dialect)
+        auto = named is None
+        chosen_dialect = named or get_dialect(DEFAULT_DIALECT)  # with "auto": replaced once detected
+        check_options(http_client=http_client, transport=transport, proxy=proxy, timeouts=timeouts, limits=limits,
+                      retries=retries, max_concurrency=max_concurrency, settings=settings)
+        own = isinstance(transport, httpx.AsyncBaseTransport)
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
-        self.model = validate_model(model)
-        self.dialect: DialectName = chosen_dialect.name
+        self.model = None if model is None else validate_model(model)
+        self.dialect: str = AUTO if auto else chosen_dialect.name
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
         self.retries = retries or Retries()
         self.log_content = bool(log_content)
+        extra_headers = check_headers(headers)
         direct: httpx.AsyncBaseTransport | None = None  # a transport the requests may go to directly
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+        via = check_proxy(proxy) or (env_proxy(self.base_url) if trust_env and not own and not http_client else None)
+        tls = tls_context(verify, trust_env=trust_env) if http_client is None else None
+        if transport == "aiohttp" and via is not None and not via.startswith("http"):
+            raise ValueError("the aiohttp transport takes http(s):// proxies; socks5:// needs transport='httpx'")
+        store, owned = open_journal(journal)  # after every check, before the pool: a bad value leaves nothing open
         if http_client is not None:
             http, self._owns_http = http_client, False
         else:
             chosen: httpx.AsyncBaseTransport | None
-            if transport == "aiohttp" or (transport in (None, "auto") and proxy is None and fast_available()):
-                chosen = fast_transport(verify=verify, max_connections=max_connections)
+            assert tls is not None  # made above when there is no http_client
+            if transport == "aiohttp" or (transport in (None, "auto") and (via is None or via.startswith("http"))):
+                chosen = fast_transport(verify=tls, max_connections=max_connections, proxy=via, trust_env=trust_env)
             elif isinstance(transport, httpx.AsyncBaseTransport):
                 chosen = transport
             else:
@@ -172,8 +161,9 @@ class H2oClient:
             direct = chosen
             http = httpx.AsyncClient(
                 transport=chosen,
-                proxy=_check_proxy(proxy),
-                verify=verify,
+                proxy=proxy if chosen is None else None,  # a transport we chose carries its proxy
+                verify=tls,
+                trust_env=trust_env,
                 follow_redirects=False,
                 cookies=no_cookie_jar(),  # the sessions keep them, per conversation
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -181,20 +171,26 @@ class H2oClient:
             self._owns_http = True
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
-                              secrets=_proxy_secrets(proxy), transport=direct)
-        self._rt = Runtime(
+                              secrets=proxy_secrets(via), transport=direct, headers=extra_headers)
+        log = logger if logger is not None else default_logger()
+        self._runtime = functools.partial(
+            Runtime,
             requester=requester,
-            dialect=chosen_dialect,
             timeouts=self.timeouts,
             limits=self.limits,
-            retries=self.retries,
-            logger=logger if logger is not None else default_logger(),
+            logger=log,
             log_content=self.log_content,
-            journal=journal,
+            journal=self._own_journal(store, owned=owned, logger=log, background=background_sweep),
             observer=on_transition,
             max_concurrency=max_concurrency,
-            send_settings=chosen_dialect.settings_by_default if settings is None else settings,
         )
+        self._settings = settings
+        self._telemetry = telemetry_for(tracer_provider, meter_provider, base_url=self.base_url,
+                                        log_content=self.log_content)  # (the otel extra; see _otel)
+        self._catalog = Catalog(requester, log,
+                                lambda coro: self._rt.spawn(coro))  # noqa: PLW0108 - the runtime may be rebuilt
+        self._detected: asyncio.Lock | None = asyncio.Lock() if auto else None
+        self._rt = self._use_dialect(chosen_dialect, detected=not auto)
         self._share_session = share_session
         self._session = Session(self._cookies)
         self.state = ClientState.OPEN
@@ -203,6 +199,8 @@ class H2oClient:
         return f"<H2oClient {redact(self.base_url)} {self.dialect} live={len(self._rt.live)} {self.state.value}>"
 
     async def __aenter__(self) -> H2oClient:
+        await self._ready()
+        self._start_journal()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -235,6 +233,7 @@ class H2oClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.cleanup
         try:
+            await self._stop_journal()
             rt.requester.interrupt()  # steps in callers' tasks fail now: those callers end their conversations
             for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
                 if isinstance(conv, Conversation):
@@ -256,6 +255,7 @@ class H2oClient:
                     rt.log.warning("client_closed_with_live_conversations", live=len(rt.live),
                                    undeleted=rt.undeleted)
         finally:
+            await self._close_journal()
             if self._owns_http:
                 await self._http.aclose()
 
@@ -265,31 +265,36 @@ class H2oClient:
         *,
         parameters: Mapping[str, object] | None = None,
         new_session: bool = False,
+        conversation_id: str | None = None,
         **params: object,
     ) -> Conversation:
-        """A new conversation (nothing is sent until its first step or turn).
+        """A new conversation (nothing is sent until its first step or turn); with ``conversation_id``, one
+        on the server (attached: continued, and deleted at its end unless :meth:`Conversation.detach`).
 
-        ``parameters``/``**params`` are generation parameters merged over the defaults (the 2023
-        dialect sends them; chat-ui's server takes none — its model's configuration rules).
+        ``parameters``/``**params``: generation parameters over the defaults (the 2023 dialect sends them;
+        chat-ui takes none). A keyword argument the dialect does not know is a ``TypeError``.
         """
         if self.state is ClientState.CLOSED:
             raise H2oStateError("the client is closed")
+        self._check_detected()
+        self._check_parameters(params)
+        self._start_journal()
         if model is not None:
             validate_model(model)
         merged = dict(parameters or {})
         merged.update(params)
         session = self._session if self._share_session and not new_session else Session(self._cookies)
-        return Conversation(self._rt, model=model or self.model, parameters=merge_parameters(merged), session=session)
-
-    async def sweep(self, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
-        """Delete the conversations of this deployment that a dead process left in ``journal``."""
-        from ._sweep import sweep
-
-        return await sweep(self._rt.requester, journal, include_live_processes=include_live_processes)
+        chosen = model or self.model or self._rt.dialect.default_model or ""  # "": the server's, looked up
+        conv = Conversation(self._rt, model=chosen, parameters=merge_parameters(merged), session=session)
+        if conversation_id is not None:
+            conv.attach(conversation_id)
+        return conv
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
         """One-shot: create a conversation, send ``messages``, return the answer as soon as it is complete;
         the stream's tail and the DELETE go on in a task of this client (:meth:`aclose` waits for it)."""
+        await self._ready()
+        self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)  # validated before anything is sent
         async with OneShot(conv), scope as reader:
@@ -299,6 +304,8 @@ class H2oClient:
     async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
         """One-shot, streamed: yield the answer's chunks; the loop ends with the answer. The conversation
         is deleted after it (in a task of this client), on error, or when the consumer stops early."""
+        await self._ready()
+        self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)
         async with OneShot(conv), scope as reader:

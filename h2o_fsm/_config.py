@@ -43,13 +43,15 @@ class Timeouts:
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """Bounds on what the server may send back: a hostile or broken server cannot make the client
-    use unbounded memory or run forever."""
+    use unbounded memory or run forever; and ``max_prompt_bytes`` on what a turn sends (UTF-8, the
+    system prompt included), refused with a ``ValueError`` before anything is sent."""
 
     max_line_bytes: int = 1 << 20
     max_stream_bytes: int = 64 << 20
     max_tokens: int = 1_000_000
     max_error_body_bytes: int = 4096
     max_json_body_bytes: int = 1 << 20
+    max_prompt_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -58,3 +60,12 @@ class Limits:
                 raise TypeError(f"Limits.{field.name} must be an int, not {type(value).__name__}")
             if value <= 0:
                 raise ValueError(f"Limits.{field.name} must be > 0, got {value!r}")
+
+    def check_prompt(self, *parts: str | None) -> None:
+        """Refuse a prompt over ``max_prompt_bytes`` (before anything is sent)."""
+        limit = self.max_prompt_bytes
+        if sum(len(p) for p in parts if p) * 4 <= limit:  # at most 4 UTF-8 bytes a character: surely fits
+            return
+        size = sum(len(p.encode("utf-8", "surrogatepass")) for p in parts if p)
+        if size > limit:
+            raise ValueError(f"the prompt is {size} bytes, over Limits.max_prompt_bytes ({limit})")

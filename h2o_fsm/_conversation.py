@@ -21,7 +21,8 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from ._aio import wait_owned
-from ._exceptions import H2oCleanupError, H2oError, H2oStateError
+from ._attach import attach, detach
+from ._exceptions import H2oCleanupError, H2oError, H2oStateError, add_note
 from ._machine import MACHINE
 from ._phase import Phase
 from ._protocol import Messages
@@ -30,6 +31,7 @@ from ._records import TransitionRecord
 from ._stepper import Stepping
 from ._table import SPEC, VALID_TRIGGERS
 from ._tail import before_end, before_turn, end_steps, settle, start
+from ._turn import TurnScope
 
 __all__ = ["Conversation"]
 
@@ -82,7 +84,7 @@ class Conversation(Stepping):
         scope = self.turn(prompt)  # validates now, before the first chunk is asked for
         return self._stream(scope)
 
-    async def _stream(self, scope: _TurnScope) -> AsyncGenerator[str, None]:
+    async def _stream(self, scope: TurnScope) -> AsyncGenerator[str, None]:
         async with scope as reader:
             async for text in reader:
                 yield text
@@ -98,12 +100,14 @@ class Conversation(Stepping):
         of ``Timeouts.cleanup``): then ``final.title`` holds a title chat-ui sent after the answer."""
         await settle(self)
 
-    def turn(self, prompt: str | Messages) -> _TurnScope:
+    def turn(self, prompt: str | Messages) -> TurnScope:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
-        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        # first: nothing exists on the server yet (an attached conversation exists: no create, no preprompt)
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
+        self.rt.limits.check_prompt(preprompt, text)
         self._check_can_send()
-        return _TurnScope(self, preprompt, text)
+        return TurnScope(self, preprompt, text)
 
     async def open(self) -> None:
         """Run the steps up to ``create`` now (otherwise the first turn does it)."""
@@ -130,6 +134,16 @@ class Conversation(Stepping):
         await wait_owned(self._end("close"), self.rt.abandoned)
         if self.cleanup_error is not None and self.error is None:
             raise self.cleanup_error
+
+    def attach(self, conversation_id: str) -> None:
+        """Continue ``conversation_id``, a conversation on the server, instead of creating one (what
+        ``client.conversation(conversation_id=...)`` does); deleted at its end unless detached."""
+        attach(self, conversation_id)
+
+    async def detach(self) -> str:
+        """Leave the conversation on the server on purpose (not deleted, out of the journal, logged);
+        returns its id."""
+        return await detach(self)
 
     def close_soon(self) -> None:
         """Start ending the conversation in the client's task without waiting for it (unless a step of
@@ -246,8 +260,7 @@ class Conversation(Stepping):
         if self.error is None:
             self.error = exc
         if self.transitioning and self.ending is None:  # another task is inside a step: ending it is its job
-            if hasattr(exc, "add_note"):
-                exc.add_note("h2o-fsm: the conversation was not ended here: another task runs one of its steps")
+            add_note(exc, "h2o-fsm: the conversation was not ended here: another task runs one of its steps")
             return
         ending = self._end("abort")
         if isinstance(exc, _CANCELLED):
@@ -255,69 +268,17 @@ class Conversation(Stepping):
         try:
             await wait_owned(ending, self.rt.abandoned)
         except H2oStateError as closed:  # the client gave up on the ending: never hide ``exc`` behind that
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"h2o-fsm: {closed.message}")
+            add_note(exc, f"h2o-fsm: {closed.message}")
             return
         cleanup = self.cleanup_error
         if cleanup is not None:
             if isinstance(exc, H2oError):
                 if exc.cleanup_error is None:
                     exc.cleanup_error = cleanup
-            elif hasattr(exc, "add_note"):
-                exc.add_note(f"h2o-fsm: deleting the conversation failed too: {cleanup.message}")
+            else:
+                add_note(exc, f"h2o-fsm: deleting the conversation failed too: {cleanup.message}")
 
     async def _read_all(self) -> str:
         async with aclosing(read_answer(self)) as reader:
             parts = [chunk async for chunk in reader]
         return "".join(parts)
-
-
-class _TurnScope:
-    """One turn's steps around the caller's reading of the stream, with the ending guarantee."""
-
-    __slots__ = ("_conv", "_preprompt", "_reader", "_text")
-
-    def __init__(self, conv: Conversation, preprompt: str | None, text: str) -> None:
-        self._conv, self._preprompt, self._text = conv, preprompt, text
-        self._reader: AsyncGenerator[str, None] | None = None
-
-    async def __aenter__(self) -> AsyncGenerator[str, None]:
-        conv = self._conv
-        conv._check_can_send()
-        conv.busy = True
-        try:
-            await conv._start_turn()
-            if conv.state is Phase.NEW:
-                conv.preprompt = self._preprompt
-            conv.prompt = self._text
-            await conv._advance(lambda p: SPEC[p].reads)
-        except BaseException as exc:
-            conv.busy = False  # (the turn never started: the next one may)
-            await conv._abort(exc)
-            raise
-        self._reader = read_answer(conv)
-        return self._reader
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        conv = self._conv
-        try:
-            reader = self._reader
-            if reader is not None:
-                await reader.aclose()
-            if exc is None and not conv.generating:  # read to its final event
-                await conv._advance(lambda p: SPEC[p].rests)
-            elif exc is None:  # the caller left the block before the end of the answer
-                exc = GeneratorExit()
-        except BaseException as err:
-            await conv._abort(err)
-            raise
-        else:
-            if exc is not None and not conv.state.is_terminal:
-                if isinstance(exc, GeneratorExit):  # the consumer left the loop: the answer is cut, we end
-                    ending = conv._end("close")
-                    await wait_owned(ending, conv.rt.abandoned)
-                else:
-                    await conv._abort(exc)
-        finally:
-            conv.busy = False
-

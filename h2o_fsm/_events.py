@@ -1,6 +1,6 @@
 """What a stream parser reports: answer tokens (plain ``str``), the final answer, an error event. Pure.
 
-Both dialects' parsers (``_stream.StreamParser`` for the 2023 TGI event stream, the chat-ui JSON-lines
+Both dialects' parsers (``_dialects.h2o.stream.StreamParser`` for the 2023 TGI event stream, the chat-ui JSON-lines
 parser) emit this one vocabulary, so the stream reader does not depend on the dialect:
 
 * ``str`` — a piece of answer text to show (no object per token);

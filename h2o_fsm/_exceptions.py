@@ -4,6 +4,8 @@ Every error the engine raises about a conversation is an :class:`H2oError`::
 
     H2oError                      phase, status, conversation_id, cleanup_error
     ├── H2oStatusError            the server answered an error status (4xx/5xx, or an unexpected one)
+    │   ├── H2oUsageLimitError    chat-ui's usage limit (too many conversations): never retried
+    │   └── H2oDialectError       the answer of a server of the other dialect (.suggested_dialect)
     ├── H2oTransportError         the request could not be completed (connect, read, dropped connection)
     │   └── H2oTimeoutError       one of *our* timeouts fired (a step, the token gap, the deadline)
     ├── H2oProtocolError          the answer broke the protocol (HTML instead of JSON, malformed stream line,
@@ -28,10 +30,14 @@ Lower-level ``httpx`` errors are translated exactly once, at the boundary, with
 
 from __future__ import annotations
 
+import sys
+from typing import Literal
+
 from ._phase import Phase
 
 __all__ = [
     "H2oCleanupError",
+    "H2oDialectError",
     "H2oError",
     "H2oLimitError",
     "H2oProtocolError",
@@ -40,7 +46,40 @@ __all__ = [
     "H2oTimeoutError",
     "H2oTransportError",
     "H2oUpstreamError",
+    "H2oUsageLimitError",
+    "add_note",
 ]
+
+# What happened to a request (``H2oTransportError.reason``) and which timeout fired: filled in once, by
+# the table in ``_failures`` (or by the engine's own timeouts), read by the retry policy and the CLI.
+Reason = Literal[
+    "refused",  # nothing listens there
+    "unreachable",  # name resolution or another connect failure
+    "tls",  # handshake or certificate
+    "proxy",  # the proxy could not be reached or refused us
+    "timeout",  # ``timeout`` says which one
+    "disconnected",  # the server hung up before a complete answer head
+    "incomplete",  # the body was cut short
+    "malformed",  # an answer that cannot be read (bad status line, over the header limits)
+    "unsupported",  # URL scheme
+    "invalid_request",  # the request could not be sent as given
+    "network",  # another read or write failure
+    "unexpected",  # anything else
+]
+TimeoutKind = Literal["connect", "read", "write", "pool", "step", "deadline"]
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``; on Python 3.10, which has no ``add_note``, the note is kept in
+    ``__notes__`` all the same (3.11's tracebacks print that list)."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+        return
+    notes = getattr(exc, "__notes__", None)  # pragma: no cover - Python 3.10
+    if not isinstance(notes, list):  # pragma: no cover
+        notes = []
+        exc.__notes__ = notes  # type: ignore[attr-defined]
+    notes.append(note)  # pragma: no cover
 
 
 class H2oError(Exception):
@@ -50,6 +89,8 @@ class H2oError(Exception):
         phase: the step that failed (settings, create, send, stream, delete), or ``None``.
         status: the HTTP status of the failing answer, where there was one.
         conversation_id: the server-side conversation id, where one existed.
+        detail: what happened, in a few words without the phase (``message`` may start with
+            "<phase> failed:"; the CLI shows ``detail`` after its own "<phase> failed").
         cleanup_error: set when deleting the conversation after this error failed too.
     """
 
@@ -60,9 +101,11 @@ class H2oError(Exception):
         phase: Phase | None = None,
         status: int | None = None,
         conversation_id: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = message if detail is None else detail
         self.phase = phase
         self.status = status
         self.conversation_id = conversation_id
@@ -104,18 +147,75 @@ class H2oStatusError(H2oError):
         conversation_id: str | None = None,
         body: str = "",
         retry_after: float | None = None,
+        detail: str | None = None,
     ) -> None:
-        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id)
+        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail)
         self.body = body
         self.retry_after = retry_after
 
 
+class H2oUsageLimitError(H2oStatusError):
+    """The server refuses new conversations until some are deleted (chat-ui's 429 "You have reached the
+    maximum number of conversations"). Not a rate limit: never retried; a sweep or deleting old
+    conversations helps (``h2o-fsm conversations --delete-all --yes``)."""
+
+
+class H2oDialectError(H2oStatusError):
+    """The server answered as a server of the other dialect does.
+
+    Attributes:
+        suggested_dialect: the dialect it looks like (``"h2o"`` or ``"chat-ui"``).
+    """
+
+    suggested_dialect: str = ""
+
+
 class H2oTransportError(H2oError):
-    """The request could not be completed: connection refused or dropped, read failure."""
+    """The request could not be completed: connection refused or dropped, read failure.
+
+    Attributes:
+        reason: what happened (``"refused"``, ``"timeout"``, ``"disconnected"``, ``"malformed"``...:
+            see ``Reason``), classified once from the lower-level error.
+        not_sent: the request provably never reached the server (no connection was made).
+        timeout: for a timeout, which one (``"connect"``, ``"read"``, ``"write"``, ``"pool"``, the
+            engine's ``"step"`` bound or the conversation's ``"deadline"``), else ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: Phase | None = None,
+        status: int | None = None,
+        conversation_id: str | None = None,
+        detail: str | None = None,
+        reason: Reason = "unexpected",
+        not_sent: bool = False,
+        timeout: TimeoutKind | None = None,
+    ) -> None:
+        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail)
+        self.reason: Reason = reason
+        self.not_sent = not_sent
+        self.timeout: TimeoutKind | None = timeout
 
 
 class H2oTimeoutError(H2oTransportError):
     """One of the engine's own timeouts fired (per step, between tokens, or the overall deadline)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: Phase | None = None,
+        status: int | None = None,
+        conversation_id: str | None = None,
+        detail: str | None = None,
+        reason: Reason = "timeout",
+        not_sent: bool = False,
+        timeout: TimeoutKind | None = None,
+    ) -> None:
+        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail,
+                         reason=reason, not_sent=not_sent, timeout=timeout)
 
 
 class H2oProtocolError(H2oError):

@@ -11,16 +11,15 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._config import Limits, Timeouts
-from ._exceptions import H2oCleanupError
+from ._exceptions import H2oCleanupError, add_note
 from ._log import NULL_LOGGER, Logger, scrub
 from ._phase import Phase
 from ._protocol import Parameters
 from ._records import TransitionRecord
-from ._retry import Retries
 from ._session import Session
 from ._table import request_line
 
@@ -28,9 +27,11 @@ if TYPE_CHECKING:
     import httpx
     from transitions.core import EventData
 
-    from ._dialects import Dialect
+    from ._dialects import Dialect, DialectState
     from ._events import FinalAnswer
-    from ._journal import Journal
+    from ._journal_lease import ClientJournal
+    from ._otel import Telemetry
+    from ._reattach import Resume
     from ._requester import Requester
     from ._stream import Parser
     from ._tail import Tail
@@ -51,10 +52,9 @@ class Runtime:
         dialect: Dialect,
         timeouts: Timeouts,
         limits: Limits,
-        retries: Retries,
         logger: Logger,
         log_content: bool,
-        journal: Journal | None,
+        journal: ClientJournal | None,
         observer: TransitionObserver | None,
         max_concurrency: int | None,
         send_settings: bool,
@@ -63,7 +63,6 @@ class Runtime:
         self.dialect = dialect
         self.timeouts = timeouts
         self.limits = limits
-        self.retries = retries
         self.log = logger
         self.log_content = log_content
         self.journal = journal
@@ -77,6 +76,8 @@ class Runtime:
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
         self.tail_errors = 0  # streams whose tail (after a complete answer) failed: logged, never raised
+        self.telemetry: Telemetry | None = None  # OpenTelemetry (the otel extra), fed by report()
+        self.default_model: Callable[[], Awaitable[str]] | None = None  # the server's, when no model is named
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the client owns (``aclose()`` waits for it)."""
@@ -97,15 +98,15 @@ class ConversationModel:
         self.session = session
         self.log: Logger = rt.log
         self.cid: str | None = None
-        self.parent_id: str | None = None  # chat-ui: the message the next turn hangs from
-        self.preprompt: str | None = None
+        self.dstate: DialectState = rt.dialect.new_state(None)  # the dialect's own (reset by the first turn)
         self.prompt: str | None = None
         self.prompt_pending = False
-        self.generation_id: str | None = None
         self.generating = False  # a send reached the server and its answer was not read to the end
         self.response: httpx.Response | None = None
         self.parser: Parser | None = None
         self.final: FinalAnswer | None = None
+        self.delivered = 0  # characters of answer text the caller got in this turn
+        self.resume: Resume | None = None  # chat-ui: this answer's reattaching, after a cut
         self.send_status: int | None = None
         self.deadline: float | None = None
         self.records: list[TransitionRecord] = []
@@ -119,7 +120,6 @@ class ConversationModel:
         self.transitioning = False
         self.busy = False
         self.holds_slot = False
-        self.counted_live = False
         # per transition, reset by prepare()
         self.t0 = 0.0
         self.stream_t0 = 0.0
@@ -150,13 +150,14 @@ class ConversationModel:
         if event.transition is None:
             return
         err = event.error
+        why = err if err is not None or event.event.name != "abort" else self.error  # what the abort is for
         record = TransitionRecord(
             source=self.source,
             dest=self.state,
             trigger=event.event.name,
             duration_ms=(time.perf_counter() - self.t0) * 1000.0,
             status=self.status,
-            error=None if err is None else _describe(err),
+            error=None if why is None else _describe(why),
             skipped=self.skipped,
             conversation_id=self.cid,
             request=request_line(self.state, self.cid) if self.state is not self.source else None,
@@ -179,9 +180,12 @@ class ConversationModel:
             observer = self.rt.observer
             if observer is not None:
                 observer(record)
+            telemetry = self.rt.telemetry
+            if telemetry is not None:
+                telemetry.on_transition(self, record)
         except Exception as exc:  # the host's sink failed: the machine goes on
-            if self.error is not None and hasattr(self.error, "add_note"):
-                self.error.add_note(f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
+            if self.error is not None:
+                add_note(self.error, f"h2o-fsm: logging a transition failed: {type(exc).__name__}")
 
     def on_terminal(self) -> None:
         """Give back the concurrency slot and leave the client's live set. Idempotent."""
@@ -206,4 +210,8 @@ def _describe(err: BaseException) -> str:
 
     if isinstance(err, H2oError):
         return f"{type(err).__name__}: {err.message}"
+    if isinstance(err, asyncio.CancelledError):
+        return "CancelledError: cancelled by the caller (its cancel() or its own deadline)"
+    if isinstance(err, asyncio.TimeoutError):  # not ours (ours are H2oTimeoutError): the caller's deadline
+        return "TimeoutError: the caller's deadline passed"
     return type(err).__name__  # its text may hold anything (a header value, a cookie): never logged

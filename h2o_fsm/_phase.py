@@ -10,7 +10,8 @@ __all__ = ["Phase"]
 class Phase(str, enum.Enum):
     """A state of the conversation machine.
 
-    The protocol steps (``SETTINGS``, ``CREATE``, ``FETCH``, ``SEND``, ``STREAM``, ``STOP``, ``DELETE``)
+    The protocol steps (``SETTINGS``, ``CREATE``, ``FETCH``, ``SEND``, ``STREAM``, ``REATTACH``, ``STOP``,
+    ``DELETE``)
     are states; ``NEW`` is the initial state, ``READY`` rests between turns, ``CLOSED`` and ``FAILED``
     are terminal. What each state does is written in the table (``_table.STATES``).
     """
@@ -21,6 +22,7 @@ class Phase(str, enum.Enum):
     FETCH = "fetch"
     SEND = "send"
     STREAM = "stream"
+    REATTACH = "reattach"
     STOP = "stop"
     READY = "ready"
     DELETE = "delete"

@@ -18,7 +18,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
-    "DELETE_OK",
+    "KNOWN_PARAMETERS",
     "KNOWN_ROLES",
     "JSONValue",
     "Message",
@@ -82,6 +82,9 @@ _PARAM_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
 }
 # Keys that belong to the request, never to ``parameters`` (defect 5 of the old provider).
 _NOT_PARAMETERS: Final = frozenset({"stream"})
+KNOWN_PARAMETERS: Final = frozenset(_PARAM_TYPES) | frozenset(DEFAULT_PARAMETERS) | _NOT_PARAMETERS
+"""The generation parameters text-generation-inference knows (and ``stream``, which is dropped): what a
+keyword argument may name in the 2023 dialect (a mapping passed as ``parameters=`` may hold others)."""
 # Known integer parameters are unsigned 64-bit on the model server; any int must fit orjson's range.
 _UNSIGNED: Final = frozenset({"seed", "top_k", "truncate", "max_new_tokens"})
 _INT_MIN: Final = -(2**63)
@@ -274,7 +277,3 @@ def merge_parameters(overrides: Mapping[str, object] | None = None) -> Parameter
                 raise ValueError(f"parameter {name!r} must be >= 0 and < 2**64")
         params[str(name)] = _check_json(name, value)
     return params
-
-
-DELETE_OK: Final = frozenset({200, 202, 204, 404})
-"""Statuses of a DELETE after which the conversation is gone (404: already gone, or never this session's)."""

@@ -27,7 +27,7 @@ __all__ = ["H2o"]
 
 T = TypeVar("T")
 
-_Key = tuple[str, "str | None"]
+_Key = tuple[str, "str | None", str]
 
 
 class _LoopClients:
@@ -54,24 +54,27 @@ async def _closer(entry: _LoopClients) -> AsyncGenerator[None, None]:
         await entry.aclose()
 
 
-async def _client_for(url: str, proxy: str | None) -> H2oClient:
+async def _client_for(url: str, proxy: str | None, dialect: str) -> H2oClient:
     loop = asyncio.get_running_loop()
     entry = _REGISTRY.get(loop)
     if entry is None:
         entry = _REGISTRY[loop] = _LoopClients()
         entry.closer = _closer(entry)
         await entry.closer.__anext__()
-    key = (url, proxy)
+    key = (url, proxy, dialect)
     client = entry.clients.get(key)
     if client is None:
-        client = entry.clients[key] = H2oClient(url, proxy=proxy)
+        client = entry.clients[key] = H2oClient(url, proxy=proxy, dialect=dialect)
+    await client.detect_dialect()  # dialect="auto": detected once per client (a no-op after)
     return client
 
 
 class H2o:
-    """The old provider's API. Assign ``H2o.url`` to use another deployment."""
+    """The old provider's API. Assign ``H2o.url`` to use another deployment, ``H2o.dialect`` (``"h2o"``, the
+    2023 protocol, by default; ``"chat-ui"``, or ``"auto"``: detected) for a server of today's chat-ui."""
 
     url: ClassVar[str] = default_base_url()
+    dialect: ClassVar[str] = "h2o"
     model: ClassVar[str] = DEFAULT_MODEL
     working: ClassVar[bool] = True
     supports_stream: ClassVar[bool] = True
@@ -91,7 +94,7 @@ class H2o:
         if model is not None and not isinstance(model, str):
             raise TypeError(f"model must be a str, not {type(model).__name__}")
         prompt_text(messages)  # refused before any request
-        client = await _client_for(url, proxy)
+        client = await _client_for(url, proxy, cls.dialect)
         conv = client.conversation(model or cls.model, parameters=kwargs)
         async with conv, conv.turn(messages) as reader:  # the turn's scope: one generator layer less per token
             async for chunk in reader:

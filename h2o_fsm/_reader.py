@@ -8,12 +8,15 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import NoReturn, cast
 
+import httpx
+
 from ._aio import Deadline
 from ._events import Event, FinalAnswer, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
 from ._model import ConversationModel
 from ._phase import Phase
-from ._stream import StreamSyntaxError
+from ._resume import resume
+from ._stream import Parser, StreamSyntaxError
 from ._tail import Tail
 from ._translate import translate
 
@@ -32,6 +35,7 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
     max_bytes, max_tokens = limits.max_stream_bytes, limits.max_tokens
     deadline = m.deadline
     tokens = 0
+    m.delivered, m.resume = 0, None
 
     def take(events: list[Event]) -> tuple[list[str], list[Event] | None]:
         nonlocal tokens
@@ -39,11 +43,19 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
         tokens += len(texts)
         if tokens > max_tokens:
             raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+        m.delivered += sum(map(len, texts))
         return texts, rest
 
-    # no content-encoding (chat-ui and TGI send none): the raw bytes, one generator layer less per chunk
-    raw = "content-encoding" not in response.headers
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
+    async def reattach(exc: Exception, ended: bool = False) -> tuple[AsyncGenerator[bytes, None], Parser]:
+        """Go on reading from the run's log (a state of the table), or fail the turn as before."""
+        await body.aclose()
+        failure = await resume(m, exc, ended=ended)
+        if failure is not None:
+            _fail(m, failure)
+        assert m.response is not None and m.parser is not None
+        return _body(m.response), m.parser
+
+    body = _body(response)
     handed = False
     try:
         while True:
@@ -55,31 +67,42 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                         chunk = await body.__anext__()
                 events = parser.feed(chunk)
             except StopAsyncIteration:
+                try:
+                    events = parser.close()
+                except Exception as exc:  # ended before the final answer: chat-ui may reattach
+                    body, parser = await reattach(exc, ended=True)
+                    continue
+                texts, _ = take(events)  # the body is over: no tail to read
+                for text in texts:
+                    yield text
                 break
-            except Exception as exc:
-                _fail(m, exc)
+            except Exception as exc:  # a dropped connection: chat-ui may reattach
+                body, parser = await reattach(exc)
+                continue
             if parser.bytes_seen > max_bytes:
                 raise _error(m, H2oLimitError, f"stream exceeded {max_bytes} bytes")
             texts, rest = take(events)
             for text in texts:
                 yield text
             if rest is not None:  # the answer is complete: what follows is the server's, read later
-                m.final, m.generating, m.response = parser.final, False, None
-                m.tail = Tail(body, response, parser, rest)
+                # (from the reattach stream's body when the answer was reattached: ``m.response`` is that one;
+                # a cut there is the tail's, counted, never a reattach into a caller that already returned)
+                assert m.response is not None
+                m.final, m.generating = parser.final, False
+                m.tail, m.response = Tail(body, m.response, parser, rest), None
                 handed = True
                 return
-        try:
-            end = parser.close()
-        except Exception as exc:
-            _fail(m, exc)
-        texts, _ = take(end)
-        for text in texts:
-            yield text
     finally:
         if not handed:
             await body.aclose()
     m.final = parser.final
     m.generating = False
+
+
+def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # no content-encoding (chat-ui and TGI send none): the raw bytes, one generator layer less per chunk
+    raw = "content-encoding" not in response.headers
+    return cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
 
 
 def _answer(m: ConversationModel, events: list[Event]) -> tuple[list[str], list[Event] | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Collection, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import NoReturn, cast
@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import _refusals as refusals
 from ._aio import Deadline
 from ._config import Limits, Timeouts
-from ._dialects import Body
+from ._dialects import Body, Dialect
 from ._exceptions import (
     H2oError,
     H2oLimitError,
     H2oStateError,
-    H2oStatusError,
     H2oTimeoutError,
 )
 from ._hints import status_hint
@@ -30,6 +30,7 @@ from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
 from ._table import SPEC, request_of
+from ._table import seconds as seconds_of
 from ._translate import translated
 from ._version import VERSION
 
@@ -49,11 +50,15 @@ class Requester:
         limits: Limits,
         secrets: tuple[str, ...] = (),
         transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
         # With a transport we built (or were handed), requests go to it directly, through its public
         # ``handle_async_request``: the client's cookie jar, auth and redirect layers have nothing to do
-        # here (the session keeps the cookies, redirects are not followed) and cost ~10 % of client CPU.
+        # here (the session keeps the cookies, redirects are not followed). The second send path, kept
+        # for a handed-in ``http_client`` only, because it costs: the same aiohttp transport through
+        # ``http.send`` takes 1.13-1.17x the client CPU at 500 concurrent conversations, 1.18-1.24x at
+        # 1,000 (benchmarks/concurrency.py, "via http_client.send" against the default, same run).
         self.transport = transport
         self.base_url = base_url
         self.timeouts = timeouts
@@ -61,17 +66,21 @@ class Requester:
         self.limits = limits
         self.secrets = secrets  # e.g. the proxy's credentials: never in an error's text
         parts = urlsplit(base_url)
-        self.headers = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
-                        "User-Agent": f"h2o-fsm/{VERSION}"}
-        self.step_seconds = {s.phase: float(getattr(timeouts, s.timeout)) for s in SPEC.values() if s.timeout}
+        ours = {"Referer": base_url + "/", "Origin": f"{parts.scheme}://{parts.netloc}",
+                "User-Agent": f"h2o-fsm/{VERSION}"}
+        theirs = {name.lower() for name in headers or {}}  # the caller's win, whatever their case
+        self.headers = {**{k: v for k, v in ours.items() if k.lower() not in theirs}, **(headers or {})}
+        self.accept_json = "accept" not in theirs  # chat-ui's errors as JSON, unless the caller chose an Accept
+        self.step_seconds = {s.phase: seconds_of(timeouts, s.timeout) for s in SPEC.values() if s.timeout}
         self.http_timeouts = {
             phase: httpx.Timeout(
-                seconds, connect=min(timeouts.connect, seconds), read=timeouts.token if phase is Phase.SEND else seconds
+                t, connect=min(timeouts.connect, t), read=seconds_of(timeouts, gap) if (gap := SPEC[phase].gap) else t
             )
-            for phase, seconds in self.step_seconds.items()
+            for phase, t in self.step_seconds.items()
         }
         self.extensions = {phase: {"timeout": t.as_dict()} for phase, t in self.http_timeouts.items()}
         self.active: set[Deadline] = set()  # the bounds of the steps in flight
+        self.dialect: Dialect | None = None  # whose answers tell a server of another dialect (``_refusals``)
         self.closing = False
 
     def url(self, path: str) -> httpx.URL:
@@ -87,7 +96,8 @@ class Requester:
         if self.closing and not SPEC[phase].cleanup:
             raise H2oStateError("the client is closing", phase=phase, conversation_id=cid)
         if deadline is not None and deadline <= asyncio.get_running_loop().time():
-            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid)
+            raise H2oTimeoutError("the conversation's deadline passed", phase=phase, conversation_id=cid,
+                                  not_sent=True, timeout="deadline")
 
     def interrupt(self) -> None:
         """End every step in flight in a caller's task now: they fail with ``H2oStateError`` (the client
@@ -106,21 +116,30 @@ class Requester:
         cid: str | None = None,
         budget: float | None = None,
         each: bool = False,
+        request: tuple[str, str] | None = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
         table's policy; return the streamed response (the caller reads and closes it). A status outside
         ``ok`` raises ``H2oStatusError``.
 
         ``budget``: retry until these seconds are spent instead of counting attempts; ``each``: bound
-        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget)."""
+        each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget);
+        ``request``: method and path of a request outside the table (chat-ui's model list, say), sent
+        with ``phase``'s timeouts and retry policy; ``query`` (``"?..."``) and ``headers`` are added to the
+        request (chat-ui's reattach)."""
 
-        method, path = request_of(phase, cid)
+        method, path = request or request_of(phase, cid)
+        path += query
 
         async def once() -> httpx.Response:
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                        extra=headers)
 
         try:
             return await once()
@@ -137,8 +156,13 @@ class Requester:
         body: Body,
         ok: Collection[int],
         cid: str | None,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         headers = dict(self.headers)
+        if phase is not Phase.SEND and self.accept_json:  # JSON errors, not an HTML page (chat-ui negotiates)
+            headers["Accept"] = "application/json"
+        if extra is not None:  # the step's own (the reattach stream's Accept and Last-Event-ID)
+            headers.update(extra)
         cookie = session.cookie_header
         if cookie is not None:
             headers["Cookie"] = cookie
@@ -148,7 +172,7 @@ class Requester:
             content = dumps(body.json)
         transport = self.transport
         with translated(phase, cid):
-            if transport is not None:  # a transport of ours: straight to it (see __init__)
+            if transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
                 response = await transport.handle_async_request(request)
@@ -182,9 +206,9 @@ class Requester:
         limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
         text = await self.snippet(response, limit, session)
         hint = status_hint(phase, status) or response.reason_phrase
-        raise H2oStatusError(
-            f"HTTP {status} {hint}" + (f": {text[:200]}" if text else ""),
-            phase=phase, status=status, conversation_id=cid, body=text, retry_after=_retry_after(response),
+        raise refusals.status_error(
+            self.dialect, status, hint + (f": {text[:200]}" if text else ""),
+            phase=phase, conversation_id=cid, body=text, retry_after=_retry_after(response),
         )
 
     async def read_up_to(self, response: httpx.Response, limit: int) -> bytes:
@@ -264,7 +288,7 @@ class _Step:
                 raise H2oStateError("the client was closed during this step", phase=self._phase,
                                     conversation_id=self._cid) from timeout
             raise H2oTimeoutError(f"no complete answer within {self._seconds:.3g}s", phase=self._phase,
-                                  conversation_id=self._cid) from timeout
+                                  conversation_id=self._cid, timeout="step") from timeout
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -6,7 +6,15 @@ What is *safe* to repeat is the table's ``idempotent`` flag of the failing state
 * the others (create, send): a lost answer can leave a conversation the client cannot name, or a
   message twice in the history; only failures that prove the request never reached the application
   are retried: connection errors (nothing was sent) and 429 (refused before handling);
-* ``stream`` is never retried: the answer is half delivered.
+* ``stream`` is never retried: the answer is half delivered;
+* an answer that could not be read (``reason="malformed"``: a bad status line, a head over the
+  limits) is not retried by any step: the request was sent (a DELETE may have been carried out) and
+  asking again gets the same answer; a request that could not be sent as given neither;
+* chat-ui's usage limit (a 429 about too many conversations) and the answer of a server of the other
+  dialect are never retried: no retry can help (``_refusals``).
+
+The facts are the fields ``H2oTransportError`` carries (``not_sent``, ``reason``), classified once
+(``_failures``): no message is read here.
 
 Waits double from ``backoff`` (capped at ``max_wait``), at least a ``Retry-After``. A step retries up to
 ``attempts`` times; the DELETE retries until its cleanup budget is spent, whatever the count.
@@ -29,13 +37,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ._exceptions import H2oError, H2oStatusError, H2oTransportError
+from ._exceptions import H2oDialectError, H2oError, H2oStatusError, H2oTransportError, H2oUsageLimitError
 from ._phase import Phase
-from ._transport import not_sent
 
 __all__ = ["Retries", "delay", "is_retryable", "retry_after_failure"]
 
 T = TypeVar("T")
+_NEVER_AGAIN = frozenset({"malformed", "invalid_request", "unsupported"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +71,15 @@ class Retries:
 
 def is_retryable(phase: Phase, idempotent: bool, exc: BaseException) -> bool:
     """Whether ``exc`` raised by a request of ``phase`` may be retried (see module docstring)."""
-    if phase is Phase.STREAM:
+    if isinstance(exc, (H2oUsageLimitError, H2oDialectError)):  # no retry can help: deleting, or the other dialect
         return False
     if isinstance(exc, H2oStatusError):
         status = exc.status or 0
         return status == 429 or (idempotent and status >= 500)
     if isinstance(exc, H2oTransportError):
-        return idempotent or not_sent(exc)
+        if exc.reason in _NEVER_AGAIN or exc.timeout == "deadline":  # the caller's time is up
+            return False
+        return idempotent or exc.not_sent
     return False
 
 

@@ -20,6 +20,7 @@ from ._model import ConversationModel
 from ._phase import Phase
 from ._protocol import Messages
 from ._records import StepResult
+from ._steps import skipped
 from ._table import SPEC, destination, request_line
 
 __all__ = ["Stepping"]
@@ -76,9 +77,10 @@ class Stepping(ConversationModel):
 
     def queue(self, prompt: str | Messages) -> None:
         """Set the prompt the next ``send`` step will post (validated now)."""
-        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW)
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
+        self.rt.limits.check_prompt(preprompt, text)
         if self.state is Phase.NEW:
-            self.preprompt = preprompt
+            self.dstate = self.rt.dialect.new_state(preprompt)
         self.prompt = text
         self.prompt_pending = True
 
@@ -90,7 +92,7 @@ class Stepping(ConversationModel):
             return spec.idle
         if spec.next is None:
             raise H2oStateError(f"the conversation already ended ({state.value})", phase=state)
-        dest = destination(state, spec.next)
+        dest = destination(state, spec.next, self._holds)
         if dest is not None and SPEC[dest].needs_prompt and not self.prompt_pending:
             raise H2oStateError(f"no prompt queued for the {dest.value} step; pass one to step()", phase=state)
         return spec.next
@@ -100,23 +102,24 @@ class Stepping(ConversationModel):
         trigger = self.next_trigger()
         state = self.state
         base = redact(self.rt.requester.base_url)
-        if trigger == SPEC[state].idle:
-            return f"DELETE {base}/conversation/{self.cid}" if self.cid else "end"
         if SPEC[state].reads:
             return "read the answer's stream to its final event"
-        dest = destination(state, trigger)
+        dest = destination(state, trigger, self._holds)
+        if trigger == SPEC[state].idle and (dest is None or SPEC[dest].request is None):
+            return "end"
+        if dest is not None and SPEC[dest].request is None and SPEC[dest].rests:  # an attached conversation's start
+            return f"nothing to send: the conversation exists on the server (to {dest.value})"
         if dest is None or SPEC[dest].request is None:
             return "open the answer's stream" if dest is not None and SPEC[dest].reads else trigger
         method, _, path = (request_line(dest, self.cid) or "").partition(" ")
         shown = (self.prompt or "") if self.rt.log_content else f"<{len(self.prompt or '')} chars>"
         body = self.rt.dialect.describe(dest, self.model, shown, self.parameters)
-        skip = ""
-        if SPEC[dest].optional and (dest not in self.rt.performs or self._settings_sent(dest)):
-            skip = " (skipped)"
+        skip = " (skipped)" if skipped(self, dest) else ""
         return f"{method} {base}{path}" + (f" {body}" if body else "") + skip
 
-    def _settings_sent(self, dest: Phase) -> bool:
-        return dest is Phase.SETTINGS and self.session.settings_model == self.model
+    def _holds(self, guard: str) -> bool:
+        """The value of a guard the table names (``created``, ``has_error``)."""
+        return bool(getattr(self, guard))
 
     def diagram(self, fmt: str = "mermaid") -> str:
         """The machine's diagram with this conversation's current state highlighted."""

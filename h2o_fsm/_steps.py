@@ -11,20 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from ._aio import Deadline, wait_owned
+from ._dialects import Body
 from ._exceptions import H2oCleanupError, H2oError, H2oProtocolError, H2oStatusError, H2oTransportError
 from ._model import ConversationModel
 from ._phase import Phase
-from ._protocol import DELETE_OK
+from ._reattach import reattach
+from ._table import SPEC, seconds
 from ._transport import not_sent
 
 if TYPE_CHECKING:
+    import httpx
     from transitions.core import EventData
 
-__all__ = ["create", "delete", "fetch", "leave_stream", "send", "settings", "stop", "stream"]
+__all__ = [
+    "SKIP_GUARDS", "create", "delete", "fetch", "leave_stream", "reattach", "send", "settings", "skipped", "stop",
+    "stream",
+]
+
+_NO_BODY: Final = Body()
 
 
 def _model(event: EventData) -> ConversationModel:
@@ -33,27 +41,70 @@ def _model(event: EventData) -> ConversationModel:
     return model
 
 
+# ---------------------------------------------------------------------------------------------- skips
+SKIP_GUARDS: Final[Mapping[str, Callable[[ConversationModel], bool]]] = {
+    "settings_sent": lambda m: m.session.settings_model == m.model,  # this session sent them already
+    "nothing_runs": lambda m: not m.generating or m.cid is None,  # no generation left running
+}
+"""The table's ``skip`` guards by name."""
+
+
+def skipped(m: ConversationModel, phase: Phase) -> bool:
+    """Whether ``phase``'s step has nothing to do for ``m``: the one rule the step runner and the stepper
+    evaluate (optional and not performed by this client, its dialect's ``skips``, the row's guard)."""
+    spec = SPEC[phase]
+    if spec.optional and (phase not in m.rt.performs or m.rt.dialect.skips(phase, m.dstate)):
+        return True
+    return spec.skip is not None and SKIP_GUARDS[spec.skip](m)
+
+
 def _skip(m: ConversationModel, phase: Phase) -> bool:
-    """Whether this optional step is skipped for ``m`` (its dialect does not use it)."""
-    if phase in m.rt.performs:
-        return False
-    m.skipped = True
-    return True
+    """Whether the step is skipped, recorded as such on the transition."""
+    m.skipped = skipped(m, phase)
+    return m.skipped
 
 
-def _skip_if(m: ConversationModel, nothing_to_do: bool) -> bool:
-    m.skipped = nothing_to_do
-    return nothing_to_do
+async def _call(m: ConversationModel, phase: Phase, body: Body = _NO_BODY, **kw: Any) -> httpx.Response:
+    """Send ``phase``'s request: the statuses its row accepts, the status recorded on the transition."""
+    response = await m.rt.requester.call(phase, session=m.session, body=body, ok=SPEC[phase].ok, cid=m.cid, **kw)
+    m.status = response.status_code
+    return response
+
+
+def _share(m: ConversationModel, phase: Phase) -> float:
+    """The loop time by which cleanup step ``phase`` ends: its row's share of what the ending has left."""
+    now = asyncio.get_running_loop().time()
+    return now + max(0.0, m.end_by - now) * SPEC[phase].budget
+
+
+async def _exchange(
+    m: ConversationModel, phase: Phase, body: Body = _NO_BODY, *, until: float | None, read: bool = True
+) -> bytes:
+    """The generic request step: ``phase``'s request bounded by its row's timeout and ``until`` (the
+    turn's deadline, or a cleanup step's share of the ending), its answer read whole (``read``) or
+    drained (whatever it says is not needed, and an error while reading it just ends it)."""
+    rq = m.rt.requester
+    async with rq.step(phase, until, m.cid):
+        response = await _call(m, phase, body)
+        if read:
+            return await rq.read_body(response, phase, m.cid)
+        await rq.drain(response)
+        return b""
+
+
+def _protocol_error(m: ConversationModel, phase: Phase, exc: ValueError) -> H2oProtocolError:
+    return H2oProtocolError(m.scrubbed(str(exc)), phase=phase, status=200, conversation_id=m.cid)
 
 
 # ---------------------------------------------------------------------------------------------- settings
 async def settings(event: EventData) -> None:
     m = _model(event)
-    session = m.session
-    if _skip(m, Phase.SETTINGS) or _skip_if(m, session.settings_model == m.model):
+    if not m.model and m.rt.default_model is not None:  # the server's default model, looked up once per client
+        m.model = await m.rt.default_model()
+    if _skip(m, Phase.SETTINGS):
         return
-    async with session.lock:
-        if _skip_if(m, session.settings_model == m.model):  # another conversation sent them meanwhile
+    async with m.session.lock:
+        if _skip(m, Phase.SETTINGS):  # another conversation sent them meanwhile
             return
         async with m.rt.requester.step(Phase.SETTINGS, m.deadline, None):
             await _post_settings(m)
@@ -61,9 +112,7 @@ async def settings(event: EventData) -> None:
 
 async def _post_settings(m: ConversationModel) -> None:
     rq = m.rt.requester
-    body = m.rt.dialect.settings_body(m.model)
-    response = await rq.call(Phase.SETTINGS, session=m.session, body=body, ok=range(200, 400))
-    m.status = response.status_code
+    response = await _call(m, Phase.SETTINGS, m.rt.dialect.settings_body(m.model))
     html = response.status_code == 200 and "html" in response.headers.get("content-type", "")
     await rq.drain(response)
     if html:  # chat-ui answers 303 (2023) or 200 with no body (today): an HTML page is a proxy's
@@ -93,22 +142,21 @@ async def _create(m: ConversationModel) -> None:
 
 async def _create_in(m: ConversationModel) -> None:
     rt, rq = m.rt, m.rt.requester
-    body = rt.dialect.create_body(m.model, m.preprompt)
+    body = rt.dialect.create_body(m.dstate, m.model)
     rq.refuse_late(Phase.CREATE, m.deadline, None)  # refused here: nothing was sent, nothing is counted
     try:
         async with rq.step(Phase.CREATE, m.deadline, None):
             try:
-                response = await rq.call(Phase.CREATE, session=m.session, body=body)
+                response = await _call(m, Phase.CREATE, body)
             except H2oStatusError as exc:
-                if exc.status is None or exc.status != rt.dialect.welcome_gate:
+                if exc.status is None or not rt.dialect.renews_session(Phase.CREATE, exc.status):
                     raise
                 # The server forgot this session (store wiped, session expired): accept the settings
                 # again in the session it just started, then create once more.
                 m.note("session_renewed", status=exc.status)
                 m.session.settings_model = None
                 await _post_settings(m)
-                response = await rq.call(Phase.CREATE, session=m.session, body=body)
-            m.status = response.status_code
+                response = await _call(m, Phase.CREATE, body)
             raw = await rq.read_body(response, Phase.CREATE, None)
     except (H2oTransportError, asyncio.CancelledError) as exc:
         if not not_sent(exc):  # it may exist on the server, and we can never name it: reported
@@ -116,17 +164,17 @@ async def _create_in(m: ConversationModel) -> None:
             m.note("create_outcome_unknown", error=type(exc).__name__)
         raise
     try:
-        cid, root = rt.dialect.parse_create(raw)
+        cid = rt.dialect.after_create(m.dstate, raw)
     except ValueError as exc:
         m.cid = getattr(exc, "conversation_id", None)  # a valid id beside a malformed rest: still deleted
-        raise H2oProtocolError(m.scrubbed(str(exc)), phase=Phase.CREATE, status=200, conversation_id=m.cid) from exc
-    m.cid, m.parent_id = cid, root
+        raise _protocol_error(m, Phase.CREATE, exc) from exc
+    m.cid = cid
     with contextlib.suppress(Exception):  # a failing log sink never stops the machine
         m.log = m.log.bind(conversation_id=cid)
     journal = rt.journal
     if journal is not None:
         try:
-            await journal.add_async(rq.base_url, cid, m.session.cookies)
+            await journal.add_async(rq.base_url, cid, m.session.cookies, dialect=rt.dialect.name)
         except Exception as exc:  # crash safety lost for this one; the conversation goes on
             m.note("journal_failed", error=type(exc).__name__)
 
@@ -134,18 +182,13 @@ async def _create_in(m: ConversationModel) -> None:
 # ---------------------------------------------------------------------------------------------- fetch
 async def fetch(event: EventData) -> None:
     m = _model(event)
-    if _skip(m, Phase.FETCH) or _skip_if(m, m.parent_id is not None):  # the create answer named the root
+    if _skip(m, Phase.FETCH):
         return
-    assert m.cid is not None
-    rq = m.rt.requester
-    async with rq.step(Phase.FETCH, m.deadline, m.cid):
-        response = await rq.call(Phase.FETCH, session=m.session, cid=m.cid)
-        m.status = response.status_code
-        raw = await rq.read_body(response, Phase.FETCH, m.cid)
+    raw = await _exchange(m, Phase.FETCH, until=m.deadline)
     try:
-        m.parent_id = m.rt.dialect.parse_fetch(raw)
+        m.rt.dialect.after_fetch(m.dstate, raw)
     except ValueError as exc:
-        raise H2oProtocolError(m.scrubbed(str(exc)), phase=Phase.FETCH, status=200, conversation_id=m.cid) from exc
+        raise _protocol_error(m, Phase.FETCH, exc) from exc
 
 
 # ---------------------------------------------------------------------------------------------- send
@@ -153,19 +196,25 @@ async def send(event: EventData) -> None:
     m = _model(event)
     assert m.cid is not None and m.prompt is not None
     rt, rq = m.rt, m.rt.requester
-    m.generation_id = str(uuid.uuid4()) if Phase.STOP in rt.performs else ""  # only what can be stopped
-    body = rt.dialect.send_body(m.prompt, m.parameters, m.parent_id, m.generation_id)
+    m.dstate.parser = None  # this turn's stream has not started (a stop before it delivered nothing)
+    body = rt.dialect.send_body(m.dstate, m.prompt, m.parameters)
+    generation = rt.dialect.generation(m.dstate) if Phase.STOP in rt.performs else ""  # only what can be stopped
+    if rt.journal is not None and generation:  # what a sweep stops if this process dies mid-answer
+        try:
+            await rt.journal.running_async(rq.base_url, m.cid, generation, m.session.cookies)
+        except Exception as exc:  # bounded; the turn goes on
+            m.note("journal_failed", error=type(exc).__name__)
     if rt.log_content:
         m.note("send_prompt", level="debug", prompt=m.prompt, parameters=m.parameters)
     m.prompt_pending = False
     m.generating = True  # from here the server may be generating, even if we never see its answer
     async with rq.step(Phase.SEND, m.deadline, m.cid):
         try:
-            response = await rq.call(Phase.SEND, session=m.session, body=body, cid=m.cid)
+            response = await _call(m, Phase.SEND, body)
         except H2oStatusError:
             m.generating = False  # refused: nothing runs
             raise
-    m.status = m.send_status = response.status_code
+    m.send_status = response.status_code
     if response.headers.get("content-type", "").startswith("text/html"):
         m.generating = False  # a proxy's page: nothing is generating behind it
         snippet = await rq.snippet(response, 120, m.session)
@@ -177,13 +226,13 @@ async def send(event: EventData) -> None:
 # ---------------------------------------------------------------------------------------------- stream
 async def stream(event: EventData) -> None:
     m = _model(event)
-    m.parser = m.rt.dialect.new_parser(m.rt.limits.max_line_bytes)
+    m.parser = m.dstate.parser = m.rt.dialect.new_parser(m.rt.limits.max_line_bytes)
     m.stream_t0 = time.perf_counter()
 
 
 async def leave_stream(event: EventData) -> None:
     m = _model(event)
-    m.parent_id = None  # chat-ui: the next turn hangs from the message this one created
+    m.rt.dialect.after_turn(m.dstate)
     response, m.response = m.response, None
     if response is not None:
         await response.aclose()
@@ -192,18 +241,10 @@ async def leave_stream(event: EventData) -> None:
 # ---------------------------------------------------------------------------------------------- stop
 async def stop(event: EventData) -> None:
     m = _model(event)
-    cid = m.cid
-    if _skip(m, Phase.STOP) or _skip_if(m, not m.generating or cid is None):  # nothing runs
+    if _skip(m, Phase.STOP):  # nothing runs
         return
-    assert cid is not None
-    rq, body = m.rt.requester, m.rt.dialect.stop_body(m.generation_id or "")
-    now = asyncio.get_running_loop().time()
-    share = now + max(0.0, m.end_by - now) / 2  # the DELETE keeps at least half of the ending's budget
     try:  # best effort: bounded, and never hiding the error that ended the turn
-        async with rq.step(Phase.STOP, share, cid):
-            response = await rq.call(Phase.STOP, session=m.session, body=body, ok=(200, 202, 204, 404), cid=cid)
-            m.status = response.status_code
-            await rq.drain(response)
+        await _exchange(m, Phase.STOP, m.rt.dialect.stop_body(m.dstate), until=_share(m, Phase.STOP), read=False)
         m.generating = False
     except H2oError as exc:
         m.status = exc.status
@@ -216,16 +257,16 @@ async def delete(event: EventData) -> None:
     cid = m.cid
     assert cid is not None
     rt, rq = m.rt, m.rt.requester
-    left = max(0.0, m.end_by - asyncio.get_running_loop().time())  # what the ending's budget still allows
+    end_by = _share(m, Phase.DELETE)
+    left = max(0.0, end_by - asyncio.get_running_loop().time())  # what the ending's budget still allows
     try:
-        async with Deadline(m.end_by):
-            budget = max(0.0, left - rt.timeouts.delete)
-            response = await rq.call(Phase.DELETE, session=m.session, ok=DELETE_OK, cid=cid, budget=budget, each=True)
-            m.status = response.status_code
+        async with Deadline(end_by):
+            budget = max(0.0, left - seconds(rt.timeouts, SPEC[Phase.DELETE].timeout or "delete"))
+            response = await _call(m, Phase.DELETE, budget=budget, each=True)
             await rq.drain(response)
     except (asyncio.TimeoutError, H2oError) as exc:
         reason = exc.message if isinstance(exc, H2oError) else f"did not finish within {rt.timeouts.cleanup:g}s"
-        err = H2oCleanupError(f"DELETE failed: {reason}", phase=Phase.DELETE,
+        err = H2oCleanupError(f"DELETE failed: {reason}", phase=Phase.DELETE, detail=reason,
                               status=getattr(exc, "status", None), conversation_id=cid)
         err.__cause__ = exc
         m.cleanup_error = err

@@ -1,70 +1,103 @@
-"""Delete the conversations a dead process left behind, from a :class:`~h2o_fsm.Journal`."""
+"""Delete the conversations a dead (or closed) owner left behind in a journal.
+
+Each entry is claimed first (atomically, in the journal), so of several replicas sweeping at once
+exactly one deletes it; an entry whose owner's lease holds is never touched (unless asked). On chat-ui
+an entry that names a generation gets ``stop-generating`` before its DELETE: a DELETE alone does not
+stop a generation the server is still running.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 
+from ._dialects import get_dialect
 from ._exceptions import H2oError
-from ._journal import Journal
+from ._journal_base import JournalBackend, JournalEntry, new_owner
 from ._phase import Phase
-from ._protocol import DELETE_OK
 from ._requester import Requester
 from ._session import Session
+from ._table import DELETE_OK, SPEC
 
 __all__ = ["SweepReport", "sweep"]
 
-
 @dataclasses.dataclass
 class SweepReport:
-    """What :meth:`H2oClient.sweep` did with each journal entry of its deployment."""
+    """What a sweep did with the journal entries of its deployment. ``skipped``: entries whose owner's
+    lease holds, or that another sweeper took first; ``stopped``: generations stopped before the DELETE."""
 
     deleted: int = 0
     already_gone: int = 0
     failed: int = 0
     skipped: int = 0
     bad_rows: int = 0
+    stopped: int = 0
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def claim_ttl(journal: JournalBackend) -> float:
+    """How long a sweeper's claim lasts: past any DELETE it may be running (a sweeper that dies
+    holding one only delays that entry to a later sweep)."""
+    return max(2 * journal.lease, 60.0)
+
+
+async def _stop(requester: Requester, entry: JournalEntry, session: Session) -> bool:
+    """Post the stop when the entry names a generation its dialect can stop; ``True`` if posted."""
+    if not entry.generation_id or not entry.dialect:
         return False
-    except PermissionError:
-        return True
+    try:
+        dialect = get_dialect(entry.dialect)
+    except (TypeError, ValueError):  # the journal is not trusted either
+        return False
+    if Phase.STOP not in dialect.optional_steps:
+        return False
+    cid = entry.conversation_id
+    try:
+        async with requester.step(Phase.STOP, None, cid):
+            body = dialect.stop_body_of(entry.generation_id)
+            response = await requester.call(Phase.STOP, session=session, body=body, ok=SPEC[Phase.STOP].ok, cid=cid)
+            await requester.drain(response)
+    except (H2oError, ValueError):
+        return False  # best effort: the DELETE goes on
     return True
 
 
-async def sweep(requester: Requester, journal: Journal, *, include_live_processes: bool = False) -> SweepReport:
-    """DELETE every journalled conversation of ``requester.base_url``; one entry's failure never stops
-    the others.
+async def sweep(
+    requester: Requester, journal: JournalBackend, *, include_live_processes: bool = False, claimer: str | None = None
+) -> SweepReport:
+    """DELETE every journalled conversation of ``requester.base_url`` whose owner's lease expired or
+    was released; one entry's failure never stops the others.
 
-    Entries written by a process that is still running are skipped (it will delete them itself)
-    unless ``include_live_processes``. 200 and 404 both remove the entry; other failures keep it.
+    Entries of a live owner are skipped (it deletes them itself) unless ``include_live_processes``.
+    200 and 404 both remove the entry; other failures keep it for the next sweep.
     """
+    claimer = claimer or new_owner()
     report = SweepReport()
-    scan = await journal.scan_async(requester.base_url)
-    report.bad_rows = len(scan.bad_rows)
+    scan = await journal.sweepable_async(requester.base_url, include_live=include_live_processes)
+    report.bad_rows, report.skipped = len(scan.bad_rows), scan.live
     for entry in scan.entries:
-        if not include_live_processes and _alive(entry.pid):
+        try:
+            claimed = await journal.claim_async(entry, claimer, claim_ttl(journal), include_live=include_live_processes)
+        except Exception:  # the journal is unreachable: the next sweep tries again
+            report.failed += 1
+            continue
+        if not claimed:
             report.skipped += 1
             continue
         try:
+            session = Session(entry.cookies)
+            report.stopped += await _stop(requester, entry, session)
             async with requester.step(Phase.DELETE, None, entry.conversation_id):
-                session = Session(entry.cookies)
                 response = await requester.call(Phase.DELETE, session=session, ok=DELETE_OK, cid=entry.conversation_id)
                 await requester.drain(response)
         except (H2oError, ValueError, TypeError):
             report.failed += 1
+            with contextlib.suppress(Exception):  # else the claim runs out by itself
+                await journal.unclaim_async(entry, claimer)
             continue
         if response.status_code == 404:
             report.already_gone += 1
         else:
             report.deleted += 1
-        with contextlib.suppress(Exception):  # a locked journal: the entry stays, the next sweep finds it gone
+        with contextlib.suppress(Exception):  # the entry stays claimed; a later sweep finds it gone (404)
             await journal.remove_async(entry.base_url, entry.conversation_id)
     return report

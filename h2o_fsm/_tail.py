@@ -1,4 +1,4 @@
-"""After the answer: the stream's tail, and the one-shot's scope that returns at the answer.
+"""After the answer: the stream's tail (the one-shot's scope that returns at the answer is ``_turn``'s).
 
 The tail is what the server writes once the answer is complete, until it ends the stream (chat-ui
 persists the run, then writes ``status: finished``; the 2023 server ends after its final event). It is
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._conversation import Conversation
     from ._stream import Parser
 
-__all__ = ["TRIGGER", "OneShot", "Tail", "before_end", "before_turn", "end_steps", "settle", "start"]
+__all__ = ["TRIGGER", "Tail", "before_end", "before_turn", "end_steps", "settle", "start"]
 
 TRIGGER: Final = "tail"  # the record's trigger: not a transition of the table (the state stays)
 _STREAM = Phase.STREAM
@@ -134,26 +134,6 @@ def _from_outside(m: ConversationModel) -> bool:
     if uncancel is not None:
         uncancel()
     return True
-
-
-class OneShot:
-    """The scope of ``H2oClient.ask``/``stream``: leaving it after the answer starts the conversation's
-    ending (the tail, then the DELETE) in the client's task and returns at once; leaving it with an error
-    ends the conversation as ``async with conv`` does (the caller gets that error)."""
-
-    __slots__ = ("_conv",)
-
-    def __init__(self, conv: Conversation) -> None:
-        self._conv = conv
-
-    async def __aenter__(self) -> Conversation:
-        return self._conv
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is None:
-            self._conv.close_soon()
-        else:
-            await self._conv._abort(exc)
 
 
 async def _run(m: ConversationModel, tail: Tail) -> None:

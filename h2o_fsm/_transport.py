@@ -1,300 +1,230 @@
-"""The HTTP transport seam: the fast (httpx-aiohttp) transport with every failure mapped to a scrubbed httpx error.
+"""The HTTP transports: the fast one (httpx requests sent by an aiohttp session: the default) with every
+failure mapped to a scrubbed httpx error, and the readers of the facts ``_failures`` classified.
 
-httpx-aiohttp 0.2 lets some aiohttp exceptions escape unmapped (a malformed answer raises a raw
-``aiohttp.ClientResponseError``), maps every ``aiohttp.ClientConnectionError`` - refused, reset,
-server disconnected - to ``httpx.ConnectTimeout``, and copies ``str(original)`` into the message,
-which can hold raw response bytes (a ``Set-Cookie`` value, a proxy's echo of our headers). The
-wrapper here is the one place that fixes that, like httpx's own ``map_httpcore_exceptions``: one
-context manager around the request and around iterating and closing the response body maps the
-*original* aiohttp exception (``__cause__`` of httpx-aiohttp's mapping, or the raw one) by
-``isinstance`` to an httpx error whose message is a fixed description plus class names:
+aiohttp's exceptions carry the response's headers (a ``Set-Cookie`` value), our request's headers and
+the connection key (a proxy's credentials) in their text or repr. :class:`FastTransport` is the one
+place that fixes that: whatever leaves the aiohttp layer, raised while the request is sent or while
+the body is read or closed, is classified once by the table in ``_failures`` and re-raised as the
+httpx error of its class, with fixed words for a message and a
+:class:`~h2o_fsm._failures.LowerLayerError` (class name and facts only) as its ``__cause__``: the
+original is in no ``__cause__``/``__context__`` chain, so not in a formatted traceback either.
+``asyncio.CancelledError`` (every non-``Exception``) passes untouched.
 
-- ``ClientConnectorError`` (refused, DNS, TLS) -> ``ConnectError``; ``ConnectionTimeoutError`` (also
-  no pool slot in time) -> ``ConnectTimeout``: nothing was sent;
-- ``ServerTimeoutError`` (socket read), ``asyncio.TimeoutError`` -> ``ReadTimeout``;
-- ``ServerDisconnectedError``, ``ClientPayloadError``, ``ClientResponseError`` and parser errors (bad
-  status line, too many headers) -> ``RemoteProtocolError``; ``ClientHttpProxyError`` -> ``ProxyError``;
-- ``NonHttpUrlClientError`` / ``InvalidURL`` -> ``UnsupportedProtocol`` / ``LocalProtocolError``;
-- other ``ClientConnectionError`` and ``OSError`` -> ``ReadError``; anything else -> ``TransportError``.
-
-The original stays as ``__cause__``; ``asyncio.CancelledError`` (every non-``Exception``) passes
-untouched. :func:`not_sent` and :func:`is_timeout` answer the retry questions and
-:func:`transport_error_text` gives a message safe to log, for errors of either transport.
-:func:`no_cookie_jar` is the public way to give an ``httpx.AsyncClient`` a jar that never stores nor
-sends a cookie (the session keeps ours, see ``_session``).
+Its aiohttp session is built here, through public constructors: no cookie jar (the session object
+keeps ours), a connection limit, keep-alive, our TLS context, the proxy (explicit or from the
+environment, its credentials as a ``Proxy-Authorization`` header), and head limits raised to what real
+servers send (aiohttp's defaults refuse a 129th header; h11, httpx's parser, has no count limit).
+It replaces httpx-aiohttp, which the client used until 0.2: same aiohttp calls, one async generator
+per body chunk instead of three layers (``benchmarks/concurrency.py``). :func:`no_cookie_jar` is the
+public way to give an ``httpx.AsyncClient`` a jar that never stores nor sends a cookie.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import http.cookiejar
-import importlib.util
-import socket
+import inspect
 import ssl
-import sys
-from collections.abc import AsyncGenerator, AsyncIterator
-from types import TracebackType
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
+
+from ._failures import LowerLayerError, failure_of, lower_failure
+from ._network import proxy_credentials, tls_context
 
 if TYPE_CHECKING:
     import urllib.request
 
 __all__ = [
+    "MAX_HEADERS",
     "FastTransport",
-    "MapTransportErrors",
     "fast_available",
     "fast_transport",
     "is_timeout",
+    "map_lower_error",
     "no_cookie_jar",
     "not_sent",
     "transport_error_text",
 ]
 
-_NOT_SENT: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_Mapping = tuple[type[httpx.TransportError], str]
+# What an answer's head may hold on the fast transport (aiohttp's defaults: 8190 bytes a line or a
+# field, 128 headers). Bounded all the same: at most 512 x 16 KiB of head.
+MAX_HEAD_LINE = MAX_HEAD_FIELD = 16 * 1024
+MAX_HEADERS = 512
+_HEAD_LIMITS: dict[str, Any] = {"max_line_size": MAX_HEAD_LINE, "max_field_size": MAX_HEAD_FIELD}
+if "max_headers" in inspect.signature(aiohttp.ClientSession).parameters:  # aiohttp >= 3.14 counts them
+    _HEAD_LIMITS["max_headers"] = MAX_HEADERS
 
 
 def fast_available() -> bool:
-    """Whether the ``fast`` extra (``httpx-aiohttp``) is installed."""
-    return importlib.util.find_spec("httpx_aiohttp") is not None
+    """Whether the fast transport can be used: always since 0.3 (aiohttp is a default dependency)."""
+    return True
 
 
-def fast_transport(*, verify: bool = True, max_connections: int = 100) -> httpx.AsyncBaseTransport:
-    """An ``httpx-aiohttp`` transport (the ``fast`` extra) behind :class:`FastTransport`: about 40 % less
-    client CPU per conversation than httpx's own transport (``benchmarks/run.py``), and only httpx
-    errors come out of it. Its aiohttp session keeps no cookies (the session object does)."""
-    try:
-        import aiohttp
-        from httpx_aiohttp import AiohttpTransport
-    except ImportError as exc:
-        raise ImportError("fast_transport() needs the 'fast' extra: pip install 'h2o-fsm[fast]'") from exc
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+def fast_transport(
+    *,
+    verify: ssl.SSLContext | bool | str = True,
+    max_connections: int = 100,
+    proxy: str | None = None,
+    trust_env: bool = True,
+) -> httpx.AsyncBaseTransport:
+    """The aiohttp-backed transport (the default): about 40 % less client CPU per conversation than
+    httpx's own transport (``benchmarks/run.py``), and only scrubbed httpx errors come out of it.
 
-    def session() -> aiohttp.ClientSession:
-        # the transport's own SSL context (built once, ~19 ms): the one its checks report is the one used
-        connector = aiohttp.TCPConnector(limit=max_connections, ssl=inner.ssl_context, keepalive_timeout=5.0)
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    ``proxy``: an http(s):// proxy URL (credentials in it are sent as ``Proxy-Authorization``, never
+    shown); ``verify``: see :func:`~h2o_fsm._network.tls_context`. The environment's proxy variables
+    are read by :class:`~h2o_fsm.H2oClient`, which knows the URL."""
+    return FastTransport(tls_context(verify, trust_env=trust_env), max_connections, proxy)
 
-    inner: Any = AiohttpTransport(verify=verify, limits=limits, client=session)
-    return FastTransport(inner)
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def map_lower_error(exc: Exception, request: httpx.Request | None) -> httpx.TransportError:
+    """The scrubbed httpx error for an exception out of the aiohttp layer (see the module docstring).
+    Raise it outside the ``except`` block, so that the original is not its ``__context__``."""
+    failure, names = lower_failure(exc)
+    stand_in = LowerLayerError(exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ else exc,
+                               failure, names)
+    mapped = failure.httpx_class(f"{failure.text} ({names})", request=request)
+    mapped.__cause__ = stand_in
+    return mapped
+
+
+_Timeouts = tuple[float | None, float | None, float | None]
 
 
 class FastTransport(httpx.AsyncBaseTransport):
-    """Wraps an aiohttp-backed transport so that nothing but scrubbed httpx errors leave it."""
+    """httpx requests sent by one aiohttp session (built at the first request, in the loop), through
+    aiohttp's public API only; nothing but scrubbed httpx errors leave it. One layer per chunk of a
+    streamed body (``content.readany()``), not httpx-aiohttp's two plus a mapping wrapper."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_auth", "_connections", "_context", "_proxy", "_proxy_headers", "_session", "_timeouts")
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
+    def __init__(self, context: ssl.SSLContext, max_connections: int = 100, proxy: str | None = None) -> None:
+        self._context = context
+        self._connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[_Timeouts, aiohttp.ClientTimeout] = {}
+        bare, user, password = proxy_credentials(proxy)
+        # aiohttp's BasicAuth is deprecated: the credentials go as a header, in the CONNECT of an https://
+        # request, and with the request itself (which the proxy forwards) for http://
+        self._auth = _basic(user, password or "") if user is not None else None
+        self._proxy = bare or None
+        self._proxy_headers = {"Proxy-Authorization": self._auth} if self._auth else None
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._context, keepalive_timeout=5.0)
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                              trust_env=False, auto_decompress=False, **_HEAD_LIMITS)
+        return self._session
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout") or {}
+        key: _Timeouts = (given.get("connect"), given.get("read"), given.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:  # a few per client (one per step): built once
+            found = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1], connect=key[2])
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = found
+        return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with MapTransportErrors(request):
-            response = await self._inner.handle_async_request(request)
-        # httpx itself swaps ``response.stream`` for its bounded wrapper the same way
-        response.stream = _MappedStream(response.stream, request)
-        return response
+        session = self._session or self._open()
+        headers = request.headers
+        if self._auth is not None and request.url.scheme == "http":
+            headers["Proxy-Authorization"] = self._auth
+        try:
+            try:
+                data: bytes | None = request.content or None
+            except httpx.RequestNotRead:  # a multipart body: small, read whole
+                data = await request.aread() or None
+            response = await session.request(
+                request.method, str(request.url), headers=headers.multi_items(), data=data,
+                allow_redirects=False, compress=None, timeout=self._timeout(request), proxy=self._proxy,
+                proxy_headers=self._proxy_headers, server_hostname=request.extensions.get("sni_hostname"),
+            )
+        except Exception as exc:
+            mapped = map_lower_error(exc, request)
+        else:
+            extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
+            return httpx.Response(response.status, headers=response.raw_headers, stream=_Body(response, request),
+                                  request=request, extensions=extensions)
+        raise mapped
 
     async def aclose(self) -> None:
-        with MapTransportErrors(None):
-            await self._inner.aclose()
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            await session.close()
+        except Exception as exc:
+            mapped = map_lower_error(exc, None)
+        else:
+            return
+        raise mapped
 
     @property
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context the aiohttp connector uses (``fast_transport`` builds it with the inner one)."""
-        context = getattr(self._inner, "ssl_context", None)
-        return context if isinstance(context, ssl.SSLContext) else None
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context the aiohttp connector uses."""
+        return self._context
 
     def __repr__(self) -> str:
-        return f"<FastTransport {type(self._inner).__name__}>"
+        return f"<FastTransport aiohttp {aiohttp.__version__}>"
 
 
-class _MappedStream(httpx.AsyncByteStream):
-    __slots__ = ("_inner", "_request")
+class _Body(httpx.AsyncByteStream):
+    __slots__ = ("_request", "_response")
 
-    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, request: httpx.Request) -> None:
-        if not isinstance(inner, httpx.AsyncByteStream):
-            raise TypeError("the inner transport returned a synchronous stream")
-        self._inner = inner
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with MapTransportErrors(self._request):
-            chunks = self._inner.__aiter__()
-            try:
-                async for chunk in chunks:
+        content = self._response.content
+        try:
+            while True:
+                try:
+                    chunk = await content.readany()
+                except Exception as exc:
+                    mapped = map_lower_error(exc, self._request)
+                else:
+                    if not chunk:
+                        return
                     yield chunk
-            finally:  # closed now, as a reader closing us expects, not by the loop's finalizer later
-                if isinstance(chunks, AsyncGenerator):
-                    await chunks.aclose()
+                    continue
+                raise mapped
+        finally:  # released now, as a reader closing us expects (the connection goes back, or is closed)
+            self._response.release()
 
     async def aclose(self) -> None:
-        with MapTransportErrors(self._request):
-            await self._inner.aclose()
-
-
-class MapTransportErrors:
-    """Context manager: re-raises any ``Exception`` from the aiohttp layer as a scrubbed httpx error
-    (see the module's table), ``from`` the original. httpx errors that do not come from aiohttp and
-    every ``BaseException`` that is not an ``Exception`` (cancellation) pass untouched."""
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: httpx.Request | None) -> None:
-        self._request = request
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if exc is None or not isinstance(exc, Exception):
-            return
-        original = _original(exc)
-        if original is None:
-            return  # an httpx error of httpx's own making: already honest
-        cls, what = classify(original)
-        raise cls(what, request=self._request) from original
-
-
-def _original(exc: Exception) -> BaseException | None:
-    """The exception to classify: httpx-aiohttp's mapping hides the original in ``__cause__``."""
-    if isinstance(exc, httpx.HTTPError):
-        cause = exc.__cause__
-        return cause if cause is not None and _from_lower_layer(cause) else None
-    return exc
-
-
-def _from_lower_layer(exc: BaseException) -> bool:
-    aiohttp = sys.modules.get("aiohttp")
-    if aiohttp is not None and isinstance(exc, (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError)):
-        return True
-    return isinstance(exc, (OSError, asyncio.TimeoutError))
-
-
-def classify(original: BaseException) -> _Mapping:
-    """The httpx class and scrubbed message for a lower-level exception (never its text)."""
-    cls, what = _classify(original)
-    names = type(original).__name__
-    detail = _parse_error(original)
-    if detail is not None:
-        names += f": {type(detail).__name__}"  # e.g. ClientResponseError: BadStatusLine
-    return cls, f"{what} ({names})"
-
-
-def _parse_error(exc: BaseException) -> BaseException | None:
-    """The innermost aiohttp parser error behind ``exc`` (its class says what was malformed)."""
-    aiohttp, found, cause = sys.modules.get("aiohttp"), None, exc.__cause__
-    for _ in range(4):  # aiohttp chains ClientResponseError <- HttpProcessingError <- BadStatusLine
-        if aiohttp is None or cause is None:
-            break
-        if isinstance(cause, aiohttp.http_exceptions.HttpProcessingError):
-            found = cause
-        cause = cause.__cause__
-    return found
-
-
-def _classify(exc: BaseException) -> _Mapping:
-    aiohttp = sys.modules.get("aiohttp")  # an aiohttp exception implies aiohttp is imported
-    if aiohttp is not None:
-        found = _classify_aiohttp(aiohttp, exc)
-        if found is not None:
-            return found
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return httpx.ReadTimeout, "timed out"
-    if isinstance(exc, OSError):
-        return httpx.ReadError, "network error"
-    return httpx.TransportError, "unexpected transport failure"
-
-
-def _classify_aiohttp(aiohttp: Any, exc: BaseException) -> _Mapping | None:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc, aiohttp.ClientProxyConnectionError):
-            return httpx.ConnectError, "proxy connection not established"
-        if isinstance(exc, aiohttp.ClientSSLError):
-            return httpx.ConnectError, "TLS handshake failed"
-        return httpx.ConnectError, _connect_failure(exc.os_error)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout, "connect timed out"
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout, "read timed out"
-    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
-        return httpx.ConnectError, "TLS fingerprint mismatch"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return httpx.RemoteProtocolError, "server disconnected without a complete answer"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return httpx.RemoteProtocolError, "response body incomplete or malformed"
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return httpx.ProxyError, "proxy refused the request"
-    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.http_exceptions.HttpProcessingError)):
-        return httpx.RemoteProtocolError, "malformed response"
-    if isinstance(exc, aiohttp.NonHttpUrlClientError):
-        return httpx.UnsupportedProtocol, "URL scheme not supported"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return httpx.LocalProtocolError, "invalid URL"
-    if isinstance(exc, aiohttp.ClientConnectionError):
-        return httpx.ReadError, "connection lost"
-    if isinstance(exc, aiohttp.ClientError):
-        return httpx.TransportError, "transport failure"
-    return None
-
-
-def _connect_failure(os_error: OSError) -> str:
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(os_error, socket.gaierror):
-        return "name resolution failed"
-    return "connection not established"
-
-
-def _effective_class(exc: BaseException) -> type[BaseException] | None:
-    """The honest httpx class of ``exc`` (or of its ``__cause__``, for an engine error wrapping one)."""
-    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
-    if not isinstance(err, httpx.HTTPError):
-        return None
-    cause = err.__cause__
-    if cause is not None and not isinstance(cause, httpx.HTTPError) and _from_lower_layer(cause):
-        return _classify(cause)[0]  # an unwrapped httpx-aiohttp transport: its class may lie
-    return type(err)
+        self._response.release()  # back to the pool when the body was read whole, else closed
 
 
 def not_sent(exc: BaseException) -> bool:
-    """Whether the request provably never reached the server: no connection was made (connect
-    error or timeout, or no pool slot in time). ``exc`` is an httpx error or an error caused by one."""
-    cls = _effective_class(exc)
-    return cls is not None and issubclass(cls, _NOT_SENT)
+    """Whether the request provably never reached the server (no connection was made). ``exc``: an
+    ``H2oTransportError`` (its field), an httpx error or an error caused by one (classified)."""
+    known = getattr(exc, "not_sent", None)
+    if isinstance(known, bool):
+        return known
+    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+    return isinstance(err, httpx.HTTPError) and failure_of(err)[0].not_sent
 
 
 def is_timeout(exc: BaseException) -> bool:
     """Whether an httpx error (or an error caused by one) really is a timeout, on either transport."""
-    cls = _effective_class(exc)
-    return cls is not None and issubclass(cls, httpx.TimeoutException)
-
-
-_FIXED_TEXT: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    *((cls, "timed out") for cls in (httpx.ConnectTimeout, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)),
-    (httpx.ConnectError, "connection not established"),
-    (httpx.ReadError, "connection lost"),
-    (httpx.WriteError, "connection lost"),
-    (httpx.RemoteProtocolError, "malformed response"),
-    (httpx.LocalProtocolError, "request could not be sent as given"),
-    (httpx.ProxyError, "proxy refused the request"),
-    (httpx.UnsupportedProtocol, "URL scheme not supported"),
-    (httpx.TimeoutException, "timed out"),
-)
+    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+    return isinstance(err, httpx.HTTPError) and failure_of(err)[0].timeout is not None
 
 
 def transport_error_text(exc: httpx.HTTPError) -> str:
-    """A message for ``exc`` that is safe to log, from either transport: a fixed description plus class
-    names. httpx's own transport puts raw response bytes in some messages (h11's "illegal status line:
-    bytearray(b'...')"), so no message text is ever reused."""
-    cause = exc.__cause__
-    if cause is not None and not isinstance(cause, httpx.HTTPError) and _from_lower_layer(cause):
-        return classify(cause)[1]
-    for cls, text in _FIXED_TEXT:
-        if isinstance(exc, cls):
-            return f"{text} ({type(exc).__name__})"
-    return f"transport failure ({type(exc).__name__})"
+    """A message for ``exc`` that is safe to log, from either transport: fixed words plus class names
+    (httpx's own transport puts raw response bytes in some messages: no message text is reused)."""
+    failure, names = failure_of(exc)
+    return f"{failure.text} ({names})"
 
 
 class _KeepNothingJar(http.cookiejar.CookieJar):

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["SECRET_PREFIX", "HostileServer", "Reply", "Request", "echo_reply", "stream_body"]
+__all__ = ["SECRET_PREFIX", "HostileServer", "Reply", "Request", "echo_reply", "padding_headers", "stream_body"]
 
 SECRET_PREFIX = "SECRET-"  # every session cookie value starts with it: tests look for it in errors and logs
 COOKIE = "hf-chat"
@@ -87,6 +87,11 @@ def stream_body(tokens: tuple[str, ...] = ("Hello", " world")) -> bytes:
     events.append({"token": {"id": 0, "text": "</s>", "logprob": 0.0, "special": True},
                    "generated_text": "".join(tokens), "details": None})
     return b"".join(b"data:" + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+def padding_headers(n: int, value: bytes = b"v" * 8) -> list[bytes]:
+    """``n`` extra header lines (``raw_head_lines``): a head with many headers, as some CDNs send."""
+    return [b"X-Pad-%d: %s" % (i, value) for i in range(n)]
 
 
 def echo_reply(request: Request, status: int = 407) -> Reply:

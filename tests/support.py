@@ -1,17 +1,44 @@
-"""Shared constants and helpers of the test suite (imported as a plain module: ``from support import ...``)."""
+"""Shared constants and helpers of the test suite (imported as a plain module: ``from support import ...``).
+
+Servers: a test that needs the bundled emulator takes one from the session's pool instead of starting
+its own (a start is cheap, a stop costs ~0.2 s: uvicorn's shutdown poll)::
+
+    from support import emulator
+
+    def test_x() -> None:
+        with emulator(ServerConfig(max_tokens=4), [Fault("send", "status", status=500)], dialect="chat-ui") as server:
+            ...  # a running server of that dialect and config, reset: no sessions, conversations,
+                 # accounting; exactly these faults installed (``server.reset(...)`` installs others)
+
+``emulator(config, faults, dialect=...)`` takes the arguments of ``LocalServer`` and hands out a server
+nobody else holds: two ``with emulator()`` at once are two servers. When the block ends the server
+goes back to the pool once its requests have finished (one still stalled after 0.2 s is stopped
+instead, so a late request never lands in the next test's accounting); the pool starts one server per
+(dialect, config) it is asked for and stops them all at the end of the session (conftest). The
+``server`` fixture of conftest is ``emulator(ServerConfig(max_tokens=8))``; ``chatui_server`` the same
+in the chat-ui dialect. A hypothesis test resets the one it holds per example (``server.reset(plan)``).
+Tests of ``LocalServer`` itself (start, stop, ports) still build their own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import AbstractAsyncContextManager
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
 
-from h2o_fsm import H2oClient, Retries, Timeouts
-from h2o_fsm.server import LocalServer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from h2o_fsm import H2oClient, Phase, Retries, Timeouts
+from h2o_fsm._table import SPEC, TRANSITIONS
+from h2o_fsm.server import Dialect, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
 
 __all__ = [
-    "FAST_RETRIES", "FAST_TIMEOUTS", "TRANSPORTS", "assert_clean", "caller_timeout", "client_for", "no_task_left",
+    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "client_for", "emulator",
+    "happy_path", "no_task_left", "refused_url", "stepped_states",
 ]
 
 # Fast but real: small waits so that fault tests stay quick.
@@ -28,6 +55,38 @@ def client_for(server: LocalServer, transport: str, **kw: object) -> H2oClient:
     kw.setdefault("timeouts", FAST_TIMEOUTS)
     kw.setdefault("dialect", server.dialect)
     return H2oClient(server.url, transport=transport, **kw)  # type: ignore[arg-type]
+
+
+def happy_path() -> list[tuple[Phase, Phase]]:
+    """The (source, dest) transitions of one answered turn and then the end, read from the table: each
+    state's ``next`` trigger from ``NEW`` until the caller has read an answer and the machine rests, then
+    that state's ``idle`` trigger, then ``next`` to a terminal state (edges with a condition are not the
+    happy path; an ``unless`` guard is false there)."""
+    edges: list[tuple[Phase, Phase]] = []
+    state, read = Phase.NEW, False
+    while not state.is_terminal:
+        spec = SPEC[state]
+        trigger = spec.idle if read and spec.rests else spec.next
+        edge = next(e for e in TRANSITIONS if e.trigger == trigger and state in e.sources and e.conditions is None)
+        edges.append((state, edge.dest))
+        read = read or spec.reads
+        state = edge.dest
+    return edges
+
+
+def stepped_states() -> list[Phase]:
+    """The state after each ``conv.step()`` along :func:`happy_path` (a cleanup state is passed within
+    the step that ends in the terminal state)."""
+    return [dest for _, dest in happy_path() if not SPEC[dest].cleanup]
+
+
+def refused_url() -> str:
+    """The URL of a loopback port nothing listens on (bound, then closed): a connection is refused."""
+    sock = bind_socket()
+    try:
+        return "http://127.0.0.1:%d" % sock.getsockname()[1]
+    finally:
+        sock.close()
 
 
 def assert_clean(server: LocalServer) -> None:
@@ -82,3 +141,108 @@ class _Timeout310:
             self.handle.cancel()
         if self.fired and et is asyncio.CancelledError:
             raise TimeoutError from e
+
+
+# ------------------------------------------------------------------------------------ the server pool
+class _InFlight:
+    """ASGI middleware counting the HTTP requests the app is still serving (streams included)."""
+
+    def __init__(self, app: ASGIApp, counter: list[int]) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.counter[0] += 1  # only on the server's loop
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.counter[0] -= 1
+
+
+class EmulatorPool:
+    """Running emulators by (dialect, config), each held by one test at a time; see the module docstring."""
+
+    IDLE_WAIT = 0.2  # seconds a returned server may take to finish its requests before it is stopped
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str], list[tuple[LocalServer, list[int]]]] = {}
+        self._lock = threading.Lock()
+        self._retiring: list[threading.Thread] = []
+        self.started = 0
+
+    @contextmanager
+    def lease(
+        self, config: ServerConfig | None = None, faults: FaultPlan | list[Fault] | None = None,
+        *, dialect: Dialect = "h2o",
+    ) -> Iterator[LocalServer]:
+        config = config or ServerConfig()
+        key = (dialect, repr(config))  # ServerConfig may hold a dict: not hashable
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            entry = idle.pop() if idle else None
+        if entry is None:
+            server = LocalServer(config, dialect=dialect)
+            counter = [0]
+            server.app.add_middleware(_InFlight, counter=counter)
+            server.start()
+            self.started += 1
+            entry = (server, counter)
+        server, counter = entry
+        server.reset(faults if faults is not None else FaultPlan())
+        try:
+            yield server
+        finally:
+            self._give_back(key, entry)
+
+    def _give_back(self, key: tuple[str, str], entry: tuple[LocalServer, list[int]]) -> None:
+        server, counter = entry
+        deadline = time.monotonic() + self.IDLE_WAIT
+        while counter[0] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if counter[0]:  # a stalled request would answer into the next test: this server is done
+            thread = threading.Thread(target=server.stop, name=f"stop {server.url}", daemon=True)
+            thread.start()
+            self._retiring.append(thread)
+            return
+        server.reset()
+        with self._lock:
+            self._idle[key].append(entry)
+
+    def close(self) -> None:
+        """Stop every server of the pool (in parallel: each stop waits for uvicorn's shutdown poll)."""
+        with self._lock:
+            servers = [server for entries in self._idle.values() for server, _ in entries]
+            self._idle.clear()
+        threads = [threading.Thread(target=s.stop, daemon=True) for s in servers]
+        for t in threads:
+            t.start()
+        for t in [*threads, *self._retiring]:
+            t.join(15)
+        self._retiring.clear()
+
+
+POOL = EmulatorPool()
+emulator = POOL.lease
+
+
+# The synchronous SQLite methods a Journal's *_async methods run in worker threads.
+JOURNAL_SYNC_METHODS = ("add", "running", "remove", "scan", "entries", "sweepable", "claim", "unclaim", "renew",
+                        "release", "close")
+
+
+def journal_threads(journal: object) -> set[int]:
+    """The ids of the threads that run ``journal``'s SQLite I/O from now on (its public synchronous
+    methods wrapped on the instance): the event loop's thread among them is I/O on the loop, whatever
+    the wall clock of a loaded machine says."""
+    seen: set[int] = set()
+    for name in JOURNAL_SYNC_METHODS:
+        method = getattr(journal, name)
+
+        def wrapped(*args: object, _method: object = method, **kwargs: object) -> object:
+            seen.add(threading.get_ident())
+            return _method(*args, **kwargs)  # type: ignore[operator]
+
+        setattr(journal, name, wrapped)
+    return seen

@@ -9,14 +9,16 @@ the client owns).
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 import itertools
 import time
 
 import pytest
 import structlog
-from support import FAST_RETRIES, FAST_TIMEOUTS, caller_timeout
+from support import FAST_RETRIES, FAST_TIMEOUTS, caller_timeout, emulator
 
 from h2o_fsm import (
+    DEFAULT_MODEL,
     H2oCleanupError,
     H2oClient,
     H2oError,
@@ -36,10 +38,10 @@ NO_RETRY = Retries(attempts=1)
 SHORT = Timeouts(connect=2.0, settings=0.3, create=0.3, fetch=0.3, send=0.3, token=0.3, delete=0.3, cleanup=1.5)
 
 
-def chatui(faults: list[Fault] | None = None, **config: object) -> LocalServer:
+def chatui(faults: list[Fault] | None = None, **config: object) -> AbstractContextManager[LocalServer]:
     config.setdefault("max_tokens", 8)
     config.setdefault("keep_alive", 0.0)
-    return LocalServer(ServerConfig(**config), faults=faults, dialect="chat-ui")  # type: ignore[arg-type]
+    return emulator(ServerConfig(**config), faults=faults, dialect="chat-ui")  # type: ignore[arg-type]
 
 
 def client_for(server: LocalServer, transport: str, **kw: object) -> H2oClient:
@@ -47,6 +49,8 @@ def client_for(server: LocalServer, transport: str, **kw: object) -> H2oClient:
     kw.setdefault("transport", transport)
     kw.setdefault("retries", FAST_RETRIES)
     kw.setdefault("timeouts", FAST_TIMEOUTS)
+    # a model named: without one the client asks the server's list first (tests/test_chatui_fidelity*.py)
+    kw.setdefault("model", DEFAULT_MODEL)
     return H2oClient(server.url, dialect="chat-ui", **kw)  # type: ignore[arg-type]
 
 
@@ -299,7 +303,7 @@ async def test_a_failed_stop_on_early_exit_still_deletes(transport: str) -> None
 
 
 # ---------------------------------------------------------------- abandonment mid-stream
-def slow() -> LocalServer:
+def slow() -> AbstractContextManager[LocalServer]:
     return chatui(max_tokens=100, token_delay=0.03)
 
 

@@ -14,6 +14,7 @@ import pytest
 import respx
 
 from h2o_fsm import (
+    DEFAULT_MODEL,
     H2oCleanupError,
     H2oClient,
     H2oProtocolError,
@@ -91,6 +92,8 @@ def data_part(request: httpx.Request) -> dict[str, object]:
 def client(**kw: object) -> H2oClient:
     kw.setdefault("transport", "httpx")
     kw.setdefault("retries", NO_RETRY)
+    # a model named: without one the client asks the server's list first (tests/test_chatui_fidelity*.py)
+    kw.setdefault("model", DEFAULT_MODEL)
     return H2oClient(BASE, dialect="chat-ui", **kw)  # type: ignore[arg-type]
 
 
@@ -256,7 +259,8 @@ async def test_send_read_timeout_stops_then_deletes() -> None:
         assert info.value.phase is Phase.SEND and r["send"].call_count == 1
         # the server may be generating: stop it (with the send's generationId), then delete
         stop = r["stop"].calls.last.request
-        assert json.loads(stop.content) == {"generationId": data_part(r["send"].calls.last.request)["generationId"]}
+        gid = data_part(r["send"].calls.last.request)["generationId"]
+        assert json.loads(stop.content) == {"generationId": gid, "seenContentLength": 0}  # no answer seen yet
         assert r["stop"].call_count == 1 and r["delete"].call_count == 1
 
 

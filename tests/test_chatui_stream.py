@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_fsm._dialects.chatui_stream import JsonLinesParser
+from h2o_fsm._dialects.chatui.stream import JsonLinesParser
+from h2o_fsm._dialects.h2o.stream import StreamParser
 from h2o_fsm._events import Event, FinalAnswer, StreamError
-from h2o_fsm._stream import StreamParser, StreamSyntaxError
+from h2o_fsm._stream import StreamSyntaxError
 
 PAD = " " * 4096
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2o_fsm._dialects.chatui_wire import (
+from h2o_fsm._dialects.chatui.wire import (
     MAX_MESSAGES,
     CreateAnswer,
     WireError,
@@ -274,7 +274,12 @@ def test_send_data() -> None:
 
 def test_stop_body_and_paths() -> None:
     gid = uid()
-    assert stop_body(gid) == {"generationId": gid}
+    # the stop point: chat-ui drops a body without seenContentLength (PROTOCOL.md, "abandon")
+    assert stop_body(gid) == {"generationId": gid, "seenContentLength": 0}
+    assert stop_body(gid, 12) == {"generationId": gid, "seenContentLength": 12}
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError):
+            stop_body(gid, bad)  # type: ignore[arg-type]
     # every path comes from the table (the one place requests are written), the id checked again there
     assert request_of(Phase.FETCH, CID) == ("GET", f"/api/v2/conversations/{CID}")
     assert request_of(Phase.STOP, CID) == ("POST", f"/conversation/{CID}/stop-generating")

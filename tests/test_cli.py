@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from support import emulator, happy_path, refused_url, stepped_states
 
 from h2o_fsm.cli import main
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
@@ -39,7 +41,7 @@ def test_chat_base_url_from_environment(server: LocalServer) -> None:
 
 
 def test_chat_failure_is_one_line_and_exit_1() -> None:
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("send", "status", status=500)]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("send", "status", status=500)]) as server:
         code, out, err = run_cli("chat", "Hi", "--base-url", server.url)
         assert server.accounting.live == 0
     assert code == 1
@@ -48,19 +50,18 @@ def test_chat_failure_is_one_line_and_exit_1() -> None:
 
 
 def test_chat_debug_shows_the_traceback() -> None:
-    with LocalServer(faults=[Fault("create", "status", status=500)]) as server:
+    with emulator(faults=[Fault("create", "status", status=500)]) as server:
         code, _, err = run_cli("chat", "Hi", "--base-url", server.url, "--debug")
     assert code == 1 and "Traceback" in err and "create failed (HTTP 500)" in err
 
 
 def test_connection_refused_says_what_to_do() -> None:
-    with LocalServer() as server:
-        url = server.url
+    url = refused_url()
     code, _, err = run_cli("chat", "Hi", "--base-url", url)
     assert code == 1 and "is the server running" in err
 
 
-@pytest.mark.parametrize("argv", [["chat", "Hi", "--base-url", "ftp://x"], ["chat", "  "], ["chat", "Hi", "--param", "temperature=\"hot\""]])
+@pytest.mark.parametrize("argv", [["chat", "Hi", "--base-url", "ftp://x"], ["chat", "  ", "--base-url", "http://127.0.0.1:9"], ["chat", "Hi", "--param", "temperature=\"hot\"", "--base-url", "http://127.0.0.1:9"]])
 def test_bad_input_exits_2(argv: list[str]) -> None:
     code, _, err = run_cli(*argv)
     assert code == 2 and "invalid input" in err
@@ -83,16 +84,16 @@ def test_step_mode_runs_every_phase_on_enter(server: LocalServer, tmp_path: Path
     trace = tmp_path / "t.jsonl"
     code, out, err = run_cli("chat", "Hi", "--base-url", server.url, "--step", "--trace", str(trace), stdin="\n" * 10)
     assert code == 0, err
-    assert err.count("press Enter") == 7  # settings, create, fetch, send, stream, read, delete
+    assert err.count("press Enter") == len(stepped_states())  # settings, create, fetch, send, stream, read, delete
     assert "POST " + server.url + "/settings" in err
     assert out.startswith("".join(generate([("user", "Hi")], 8)))
-    assert len(trace.read_text().splitlines()) == 9  # the 8 transitions and the stream's tail
+    assert len(trace.read_text().splitlines()) == len(happy_path()) + 1  # one line per transition, and the tail's
     assert server.accounting.live == 0
 
 
-@pytest.mark.parametrize("enters", range(7))
+@pytest.mark.parametrize("enters", range(len(stepped_states())))
 def test_step_abort_at_every_pause_deletes(enters: int) -> None:
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         for stdin in ("\n" * enters + "q\n", "\n" * enters):  # 'q' and end of input
             code, _, err = run_cli("chat", "Hi", "--base-url", server.url, "--step", stdin=stdin)
             assert code == 3, err
@@ -172,7 +173,7 @@ def test_status_line_on_a_terminal(server: LocalServer) -> None:
 def test_ctrl_c_mid_stream_deletes_and_exits_130() -> None:
     import signal
 
-    with LocalServer(ServerConfig(max_tokens=300, token_delay=0.02)) as server:
+    with emulator(ServerConfig(max_tokens=300, token_delay=0.02)) as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "h2o_fsm.cli", "chat", "Hi", "--base-url", server.url],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -269,7 +270,7 @@ def test_serve_without_the_server_extra_says_what_to_install(tmp_path: Path) -> 
 
 
 def test_the_phase_is_said_once_with_the_hint_of_that_step() -> None:
-    with LocalServer(faults=[Fault("settings", "status", status=404)]) as server:
+    with emulator(faults=[Fault("settings", "status", status=404)]) as server:
         code, _, err = run_cli("chat", "Hi", "--base-url", server.url)
     assert code == 1
     line = one_line(err)
@@ -279,8 +280,7 @@ def test_the_phase_is_said_once_with_the_hint_of_that_step() -> None:
 
 
 def test_connection_refused_is_said_as_refused() -> None:
-    with LocalServer() as server:
-        url = server.url
+    url = refused_url()
     code, _, err = run_cli("chat", "Hi", "--base-url", url)
     assert code == 1
     line = one_line(err)
@@ -329,7 +329,7 @@ import asyncio, os, sys
 from h2o_fsm import H2oClient, Journal
 
 async def main():
-    journal = Journal(sys.argv[1])
+    journal = Journal(sys.argv[1], lease=0.5)  # the lease runs out soon after the process dies
     for url in sys.argv[2:]:
         client = H2oClient(url, journal=journal)
         conv = client.conversation()
@@ -345,9 +345,10 @@ def test_sweep_uses_the_url_recorded_with_each_entry(tmp_path: Path) -> None:
     from h2o_fsm import Journal
 
     path = tmp_path / "live.sqlite"
-    with LocalServer() as a, LocalServer() as b:
+    with emulator() as a, emulator() as b:
         subprocess.run([sys.executable, "-c", _CRASH_AFTER_CREATE, str(path), a.url, b.url], check=True, timeout=60)
         assert (a.accounting.live, b.accounting.live) == (1, 1)
+        time.sleep(1.0)  # past the dead owner's lease
         code, out, err = run_cli("sweep", "--journal", str(path), "--base-url", a.url)
         assert code == 0 and "deleted=1 " in out
         assert b.url in one_line(err) and "without --base-url" in err  # says what it left
@@ -414,7 +415,7 @@ def _takes(callable_: object, name: str) -> bool:
     reason="the chat-ui dialect is not in this checkout's engine/emulator yet",
 )
 def test_chat_ui_dialect_end_to_end() -> None:
-    with LocalServer(ServerConfig(max_tokens=8), dialect="chat-ui") as server:  # type: ignore[call-arg]
+    with emulator(ServerConfig(max_tokens=8), dialect="chat-ui") as server:  # type: ignore[call-arg]
         code, out, err = run_cli("chat", "Hi", "--base-url", server.url, "--dialect", "chat-ui")
         assert code == 0, err
         assert out.strip() and server.accounting.live == 0

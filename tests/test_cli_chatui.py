@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
+from support import emulator
 
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 
@@ -22,9 +24,9 @@ def h2o_fsm(*argv: str, env: dict[str, str] | None = None, stdin: str = "") -> s
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def chatui(**config: object) -> LocalServer:
+def chatui(**config: object) -> AbstractContextManager[LocalServer]:
     config.setdefault("max_tokens", 8)
-    return LocalServer(ServerConfig(**config), dialect="chat-ui")  # type: ignore[arg-type]
+    return emulator(ServerConfig(**config), dialect="chat-ui")  # type: ignore[arg-type]
 
 
 def assert_clean(server: LocalServer, created: int = 1) -> None:
@@ -56,7 +58,7 @@ def test_chat_dialect_from_the_environment_with_system_and_stdin() -> None:
 
 
 def test_chat_ui_dialect_against_an_h2o_server_fails_in_one_line() -> None:
-    with LocalServer(ServerConfig(max_tokens=8)) as server:  # the 2023 dialect's emulator
+    with emulator(ServerConfig(max_tokens=8)) as server:  # the 2023 dialect's emulator
         result = h2o_fsm("chat", "Hi", "--base-url", server.url, "--dialect", "chat-ui")
         assert server.accounting.live == 0
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -107,7 +109,7 @@ def test_the_wrong_dialect_is_named_in_the_advice() -> None:
         result = h2o_fsm("chat", "Hi", "--base-url", server.url, "--dialect", "h2o")
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "try --dialect chat-ui" in result.stderr
-    with LocalServer(ServerConfig(max_tokens=8)) as old:  # a 2023 server, spoken to in today's dialect
+    with emulator(ServerConfig(max_tokens=8)) as old:  # a 2023 server, spoken to in today's dialect
         result = h2o_fsm("chat", "Hi", "--base-url", old.url, "--dialect", "chat-ui")
         assert old.accounting.live == 0
     assert result.returncode == 1 and "try --dialect h2o" in result.stderr

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from support import emulator
 
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 
@@ -80,7 +81,7 @@ class Terminal:
 
 @pytest.fixture
 def server() -> Iterator[LocalServer]:
-    with LocalServer(ServerConfig(max_tokens=8)) as srv:
+    with emulator(ServerConfig(max_tokens=8)) as srv:
         yield srv
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from support import emulator
 
 from h2o_fsm.server import PHASES, Fault, FaultPlan, LocalServer, ServerConfig, generate, phases_of
 from h2o_fsm.server._faults import ALLOWED
@@ -28,11 +29,23 @@ def updates(text: str) -> list[dict[str, object]]:
 
 
 class Client:
-    """A minimal hand-written chat-ui client (one session)."""
+    """A minimal hand-written chat-ui client (one session). It keeps the session cookie itself: the
+    server sets it ``Secure`` even over http, and httpx's cookie jar would never send it back."""
 
-    def __init__(self, server: LocalServer, **kw: object) -> None:
+    def __init__(self, server: LocalServer, cookies: dict[str, str] | None = None, **kw: object) -> None:
         self.origin = server.url
-        self.http = httpx.Client(base_url=server.url, timeout=10, **kw)  # type: ignore[arg-type]
+        self.cookies = dict(cookies or {})
+        hooks = {"request": [self._send_cookies], "response": [self._keep_cookies]}
+        self.http = httpx.Client(base_url=server.url, timeout=10, event_hooks=hooks, **kw)  # type: ignore[arg-type]
+
+    def _send_cookies(self, request: httpx.Request) -> None:
+        if self.cookies:
+            request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+
+    def _keep_cookies(self, response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, value = header.split(";", 1)[0].partition("=")
+            self.cookies[name.strip()] = value.strip()
 
     def __enter__(self) -> Client:
         return self
@@ -66,7 +79,7 @@ class Client:
 
 @pytest.fixture
 def chatui() -> Iterator[LocalServer]:
-    with LocalServer(ServerConfig(max_tokens=6, keep_alive=0), dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=6, keep_alive=0), dialect="chat-ui") as server:
         yield server
 
 
@@ -80,7 +93,7 @@ def test_origin_gate_and_login(chatui: LocalServer) -> None:
         assert a.http.post("/settings", content=b"x", headers={"content-type": "text/plain"}).status_code == 403
         assert a.http.post("/settings", json={"activeModel": MODEL, "welcomeModalSeen": True}).status_code == 200
         assert a.send(cid, root, "hi").status_code == 200
-    with LocalServer(ServerConfig(required_cookies={"token": "secret"}), dialect="chat-ui") as server:
+    with emulator(ServerConfig(required_cookies={"token": "secret"}), dialect="chat-ui") as server:
         with httpx.Client(base_url=server.url) as anon:
             r = anon.post("/conversation", json={"model": MODEL})
             assert (r.status_code, r.json()) == (401, {"message": "You have to be logged in."})
@@ -91,7 +104,7 @@ def test_origin_gate_and_login(chatui: LocalServer) -> None:
 
 @pytest.mark.parametrize("field", [True, False])
 def test_create_with_and_without_the_conversation_field(field: bool) -> None:
-    with LocalServer(ServerConfig(conversation_field=field), dialect="chat-ui") as server, Client(server) as c:
+    with emulator(ServerConfig(conversation_field=field), dialect="chat-ui") as server, Client(server) as c:
         r = c.http.post("/conversation", json={"model": MODEL, "preprompt": "Be brief."})
         cid = r.json()["conversationId"]
         assert len(cid) == 24 and int(cid, 16) >= 0
@@ -154,7 +167,7 @@ def test_bad_sends(chatui: LocalServer) -> None:
 def test_stream_shape(title: str) -> None:
     config = ServerConfig(max_tokens=3, token_delay=0.05, keep_alive=0.01, title=title, reasoning_tokens=2,
                           unknown_updates=True)  # fmt: skip
-    with LocalServer(config, dialect="chat-ui") as server, Client(server) as c:
+    with emulator(config, dialect="chat-ui") as server, Client(server) as c:
         cid, root = c.create()
         text = c.send(cid, root, "Hello there, emulator").text
         lines = updates(text)
@@ -176,7 +189,7 @@ def test_stream_shape(title: str) -> None:
 
 
 def test_stop_generating(chatui: LocalServer) -> None:
-    with LocalServer(ServerConfig(max_tokens=50, token_delay=0.02, keep_alive=0), dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=50, token_delay=0.02, keep_alive=0), dialect="chat-ui") as server:
         with Client(server) as c:
             cid, root = c.create()
             data = {"inputs": "hi", "id": root, "is_retry": False}
@@ -221,7 +234,7 @@ CHATUI_FAULTS = [(p, k) for p in phases_of("chat-ui") for k in sorted(ALLOWED[p]
 @pytest.mark.parametrize(("phase", "kind"), CHATUI_FAULTS)
 def test_each_fault(phase: str, kind: str) -> None:
     fault = Fault(phase, kind, status=503, retry_after=1 if kind == "status" else None, seconds=0.2, at_token=2)  # type: ignore[arg-type]
-    with LocalServer(ServerConfig(max_tokens=4, keep_alive=0.05), [fault], dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=4, keep_alive=0.05), [fault], dialect="chat-ui") as server:
         with Client(server) as c:
             calls = {
                 "settings": lambda: c.http.post("/settings", json={}),
@@ -234,9 +247,14 @@ def test_each_fault(phase: str, kind: str) -> None:
                 "stream": lambda: c.send(cid, root, "hi"),
                 "stop": lambda: c.http.post(f"/conversation/{cid}/stop-generating"),
                 "delete": lambda: c.http.delete(f"/conversation/{cid}"),
+                "reattach": lambda: c.send(cid, root, "hi") and c.http.get(f"/conversation/{cid}/stream"),
             }
             started = time.monotonic()
-            if kind == "drop":
+            if phase == "reattach" and kind == "cut":  # the reattach stream closes without its end
+                r = calls[phase]()
+                assert r.status_code == 200 and r.text.count("event: update") == 2 and "event: end" not in r.text
+                return
+            if kind in ("drop", "cut"):
                 with pytest.raises(httpx.RemoteProtocolError):
                     calls[phase]()
                 return
@@ -298,7 +316,7 @@ def test_reset_and_forget_sessions(chatui: LocalServer) -> None:
 
 
 def test_reset_stops_running_generations() -> None:
-    with LocalServer(ServerConfig(max_tokens=200, token_delay=0.05, keep_alive=0), dialect="chat-ui") as server:
+    with emulator(ServerConfig(max_tokens=200, token_delay=0.05, keep_alive=0), dialect="chat-ui") as server:
         with Client(server) as c:
             cid, root = c.create()
             result: list[str] = []
@@ -314,4 +332,4 @@ def test_reset_stops_running_generations() -> None:
 
 def test_phases_are_one_tuple() -> None:
     assert set(phases_of("chat-ui")) == set(PHASES) and set(ALLOWED) == set(PHASES)
-    assert "fetch" not in phases_of("h2o") and "stop" not in phases_of("h2o")
+    assert "fetch" not in phases_of("h2o") and "stop" not in phases_of("h2o") and "reattach" not in phases_of("h2o")

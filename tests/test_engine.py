@@ -10,7 +10,7 @@ import asyncio
 import httpx
 import pytest
 import structlog
-from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, client_for
+from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, client_for, emulator, happy_path, refused_url
 
 from h2o_fsm import (
     H2o,
@@ -149,7 +149,7 @@ async def test_any_failure_after_create_deletes_the_conversation(
     fault: Fault, error: type[Exception], phase: Phase, transport: str
 ) -> None:
     # Defect 1 (leak), 2 (send status unchecked), 4 (error event → KeyError).
-    with LocalServer(ServerConfig(max_tokens=8), faults=[fault]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[fault]) as server:
         async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(error) as info:
@@ -192,7 +192,7 @@ async def test_another_session_cannot_use_a_conversation(server: LocalServer, tr
 
 # ---------------------------------------------------------------- cleanup on every path
 async def test_timeout_around_the_caller_raises_timeout_error_and_still_deletes(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=50, token_delay=0.05)) as server:
+    with emulator(ServerConfig(max_tokens=50, token_delay=0.05)) as server:
         async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(TimeoutError):
@@ -213,7 +213,7 @@ async def test_wait_for_around_the_caller(server: LocalServer, transport: str) -
 
 
 async def test_task_cancellation_mid_stream_propagates_and_deletes(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=100, token_delay=0.02)) as server:
+    with emulator(ServerConfig(max_tokens=100, token_delay=0.02)) as server:
         async with client_for(server, transport) as client:
             got: list[str] = []
 
@@ -252,7 +252,7 @@ async def test_compat_generator_closed_early_deletes(server: LocalServer, monkey
 
 
 async def test_token_timeout_is_our_timeout_error(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("stream", "stall", at_token=1, seconds=2)]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("stream", "stall", at_token=1, seconds=2)]) as server:
         timeouts = Timeouts(token=0.2, delete=2, cleanup=5)
         async with client_for(server, transport, timeouts=timeouts) as client:
             with pytest.raises(H2oTimeoutError) as info:
@@ -262,7 +262,7 @@ async def test_token_timeout_is_our_timeout_error(transport: str) -> None:
 
 
 async def test_overall_deadline(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=100, token_delay=0.02)) as server:
+    with emulator(ServerConfig(max_tokens=100, token_delay=0.02)) as server:
         async with client_for(server, transport, timeouts=Timeouts(total=0.3)) as client:
             with pytest.raises(H2oTimeoutError):
                 await client.ask("x")
@@ -273,7 +273,7 @@ async def test_overall_deadline(transport: str) -> None:
 async def test_create_that_succeeds_on_the_server_but_answers_an_error(transport: str) -> None:
     # Documented decision: the client cannot name that conversation; it is not retried and it leaks
     # on the server (only a server-side expiry can remove it). The error says so by its phase.
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("create", "create_then_error")]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("create", "create_then_error")]) as server:
         async with client_for(server, transport) as client:
             conv = client.conversation()
             with pytest.raises(H2oStatusError) as info:
@@ -284,7 +284,7 @@ async def test_create_that_succeeds_on_the_server_but_answers_an_error(transport
 
 
 async def test_create_html_page_is_a_protocol_error(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("create", "html")]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("create", "html")]) as server:
         async with client_for(server, transport) as client:
             with pytest.raises(H2oProtocolError) as info:
                 await client.ask("x")
@@ -293,7 +293,7 @@ async def test_create_html_page_is_a_protocol_error(transport: str) -> None:
 
 
 async def test_settings_429_with_retry_after_is_retried(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("settings", "status", status=429, retry_after=0.05)]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("settings", "status", status=429, retry_after=0.05)]) as server:
         async with client_for(server, transport) as client:
             assert await client.ask("x") == expected("x")
         assert len(server.accounting.requests_for("POST", "/settings")) == 2
@@ -301,7 +301,7 @@ async def test_settings_429_with_retry_after_is_retried(transport: str) -> None:
 
 
 async def test_create_500_is_not_retried(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("create", "status", status=500)]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("create", "status", status=500)]) as server:
         async with client_for(server, transport) as client:
             with pytest.raises(H2oStatusError):
                 await client.ask("x")
@@ -309,7 +309,7 @@ async def test_create_500_is_not_retried(transport: str) -> None:
 
 
 async def test_delete_is_retried_on_5xx(transport: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("delete", "status", status=503, count=2)]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("delete", "status", status=503, count=2)]) as server:
         async with client_for(server, transport) as client:
             await client.ask("x")
         assert len(server.accounting.requests_for("DELETE")) == 3
@@ -318,7 +318,7 @@ async def test_delete_is_retried_on_5xx(transport: str) -> None:
 
 async def test_failed_cleanup_raises_cleanup_error_when_nothing_else_failed(transport: str) -> None:
     timeouts = Timeouts(connect=2.0, settings=5.0, create=5.0, send=5.0, token=5.0, delete=0.5, cleanup=1.0)
-    with LocalServer(ServerConfig(max_tokens=8), faults=[Fault("delete", "status", status=500, count=-1)]) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=[Fault("delete", "status", status=500, count=-1)]) as server:
         async with client_for(server, transport, timeouts=timeouts) as client:
             conv = client.conversation()
             with pytest.raises(H2oCleanupError) as info:
@@ -333,8 +333,9 @@ async def test_failed_cleanup_raises_cleanup_error_when_nothing_else_failed(tran
 
 async def test_failed_cleanup_never_hides_the_original_error(transport: str) -> None:
     faults = [Fault("stream", "drop", at_token=1), Fault("delete", "status", status=500, count=-1)]
-    with LocalServer(ServerConfig(max_tokens=8), faults=faults) as server:
-        async with client_for(server, transport) as client:
+    timeouts = Timeouts(connect=2.0, settings=5.0, create=5.0, send=5.0, token=5.0, delete=0.5, cleanup=1.0)
+    with emulator(ServerConfig(max_tokens=8), faults=faults) as server:
+        async with client_for(server, transport, timeouts=timeouts) as client:
             with pytest.raises(H2oTransportError) as info:
                 await client.ask("x")
         assert info.value.phase is Phase.STREAM
@@ -343,8 +344,7 @@ async def test_failed_cleanup_never_hides_the_original_error(transport: str) -> 
 
 
 async def test_connection_refused_is_a_transport_error(transport: str) -> None:
-    with LocalServer() as server:
-        url = server.url
+    url = refused_url()
     async with H2oClient(url, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS, transport=transport) as client:  # type: ignore[arg-type]
         with pytest.raises(H2oTransportError) as info:
             await client.ask("x")
@@ -360,11 +360,7 @@ async def test_transitions_are_logged_without_prompt_or_cookie(server: LocalServ
         async with client_for(server, transport, logger=log) as client:
             await client.ask("a secret prompt")
     transitions = [e for e in logs if e["event"] == "transition"]
-    assert [(e["source"], e["dest"]) for e in transitions][:3] == [
-        ("new", "settings"),
-        ("settings", "create"),
-        ("create", "fetch"),
-    ]
+    assert [(e["source"], e["dest"]) for e in transitions][:3] == [(a.value, b.value) for a, b in happy_path()[:3]]
     assert all("duration_ms" in e and "trigger" in e for e in transitions)
     assert transitions[-1]["conversation_id"]
     text = repr(logs)

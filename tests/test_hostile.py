@@ -14,26 +14,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import math
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import structlog
-from hostile_server import SECRET_PREFIX, HostileServer, Reply, Request, echo_reply, stream_body
+from hostile_server import SECRET_PREFIX, HostileServer, Reply, Request, echo_reply, padding_headers, stream_body
 from structlog.testing import capture_logs
+from support import journal_threads
 
 from h2o_fsm import (
+    H2oCleanupError,
     H2oClient,
     H2oError,
     H2oProtocolError,
     H2oTimeoutError,
+    H2oTransportError,
     Journal,
     Phase,
     Retries,
@@ -42,7 +48,10 @@ from h2o_fsm import (
 from h2o_fsm.cli import main
 
 T = TypeVar("T")
-SLACK = 0.1  # the caller gets control back within its deadline + this
+# The caller gets control back within its deadline + this. A caller kept waiting would be >= 0.5 s late:
+# each stall below outlasts the deadline (0.5 s) by a step's or the DELETE's timeout (TIMEOUTS: 1.0 /
+# 0.5 s) and the slow create answers 0.7 s after it; milliseconds are for benchmarks/deadlines.py.
+SLACK = 0.4
 TIMEOUTS = Timeouts(connect=1.0, settings=1.0, create=1.0, send=1.0, token=1.0, delete=0.5, cleanup=2.0, total=3.0)
 RETRIES = Retries(attempts=2, backoff=0.01, max_wait=0.05, max_time=1.0)
 PROXY_PASSWORD = "Pr0xyPassw0rd"
@@ -164,8 +173,8 @@ def default_with(server: HostileServer, **changes: Any) -> Callable[[Request], R
 async def test_slow_create_caller_deadline_holds_and_the_late_id_is_deleted(
     server: HostileServer, transport: str, logs: list[dict[str, Any]]
 ) -> None:
-    server.on["create"] = default_with(server, delay=0.8)  # after the caller's deadline, within Timeouts.create
-    client = client_for(server, transport)
+    server.on["create"] = default_with(server, delay=1.2)  # after the caller's deadline, within Timeouts.create
+    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "create": 2.0}))
     out = await run(client.ask("hi"), deadline=0.5)
     assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server)  # the create's answer came after the deadline: its id is deleted
@@ -212,7 +221,7 @@ async def test_stalled_delete_caller_deadline_holds_and_undeleted_is_counted(
 ) -> None:
     server.on["send"] = default_with(server, stall="after_head")
     server.on["delete"] = default_with(server, stall="before_head")
-    client = client_for(server, transport)
+    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "cleanup": 1.0}))  # 1 s of DELETEs
     out = await run(client.ask("hi"), deadline=0.5)
     assert isinstance(out.exc, asyncio.TimeoutError) and out.elapsed < 0.5 + SLACK, (out.exc, out.elapsed)
     await finish(client, server, owed=[])
@@ -237,7 +246,7 @@ def test_cli_timeout_against_a_stalled_stream(server: HostileServer, capsys: pyt
     started = time.monotonic()
     code = main(["chat", "hi", "--base-url", server.url, "--timeout", "1"])
     elapsed = time.monotonic() - started
-    assert code != 0 and elapsed < 1 + 0.5, elapsed
+    assert code != 0 and elapsed < 1 + 1.5, elapsed  # without the deadline: the stream's 60 s token timeout
     assert server.deletes()[server.created[0]] == 1
     out = capsys.readouterr()
     assert SECRET_PREFIX not in out.out + out.err
@@ -270,6 +279,69 @@ async def test_too_many_response_headers(server: HostileServer, transport: str, 
     await finish(client, server)
     assert_no_secret(out, logs, secrets_of(server))
     assert_undeleted(client, 0)
+
+
+# ------------------------------------------------ issue 16 item 4: answers a real server may send, and worse
+async def test_a_delete_answered_with_129_headers_is_read(server: HostileServer, transport: str) -> None:
+    server.on["delete"] = default_with(server, raw_head_lines=padding_headers(129))
+    client = client_for(server, transport)
+    out = await run(client.ask("hi"), deadline=3.0)
+    assert out.exc is None and out.result == "Hello world", f"{out.exc!r}"
+    assert out.elapsed < 2.0
+    await finish(client, server)  # exactly one DELETE
+    assert server.deleted_ok == server.created
+    assert_undeleted(client, 0)
+
+
+async def test_a_delete_answer_that_cannot_be_read_fails_typed_at_once_and_is_not_repeated(
+    server: HostileServer, transport: str, logs: list[dict[str, Any]]
+) -> None:
+    """Over every parser's limit (h11: 16 KiB of head; ours on aiohttp: 512 headers): the DELETE was
+    sent and may have been carried out; asking again would read the same answer. One DELETE, a typed
+    error well before the cleanup budget, the conversation counted undeleted."""
+    server.on["delete"] = default_with(server, raw_head_lines=padding_headers(20_000))
+    client = client_for(server, transport, timeouts=dataclasses.replace(TIMEOUTS, cleanup=20.0, total=None))
+    out = await run(client.ask("hi"), deadline=10.0)
+    assert isinstance(out.exc, H2oCleanupError), f"{out.exc!r}"
+    cause = out.exc.__cause__
+    assert isinstance(cause, H2oTransportError) and cause.reason == "malformed" and not cause.not_sent
+    assert out.elapsed < 3.0, "the DELETE was retried on an answer that cannot be read"
+    assert [r.step for r in server.requests].count("delete") == 1
+    assert client.live_conversations == 0
+    server.on.clear()
+    await next_conversation_completes(client, server)
+    await asyncio.wait_for(client.aclose(), 5)
+    assert_no_secret(out, logs, secrets_of(server))
+    assert_undeleted(client, 1)
+
+
+async def test_a_create_answer_dropped_after_a_set_cookie_head_carries_no_secret_anywhere(
+    server: HostileServer, transport: str, logs: list[dict[str, Any]]
+) -> None:
+    secret = f"{SECRET_PREFIX}rotated-7c1e"
+
+    def dropped(request: Request) -> Reply:
+        reply = server.default(request)
+        reply.headers.append(("Set-Cookie", f"hf-chat={secret}; Path=/; HttpOnly"))
+        reply.close_after = 5  # the head says the whole length; the connection drops after 5 bytes
+        return reply
+
+    server.on["create"] = dropped
+    client = client_for(server, transport)
+    out = await run(client.ask("hi"), deadline=3.0)
+    assert isinstance(out.exc, H2oTransportError), f"{out.exc!r}"
+    assert out.exc.reason in ("incomplete", "disconnected", "network") and not out.exc.not_sent
+    texts = ["".join(traceback.format_exception(out.exc))]
+    seen: BaseException | None = out.exc
+    while seen is not None:
+        texts += [str(seen), repr(seen), *getattr(seen, "__notes__", ())]
+        seen = seen.__cause__ or seen.__context__
+    for text in texts:
+        assert secret not in text and "hf-chat=" not in text, text[-400:]
+    assert client.live_conversations == 0
+    await asyncio.wait_for(client.aclose(), 5)
+    assert_no_secret(out, logs, [*secrets_of(server), secret])
+    assert_undeleted(client, 1)  # created on the server, its id never read: counted, not hidden
 
 
 class _Sink:
@@ -327,14 +399,14 @@ async def test_session_loss_is_recovered(
 # ================================================================ 4. slow answers are bounded per step
 @pytest.mark.parametrize(
     "case",
-    [("settings", False, 1.0), ("create", False, 1.0), ("create", True, 1.0), ("send", False, 3.0)],
+    [("settings", False, 1.0), ("create", False, 1.0), ("create", True, 1.0), ("send", False, 1.5)],
     ids=["settings", "create", "create-head", "send"],
 )
 async def test_trickled_answer_times_out_in_time(
     server: HostileServer, transport: str, logs: list[dict[str, Any]], case: tuple[str, bool, float]
 ) -> None:
     """1 byte per 0.2 s: no single read ever times out; the step's timeout (create/settings: 1 s) or
-    ``Timeouts.total`` (3 s, for the stream) must end it, wall clock."""
+    ``Timeouts.total`` (1.5 s, for the stream) must end it, wall clock."""
     step, head, bound = case
     def trickled(request: Request) -> Reply:
         reply = server.default(request)
@@ -343,10 +415,10 @@ async def test_trickled_answer_times_out_in_time(
         return reply
 
     server.on[step] = trickled
-    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "total": 3.0}))
+    client = client_for(server, transport, timeouts=Timeouts(**{**TIMEOUTS.__dict__, "total": 1.5}))
     out = await run(client.ask("hi"), deadline=10.0)
     assert isinstance(out.exc, H2oTimeoutError), repr(out.exc)
-    assert out.elapsed < bound + 0.5, f"{step} trickle failed after {out.elapsed:.1f} s (bound {bound} s)"
+    assert out.elapsed < bound + 1.0, f"{step} trickle failed after {out.elapsed:.1f} s (bound {bound} s)"
     await finish(client, server, owed=server.delivered)
     assert_no_secret(out, logs, secrets_of(server))
     assert_undeleted(client, 1 if step == "create" else 0)
@@ -478,20 +550,26 @@ async def test_a_locked_journal_neither_stalls_the_loop_nor_strands_the_conversa
     server: HostileServer, transport: str, logs: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     path = tmp_path / "j.sqlite"
-    journal = Journal(path, busy_timeout=0.3)
+    journal = Journal(path, busy_timeout=0.6)  # on the loop, a write would stall it >= 0.6 s
+    threads = journal_threads(journal)
     other = sqlite3.connect(str(path), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         client = client_for(server, transport, journal=journal)
         async with loop_lag() as worst:
-            out = await run(client.ask("hi"), deadline=2.0)
+            # three bounded waits on the locked file (the lease's start, the add, the remove: ~1.8 s by
+            # design); the deadline only catches a write that waits unbounded or strands the ask
+            out = await run(client.ask("hi"), deadline=5.0)
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert_h2o_error(out, allow_success=True)
     if out.exc is not None:
         assert isinstance(out.exc.__cause__, sqlite3.Error), repr(out.exc.__cause__)
-    assert worst[0] < 0.1, f"the event loop stalled {worst[0] * 1000:.0f} ms"
+    assert threads and threading.get_ident() not in threads  # every SQLite call ran off the loop
+    # a write on the loop would stall it >= 0.6 s: the thread check above says so exactly; this bound
+    # only catches a stall a loaded shared machine never makes (it once made 0.73 s)
+    assert worst[0] < 1.5, f"the event loop stalled {worst[0] * 1000:.0f} ms"
     await next_conversation_completes(client, server)
     await finish(client, server)
     assert journal.entries() == []

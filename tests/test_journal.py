@@ -9,12 +9,14 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support import emulator, journal_threads
 
 from h2o_fsm import H2oClient, Journal, JournalScan
 from h2o_fsm.server import LocalServer, ServerConfig
@@ -130,7 +132,7 @@ def test_a_locked_journal_raises_promptly(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             j.add(URL, "a" * 24, {"hf-chat": SECRET})
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.5  # not SQLite's default busy timeout (5 s)
         assert j.entries() == []  # readers are not blocked (WAL)
     finally:
         other.execute("ROLLBACK")
@@ -144,6 +146,7 @@ async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) ->
     path = tmp_path / "j.sqlite"
     j = Journal(path, busy_timeout=0.6)  # long enough that running it on the loop would show
     await j.add_async(URL, "b" * 24, {})
+    threads = journal_threads(j)
     other = _hold_write_lock(path)
     try:
         async with _LoopLag() as lag:
@@ -158,7 +161,10 @@ async def test_a_locked_journal_does_not_stall_the_event_loop(tmp_path: Path) ->
         other.execute("ROLLBACK")
         other.close()
     assert 1.0 <= elapsed < 3.0  # each write waited its busy timeout, then gave up
-    assert lag.worst < 0.1, f"the event loop stalled {lag.worst * 1000:.0f} ms"
+    assert threads and threading.get_ident() not in threads  # every SQLite call ran off the loop
+    # on the loop a write would stall it >= 0.6 s (the thread check says so exactly); this bound only
+    # catches a stall a loaded shared machine never makes
+    assert lag.worst < 1.5, f"the event loop stalled {lag.worst * 1000:.0f} ms"
     await j.aclose()
 
 
@@ -209,7 +215,7 @@ def dead_pid() -> int:
 async def test_a_bad_row_does_not_stop_a_sweep(tmp_path: Path, dead_pid: int) -> None:
     path = tmp_path / "j.sqlite"
     j = Journal(path)
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with httpx.AsyncClient(base_url=server.url) as raw:
             await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",
                                               "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
@@ -261,3 +267,93 @@ def test_a_directory_is_a_clear_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a regular file") as info:
         Journal(tmp_path)
     assert str(tmp_path) in str(info.value)
+
+
+# ---------------------------------------------------------------- leases, claims, old files
+_OLD_SCHEMA = """CREATE TABLE conversations (
+    base_url TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    cookies TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    pid INTEGER NOT NULL,
+    PRIMARY KEY (base_url, conversation_id)
+)"""
+
+
+async def test_a_file_of_the_pid_era_is_read_and_its_rows_swept(tmp_path: Path) -> None:
+    """A journal written before leases (one table, rows keyed by pid) is opened as it is; its rows have
+    no owner and are swept — even one whose pid is alive here (the container case: PID 1 again)."""
+    path = tmp_path / "old.sqlite"
+    with LocalServer(ServerConfig(max_tokens=4)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as raw:
+            await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",
+                                              "ethicsModalAccepted": "true"}, headers={"Referer": server.url + "/"})
+            cids = [(await raw.post("/conversation", json={"model": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"}))
+                    .json()["conversationId"] for _ in range(2)]
+            cookies = json.dumps(dict(raw.cookies))
+        old = sqlite3.connect(str(path), isolation_level=None)
+        old.execute(_OLD_SCHEMA)
+        old.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)", (server.url, cids[0], cookies, 1.0, 1))
+        old.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)", (server.url, cids[1], cookies, 2.0, os.getpid()))
+        old.close()
+        os.chmod(path, 0o600)
+        j = Journal(path)
+        entries = j.entries(server.url)
+        assert [(e.conversation_id, e.owner) for e in entries] == [(cids[0], None), (cids[1], None)]
+        assert server.accounting.live == 2
+        async with H2oClient(server.url, transport="httpx", background_sweep=False) as client:
+            report = await client.sweep(j)
+        assert (report.deleted, report.skipped, report.failed) == (2, 0, 0)
+        assert_nothing_leaked(server)
+    assert j.entries() == []
+    j.close()
+    tables = {r[0] for r in sqlite3.connect(str(path)).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"conversations", "conversation_owners", "owners"} <= tables
+
+
+def test_leases_decide_what_is_sweepable_not_pids(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite", lease=0.3)
+    j.add(URL, "a" * 24, {}, owner="alive")
+    j.add(URL, "b" * 24, {}, owner="dying")
+    j.add(URL, "c" * 24, {}, owner="closed")
+    j.release("closed")
+    scan = j.sweepable(URL)
+    assert [e.conversation_id for e in scan.entries] == ["c" * 24] and scan.live == 2
+    assert {e.pid for e in j.entries()} == {os.getpid()}  # all written by this live pid: irrelevant
+    for _ in range(6):  # 0.6 s: "alive" renews, "dying" does not
+        time.sleep(0.1)
+        j.renew("alive")
+    assert sorted(e.conversation_id for e in j.sweepable(URL).entries) == ["b" * 24, "c" * 24]
+    assert len(j.sweepable(URL, include_live=True).entries) == 3
+    j.close()
+
+
+def test_a_claim_is_taken_once_and_given_back_only_by_its_claimer(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j, other = Journal(path), Journal(path)
+    j.add(URL, "a" * 24, {}, owner="gone")
+    j.release("gone")
+    [entry] = j.sweepable(URL).entries
+    assert j.claim(entry, "one", 30) and not other.claim(entry, "two", 30)
+    other.unclaim(entry, "two")  # not its claim: nothing happens
+    assert not other.claim(entry, "two", 30)
+    j.unclaim(entry, "one")
+    assert other.claim(entry, "two", 30)
+    other.remove(URL, "a" * 24)
+    assert not j.claim(entry, "three", 30)
+    j.add(URL, "b" * 24, {}, owner="alive")
+    [live] = j.entries(URL)
+    assert not j.claim(live, "x", 30) and j.claim(live, "x", 30, include_live=True)
+    j.close()
+    other.close()
+
+
+def test_closing_a_journal_releases_its_own_owner(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    j.add(URL, "a" * 24, {})  # written under the journal's own owner
+    reader = Journal(path)
+    assert reader.sweepable(URL).live == 1
+    j.close()
+    assert [e.conversation_id for e in reader.sweepable(URL).entries] == ["a" * 24]
+    reader.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from transitions.extensions.asyncio import AsyncMachine
+from support import emulator
 
 from h2o_fsm import STATES, TRANSITIONS, H2oClient, H2oStateError, Phase
 from h2o_fsm._diagram import render
@@ -79,8 +80,8 @@ async def test_plain_transitions_093_swallows_outside_cancellation() -> None:
 
 
 async def test_our_machine_propagates_outside_cancellation() -> None:
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
-        server.faults.add(Fault("create", "stall", seconds=2))
+    with emulator(ServerConfig(max_tokens=4)) as server:
+        server.faults.add(Fault("create", "stall", seconds=1))
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             task = asyncio.create_task(conv.open())
@@ -109,7 +110,7 @@ async def test_callbacks_run_in_order_in_the_callers_task() -> None:
 
 
 async def test_one_slow_conversation_does_not_block_another() -> None:
-    with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("stream", "stall", seconds=1.5)]) as server:
+    with emulator(ServerConfig(max_tokens=4), faults=[Fault("stream", "stall", seconds=1.5)]) as server:
         async with H2oClient(server.url) as client:
             slow = asyncio.create_task(client.ask("slow"))
             await asyncio.sleep(0.1)
@@ -122,7 +123,7 @@ async def test_one_slow_conversation_does_not_block_another() -> None:
 
 
 async def test_invalid_step_is_a_state_error_and_does_not_touch_the_conversation() -> None:
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             await conv.aclose()

@@ -10,7 +10,9 @@ transient DELETE failures in a row. After ``await client.aclose()``:
 * with no DELETE fault but the transient ones, nothing was left undeleted at all;
 * every conversation is in a terminal state;
 * the caller saw an ``H2oError`` of a phase a fault fired in, or its own cancellation/``TimeoutError``;
-* the caller got control back within its deadline (or cancellation) + 0.1 s;
+* the caller got control back within its deadline (or cancellation) + ``LATENESS`` (1 s: a caller kept
+  waiting for cleanup is later than that — see below; the milliseconds are measured by
+  ``benchmarks/deadlines.py``, not asserted on a shared machine);
 * no task is left behind.
 """
 
@@ -33,8 +35,13 @@ from h2o_fsm.testing.strategies import fault_plans, invalid_messages, invalid_pa
 
 TIMEOUTS = Timeouts(connect=1, settings=1, create=1, fetch=1, send=1, token=0.3, delete=1, cleanup=3)
 RETRIES = Retries(attempts=3, backoff=0.005, max_wait=0.02, max_time=1)
-# the caller must get control back this soon after its deadline or cancellation (issue 10)
-LATENESS = 0.1
+# The caller must get control back this soon after its deadline or cancellation (issue 10). What this
+# guards: a caller never waits for cleanup. A conversation whose DELETE keeps failing (a 5xx with
+# count=-1: a few examples per run; test_hostile's stalled-DELETE test is the fixed case) is retried for
+# ~2 s of the 3 s cleanup budget, so a caller kept waiting for it is about 2 s late; a third of the
+# cleanup budget is crossed by that bug, not by a loaded machine's scheduling (issue 15: 142 ms against
+# a bound of 0.1 s was a flake).
+LATENESS = TIMEOUTS.cleanup / 3
 
 
 @pytest.fixture(scope="module")

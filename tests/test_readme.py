@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from support import emulator
 
 from h2o_fsm.server import LocalServer, ServerConfig
 
@@ -53,15 +54,33 @@ def test_the_readme_has_the_examples_it_should() -> None:
     assert len(first) == 2 and first[0].endswith("h2o-fsm demo") and "pytest" in first[1]  # CI reads line 2
 
 
+def test_the_examples_need_one_server_url() -> None:
+    """Followed top to bottom: the setup block serves one server (chat-ui's) and exports its URL; every
+    example reads that URL and detects the dialect (none assumes the 2023 protocol's client default)."""
+    text = README.read_text(encoding="utf-8")
+    setup = text[text.index("## Running the examples"):].split("```sh\n", 1)[1].split("```", 1)[0]
+    serves = [line for line in setup.splitlines() if "h2o-fsm serve" in line]
+    assert len(serves) == 1 and "--dialect chat-ui" in serves[0] and "export H2O_FSM_BASE_URL=" in setup
+    for code, id_ in SCRIPTS:
+        assert 'os.environ["H2O_FSM_BASE_URL"]' in code, id_
+        assert re.search(r'dialect ?= ?"auto"', code), id_  # one URL is enough: the server says which protocol
+
+
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, LocalServer]]:
-    with LocalServer(ServerConfig(max_tokens=12)) as h2o, LocalServer(ServerConfig(max_tokens=12), dialect="chat-ui") as cu:
+    with emulator(ServerConfig(max_tokens=12)) as h2o, emulator(ServerConfig(max_tokens=12), dialect="chat-ui") as cu:
         yield {"h2o": h2o, "chat-ui": cu}
 
 
-@pytest.mark.parametrize("code", [c for c, _ in SCRIPTS], ids=[i for _, i in SCRIPTS])
-def test_script_example_runs(code: str, servers: dict[str, LocalServer], tmp_path: Path) -> None:
-    server = servers["chat-ui" if 'dialect="chat-ui"' in code else "h2o"]  # each block against its dialect
+# every example against the README's one server (chat-ui's); those that use nothing of chat-ui's own
+# (no "chat-ui" in them) against the 2023 server too: dialect="auto" makes the same code run on both
+RUNS = [(code, id_, "chat-ui") for code, id_ in SCRIPTS] + [
+    (code, id_, "h2o") for code, id_ in SCRIPTS if "chat-ui" not in code]
+
+
+@pytest.mark.parametrize(("code", "dialect"), [(c, d) for c, _, d in RUNS], ids=[f"{i}-{d}" for _, i, d in RUNS])
+def test_script_example_runs(code: str, dialect: str, servers: dict[str, LocalServer], tmp_path: Path) -> None:
+    server = servers[dialect]
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     before = server.accounting.snapshot()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import emulator
 
 from h2o_fsm import H2oClient, Journal
 from h2o_fsm.cli import main
@@ -25,7 +26,7 @@ from h2o_fsm.testing import assert_nothing_leaked
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_sigkill_mid_stream_then_sweep_leaves_nothing(tmp_path: Path) -> None:
     journal_path = tmp_path / "live.sqlite"
-    with LocalServer(ServerConfig(max_tokens=400, token_delay=0.05)) as server:
+    with emulator(ServerConfig(max_tokens=400, token_delay=0.05)) as server:
         child = subprocess.Popen(
             [sys.executable, "-m", "h2o_fsm.cli", "chat", "hello", "--base-url", server.url, "--journal", str(journal_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -46,6 +47,8 @@ def test_sigkill_mid_stream_then_sweep_leaves_nothing(tmp_path: Path) -> None:
         journal.close()
 
         code = main(["sweep", "--base-url", server.url, "--journal", str(journal_path)])
+        assert code == 0 and server.accounting.live == 1  # the killed owner's lease (30 s) still holds
+        code = main(["sweep", "--base-url", server.url, "--journal", str(journal_path), "--all"])
         assert code == 0
         assert_nothing_leaked(server)
         assert Journal(journal_path).entries() == []
@@ -53,7 +56,7 @@ def test_sigkill_mid_stream_then_sweep_leaves_nothing(tmp_path: Path) -> None:
 
 async def test_journal_rows_come_and_go_with_the_conversation(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite")
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with H2oClient(server.url, journal=journal) as client:
             async with client.conversation() as conv:
                 await conv.ask("x")
@@ -67,7 +70,7 @@ async def test_journal_rows_come_and_go_with_the_conversation(tmp_path: Path) ->
 async def test_load_200_concurrent_conversations_one_client_bounded() -> None:
     """The suite's smaller size of benchmarks/load.py (1,000 there)."""
     n = 200
-    with LocalServer(ServerConfig(max_tokens=16, keep_request_log=False)) as server:
+    with emulator(ServerConfig(max_tokens=16, keep_request_log=False)) as server:
         tracemalloc.start()
         async with H2oClient(server.url, max_concurrency=50, max_connections=50) as client:
             started = time.monotonic()
@@ -84,7 +87,7 @@ async def test_load_200_concurrent_conversations_one_client_bounded() -> None:
 
 
 async def test_cookie_never_in_reprs_or_errors() -> None:
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             async with conv:
@@ -101,7 +104,7 @@ async def test_fast_transport_behaves_the_same(fault_kind: str) -> None:
     from h2o_fsm.server import Fault
 
     faults = [] if fault_kind == "none" else [Fault("stream", fault_kind, at_token=2)]  # type: ignore[arg-type]
-    with LocalServer(ServerConfig(max_tokens=8), faults=faults) as server:
+    with emulator(ServerConfig(max_tokens=8), faults=faults) as server:
         async with H2oClient(server.url, transport=fast_transport()) as client:
             if fault_kind == "none":
                 assert await client.ask("x")
@@ -136,7 +139,7 @@ def journal_from_a_dead_process(path: Path, base_url: str, cids: list[str], cook
 async def test_sweep_skips_live_processes_and_reports_each_outcome(tmp_path: Path) -> None:
     journal_path = tmp_path / "j.sqlite"
     journal = Journal(journal_path)
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with LocalServer(ServerConfig(max_tokens=4)) as server:  # its own: "server gone" below
         # a real leftover: created by a "dead" client, then journalled under the dead pid
         async with httpx.AsyncClient(base_url=server.url) as raw:
             await raw.post("/settings", data={"activeModel": "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1",

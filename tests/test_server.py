@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import emulator
 
 from h2o_fsm import H2oClient, H2oLimitError, Limits, Phase
 from h2o_fsm.server import Fault, FaultPlan, LocalServer, ServerConfig
@@ -92,7 +93,7 @@ async def test_the_pytest_plugin_fixture(h2o_server: LocalServer) -> None:
 def test_request_log_is_bounded_but_counters_are_not() -> None:
     from h2o_fsm.server import ServerConfig
 
-    with LocalServer(ServerConfig(request_log_size=5, max_tokens=2)) as server:
+    with emulator(ServerConfig(request_log_size=5, max_tokens=2)) as server:
         with httpx.Client(base_url=server.url) as c:
             for _ in range(12):
                 c.get("/")
@@ -137,7 +138,7 @@ def test_reset_and_forget_sessions_h2o(server: LocalServer) -> None:
 def test_assert_nothing_leaked_excuses_only_what_faults_made_undeletable() -> None:
     faults = [Fault("create", "create_then_error"), Fault("delete", "status", status=503)]
     config = ServerConfig(require_settings=False)
-    with LocalServer(config, faults) as server, httpx.Client(base_url=server.url) as c:
+    with emulator(config, faults) as server, httpx.Client(base_url=server.url) as c:
         assert c.post("/conversation", json={"model": MODEL}).status_code == 500  # created, id never told
         assert_nothing_leaked(server)
         cid = c.post("/conversation", json={"model": MODEL}).json()["conversationId"]

@@ -69,6 +69,7 @@ def test_a_new_second_cookie_is_not_a_lost_session() -> None:
         "hf-chat=; Expires=Thu, 01 Jan 1970 00:00:00 GMT",  # epoch 0: falsy, still in the past
         "hf-chat=x; Max-Age=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT",  # invalid Max-Age is ignored
     ],
+    ids=["max-age-0", "max-age-negative", "expires-past", "expires-epoch", "bad-max-age"],  # same on every xdist worker
 )
 def test_an_expired_cookie_is_removed_and_reported(header: str) -> None:
     session = Session({"hf-chat": "abc", "token": "t"})
@@ -96,6 +97,7 @@ def test_expiring_a_cookie_we_do_not_have_changes_nothing() -> None:
         f"hf-chat=abc; Expires={http_date(3600)}",
         "hf-chat=abc; Expires=not a date",
     ],
+    ids=["max-age-wins", "expires-future", "bad-date"],
 )
 def test_a_cookie_that_is_not_expired_is_kept(header: str) -> None:
     session = Session()

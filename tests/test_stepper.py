@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support import emulator, stepped_states
 
 from h2o_fsm import H2oClient, H2oStateError, H2oStatusError, Phase
 from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 
-EXPECTED_STATES = [Phase.SETTINGS, Phase.CREATE, Phase.FETCH, Phase.SEND, Phase.STREAM, Phase.READY, Phase.CLOSED]
+EXPECTED_STATES = stepped_states()  # settings, create, fetch, send, stream, ready, closed: from the table
+AT = {phase: i for i, phase in enumerate(EXPECTED_STATES)}
 
 
 async def test_every_phase_one_step_at_a_time(server: LocalServer) -> None:
@@ -29,20 +31,21 @@ async def test_every_phase_one_step_at_a_time(server: LocalServer) -> None:
                 await conv.step()
     assert [r.state for r in results] == EXPECTED_STATES
     cid = conv.conversation_id
-    assert [r.request for r in results][:4] == [
+    assert [r.request for r in results][: AT[Phase.SEND] + 1] == [
         "POST /settings", "POST /conversation", f"GET /api/v2/conversations/{cid}", f"POST /conversation/{cid}"
     ]
-    assert results[2].skipped  # the 2023 dialect has no fetch step
-    assert results[0].status == 303 and results[1].status == 200 and results[6].status == 200
-    assert results[5].text == "".join(generate([("user", "Hi")], 8))
+    assert results[AT[Phase.FETCH]].skipped  # the 2023 dialect has no fetch step
+    assert results[AT[Phase.SETTINGS]].status == 303 and results[AT[Phase.CREATE]].status == 200
+    assert results[AT[Phase.CLOSED]].status == 200
+    assert results[AT[Phase.READY]].text == "".join(generate([("user", "Hi")], 8))
     assert all(r.elapsed_ms >= 0 for r in results)
     assert server.accounting.live == 0
 
 
-@pytest.mark.parametrize("steps", range(7))
+@pytest.mark.parametrize("steps", range(len(EXPECTED_STATES)))
 @pytest.mark.parametrize("how", ["exit", "exception", "cancel"])
 async def test_abandoning_a_stepped_conversation_deletes_it(steps: int, how: str) -> None:
-    with LocalServer(ServerConfig(max_tokens=4)) as server:
+    with emulator(ServerConfig(max_tokens=4)) as server:
         async with H2oClient(server.url) as client:
 
             async def drive() -> None:
@@ -67,7 +70,7 @@ async def test_abandoning_a_stepped_conversation_deletes_it(steps: int, how: str
             else:
                 await drive()
         acct = server.accounting
-        assert acct.live == 0 and acct.deleted == acct.created == (1 if steps >= 2 else 0)
+        assert acct.live == 0 and acct.deleted == acct.created == (1 if steps > AT[Phase.CREATE] else 0)
 
 
 async def test_step_without_a_prompt_is_a_clear_error(server: LocalServer) -> None:
@@ -85,7 +88,7 @@ async def test_step_without_a_prompt_is_a_clear_error(server: LocalServer) -> No
 
 
 async def test_a_failing_step_aborts_and_deletes() -> None:
-    with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("send", "status", status=500)]) as server:
+    with emulator(ServerConfig(max_tokens=4), faults=[Fault("send", "status", status=500)]) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             conv.queue("x")
@@ -113,7 +116,7 @@ async def test_describe_next_redacts_and_diagram_highlights(server: LocalServer)
 
 
 async def test_aclose_from_another_task_during_a_step_is_refused_then_works() -> None:
-    with LocalServer(ServerConfig(max_tokens=4), faults=[Fault("create", "stall", seconds=0.3)]) as server:
+    with emulator(ServerConfig(max_tokens=4), faults=[Fault("create", "stall", seconds=0.3)]) as server:
         async with H2oClient(server.url) as client:
             conv = client.conversation()
             opening = asyncio.create_task(conv.open())

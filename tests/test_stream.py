@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from h2o_fsm._dialects.h2o.stream import StreamParser
 from h2o_fsm._events import FinalAnswer, StreamError
-from h2o_fsm._stream import StreamParser, StreamSyntaxError
+from h2o_fsm._stream import StreamSyntaxError
 
 
 def event(text: str, *, special: bool = False, final: str | None = None) -> bytes:

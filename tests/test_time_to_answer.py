@@ -208,7 +208,7 @@ import asyncio, os, sys
 from h2o_fsm import H2oClient, Journal
 
 async def main():
-    client = H2oClient(sys.argv[1], journal=Journal(sys.argv[2]))
+    client = H2oClient(sys.argv[1], journal=Journal(sys.argv[2], lease=0.5))  # a short lease: the test waits it out
     print(await client.ask("Hi"), flush=True)
     os._exit(9)  # dies between the answer and its DELETE, like kill -9
 
@@ -226,6 +226,7 @@ def test_the_journal_covers_a_crash_between_the_answer_and_its_delete(tmp_path: 
         journal = Journal(path)
         try:
             assert len(journal.entries(server.url)) == 1
+            time.sleep(0.7)  # the dead owner's lease (0.5 s) runs out: only then may a sweep delete its entry
 
             async def sweep() -> int:
                 async with H2oClient(server.url) as client:

@@ -1,4 +1,5 @@
-"""The ``h2o-fsm`` command: chat (one-shot, stdin, interactive), serve, demo, diagram, sweep.
+"""The ``h2o-fsm`` command: chat (one-shot, stdin, interactive), serve, demo, diagram, sweep, models,
+conversations.
 
 Exit codes: 0 success; 1 the conversation failed (one line on stderr: phase, status, what to do);
 2 bad usage or input (one line on stderr); 3 aborted by the user in ``--step`` mode; 130 interrupted (Ctrl-C).
@@ -12,10 +13,11 @@ import traceback
 from collections.abc import Sequence
 from typing import IO, TextIO
 
+from .._dialects import AUTO
 from .._exceptions import H2oError
 from .._log import redact
 from ._errors import EXIT_ABORTED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Aborted, UsageError, error_line
-from ._parser import DIALECTS, parser
+from ._parser import DIALECTS, check_base_url, parser
 
 __all__ = ["main"]
 
@@ -26,7 +28,13 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, inp: IO[str], 
         from ._chat import run_chat
 
         return run_chat(args, out, err, inp, standard_io=standard_io)
+    if command == "completion":
+        from ._completion import script
+
+        out.write(script(args.shell, parser()))
+        return 0
     from ._commands import run_demo, run_diagram, run_serve, run_sweep
+    from ._listing import run_conversations, run_models
 
     if command == "serve":
         return run_serve(args, out, err)
@@ -34,6 +42,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO, inp: IO[str], 
         return run_demo(args, out, err)
     if command == "diagram":
         return run_diagram(args, out)
+    if command in ("models", "conversations"):
+        return run_models(args, out) if command == "models" else run_conversations(args, out)
     return run_sweep(args, out, err)
 
 
@@ -51,10 +61,11 @@ def main(
     base_url = ""
     try:
         args = parser().parse_args(argv)
-        if getattr(args, "dialect", DIALECTS[0]) not in DIALECTS:  # from H2O_FSM_DIALECT, not checked by argparse
-            raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join(DIALECTS)}")
+        if getattr(args, "dialect", AUTO) not in (AUTO, *DIALECTS):  # from H2O_FSM_DIALECT, not checked by argparse
+            raise UsageError(f"H2O_FSM_DIALECT must be one of {', '.join((AUTO, *DIALECTS))}")
         debug = bool(getattr(args, "debug", False))
         base_url = getattr(args, "base_url", None) or ""
+        check_base_url(args)
         return _dispatch(args, out, err, inp, standard_io=standard_io)
     except UsageError as exc:
         err.write(f"h2o-fsm: {redact(str(exc))}\n")
@@ -62,7 +73,7 @@ def main(
     except H2oError as exc:
         if debug:
             traceback.print_exc(file=err)
-        err.write(error_line(exc, base_url, getattr(args, "dialect", None)) + "\n")
+        err.write(error_line(exc, base_url, getattr(args, "dialect", None), debug=debug) + "\n")
         return EXIT_FAILED
     except Aborted:
         err.write("h2o-fsm: aborted at a --step pause; whatever was created has been deleted\n")
@@ -73,5 +84,5 @@ def main(
         err.write(f"h2o-fsm: invalid input: {redact(' '.join(str(exc).split()))}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        err.write("h2o-fsm: interrupted; whatever was created has been deleted\n")
+        err.write("h2o-fsm: interrupted\n")
         return EXIT_INTERRUPTED

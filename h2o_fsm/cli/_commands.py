@@ -10,7 +10,8 @@ from typing import Any, TextIO
 
 from .._client import H2oClient
 from .._diagram import render
-from .._journal import Journal
+from .._dialects import DEFAULT_DIALECT
+from .._journal_base import JournalBackend
 from .._log import redact
 from .._phase import Phase
 from .._protocol import normalize_base_url
@@ -18,6 +19,7 @@ from .._records import TransitionRecord
 from .._sweep import SweepReport
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
+from ._jsonout import emit
 from ._parser import cookies_from
 
 __all__ = ["run_demo", "run_diagram", "run_serve", "run_sweep"]
@@ -87,10 +89,19 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"bundled chat-ui emulator listening on {server.url}\n\nphases:\n")
 
         def observe(record: TransitionRecord) -> None:
+            # each row: the step the time was spent on (a record's time is its request's, made on entering
+            # ``dest``; but leaving ``stream`` measures the reading of the answer, which belongs to stream)
             records.append(record)
+            if record.source is Phase.STREAM and not record.dest.is_terminal:
+                label, note = Phase.STREAM.value, "reading the answer"
+            elif record.dest is Phase.STREAM:
+                label, note = Phase.STREAM.value, "opening the answer"
+            else:
+                label, note = record.dest.value, ""
             status = f"HTTP {record.status}" if record.status is not None else ""
-            skipped = " (skipped)" if record.skipped else ""
-            out.write(f"  {record.dest.value:<9} {record.duration_ms:8.1f} ms  {status}{skipped}\n")
+            skipped = "(skipped)" if record.skipped else ""
+            said = "  ".join(x for x in (status, skipped, note) if x)
+            out.write(f"  {label:<9} {record.duration_ms:8.1f} ms  {said}".rstrip() + "\n")
             out.flush()
 
         async def run() -> str:
@@ -111,7 +122,7 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write("demo FAILED: the conversation was not cleaned up\n")
             return EXIT_FAILED
         out.write("demo OK\n")
-    flag = f" --dialect {args.dialect}" if args.dialect != "h2o" else ""
+    flag = f" --dialect {args.dialect}" if args.dialect != DEFAULT_DIALECT else ""
     err.write(f"try it yourself: `h2o-fsm serve{flag}` prints a URL; then `h2o-fsm chat{flag} --base-url URL`\n")
     return 0
 
@@ -123,11 +134,11 @@ def run_diagram(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _sweep_each(
-    urls: list[str], journal: Journal, options: dict[str, Any], *, include_live_processes: bool
+    urls: list[str], journal: JournalBackend, options: dict[str, Any], *, include_live_processes: bool
 ) -> SweepReport:
     total = SweepReport()
     for url in urls:
-        async with H2oClient(url, **options) as client:
+        async with H2oClient(url, background_sweep=False, **options) as client:
             report = await client.sweep(journal, include_live_processes=include_live_processes)
         total.deleted += report.deleted
         total.already_gone += report.already_gone
@@ -136,28 +147,57 @@ async def _sweep_each(
     return total
 
 
+def _sweep_journal(spec: str) -> JournalBackend:
+    """``--journal``: a ``redis://`` or ``postgresql://`` URL, or the path of an existing journal file."""
+    if "://" not in spec:
+        return open_journal(spec, must_exist=True)
+    from .._journal_lease import open_journal as open_url
+
+    try:
+        journal, _ = open_url(spec)
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"--journal: {exc}") from None
+    assert journal is not None
+    return journal
+
+
+async def _sweep_all(
+    journal: JournalBackend, base_url: str | None, options: dict[str, Any], *, include_live_processes: bool
+) -> tuple[SweepReport, list[str]]:
+    try:
+        recorded = sorted({entry.base_url for entry in (await journal.scan_async()).entries})
+        if base_url:
+            wanted = normalize_base_url(base_url)
+            targets = [url for url in recorded if url == wanted]
+            skipped = [url for url in recorded if url != wanted]
+        else:
+            targets, skipped = recorded, []
+        total = await _sweep_each(targets, journal, options, include_live_processes=include_live_processes)
+    finally:
+        await journal.aclose()
+    return total, skipped
+
+
 def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Sweep each journal entry at the URL recorded with it (or only those of ``--base-url``)."""
     options: dict[str, Any] = {"dialect": args.dialect}
     cookies = cookies_from(args.cookie)
     if cookies:
         options["cookies"] = cookies
-    journal = open_journal(args.journal, must_exist=True)
+    journal = _sweep_journal(args.journal)
     try:
-        recorded = sorted({entry.base_url for entry in journal.entries()})
-        if args.base_url:
-            wanted = normalize_base_url(args.base_url)
-            targets = [url for url in recorded if url == wanted]
-            skipped = [url for url in recorded if url != wanted]
-        else:
-            targets, skipped = recorded, []
-        total = asyncio.run(_sweep_each(targets, journal, options, include_live_processes=args.all))
-    finally:
-        journal.close()
-    out.write(
-        f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
-        f"skipped_live_process={total.skipped}\n"
-    )
+        total, skipped = asyncio.run(_sweep_all(journal, args.base_url, options, include_live_processes=args.all))
+    except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
+        err.write(f"h2o-fsm: --journal: {exc}\n")
+        return EXIT_FAILED
+    if args.json:
+        emit(out, {"type": "sweep", "deleted": total.deleted, "already_gone": total.already_gone,
+                   "failed": total.failed, "skipped_live_process": total.skipped})
+    else:
+        out.write(
+            f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
+            f"skipped_live_process={total.skipped}\n"
+        )
     if skipped:
         err.write(
             f"h2o-fsm: left the entries of other deployments: {', '.join(redact(u) for u in skipped)} "

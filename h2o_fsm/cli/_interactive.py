@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-from collections.abc import Coroutine
-from typing import IO, Any, TextIO, TypeVar
+from typing import IO, TextIO
 
 from .._client import H2oClient
 from .._conversation import Conversation
 from .._exceptions import H2oError
-from ._chat import ChatSetup, messages, stepped
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, error_line
+from ._listing import note_offered_models
+from ._setup import ChatSetup, messages
+from ._signals import Interrupted, Signals, terminate_raises
+from ._stepping import stepped
 
 __all__ = ["Interactive"]
 
-T = TypeVar("T")
 PROMPT = "you> "
 HELP = "type a message; /new starts a fresh conversation, /exit or Ctrl-D ends, Ctrl-C stops an answer"
-
-
-class _Interrupted(Exception):
-    """Ctrl-C arrived while a coroutine ran (it has been cancelled and has finished)."""
 
 
 def _enable_readline() -> None:
@@ -42,36 +38,11 @@ class Interactive:
     def __init__(self, setup: ChatSetup, out: TextIO, err: TextIO, stdin: IO[str], *, standard_io: bool) -> None:
         self.setup, self.out, self.err, self.stdin = setup, out, err, stdin
         self.standard_io = standard_io  # the process's own stdin/stdout: input() with readline
-        self.loop = asyncio.new_event_loop()
+        self.signals = Signals(asyncio.new_event_loop(), setup.stopping)
         self.client: H2oClient | None = None
         self.conv: Conversation | None = None
         self.turns = 0  # turns sent in the current conversation
         self.failed = False
-
-    # -- running coroutines on our loop, Ctrl-C cancelling them --------------------------------------
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        task = self.loop.create_task(coro)
-        interrupted = False
-
-        def on_sigint() -> None:
-            nonlocal interrupted
-            interrupted = True
-            task.cancel()
-
-        try:
-            self.loop.add_signal_handler(signal.SIGINT, on_sigint)
-            installed = True
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-            installed = False
-        try:
-            return self.loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            if interrupted:
-                raise _Interrupted from None
-            raise
-        finally:
-            if installed:
-                self.loop.remove_signal_handler(signal.SIGINT)
 
     def _say(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -91,6 +62,7 @@ class Interactive:
     # -- the conversation ------------------------------------------------------------------------------
     async def _open(self) -> None:
         self.client = self.setup.client()
+        await self.client.detect_dialect()  # dialect="auto": once, before the first conversation
 
     async def _end(self) -> None:
         conv, self.conv = self.conv, None
@@ -101,7 +73,7 @@ class Interactive:
     def _fresh(self) -> Conversation:
         assert self.client is not None
         if self.conv is None:
-            self.conv = self.client.conversation(parameters=self.setup.parameters)
+            self.conv = self.setup.conversation(self.client)
             self.turns = 0
         return self.conv
 
@@ -110,7 +82,7 @@ class Interactive:
         prompt = messages(self.setup.args.system, text) if self.turns == 0 else text
         self.turns += 1
         status = self.setup.status
-        status.enabled = status.tty
+        status.enabled = status.tty and not self.setup.args.step
         try:
             if self.setup.args.step:
                 await stepped(conv, prompt, self.out, self.err, self.stdin, until_ready=True)
@@ -137,30 +109,30 @@ class Interactive:
 
     def run(self) -> int:
         _enable_readline()
-        code = 0
+        code, abandon = 0, False
+        run = self.signals.run
         try:
-            self._run(self._open())
+            run(self._open())
             self._say(f"h2o-fsm: chatting with {self.setup.args.model} — {HELP}")
             code = self._loop()
-        except _Interrupted:
-            code = EXIT_INTERRUPTED
+        except Interrupted as stop:
+            code, abandon = stop.code, stop.gave_up
         finally:
-            try:
-                self._run(self._close_all())
-            except _Interrupted:
-                code = EXIT_INTERRUPTED
-            finally:
-                with contextlib.suppress(Exception):
-                    self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-                self.loop.close()
-        if code == EXIT_INTERRUPTED:
-            self._say("h2o-fsm: interrupted; whatever was created has been deleted")
+            if not abandon:
+                try:
+                    run(self._close_all(), cleanup=True)
+                except Interrupted as stop:
+                    code, abandon = stop.code, True
+            self.signals.close(abandon=abandon)
+        if code >= EXIT_INTERRUPTED:
+            self._say(self.setup.interrupted_line())
         return code if code else (EXIT_FAILED if self.failed else 0)
 
     def _loop(self) -> int:
         while True:
             try:
-                line = self._read()
+                with terminate_raises():  # at the prompt too, a SIGTERM ends the conversation first
+                    line = self._read()
             except EOFError:
                 self.out.write("\n")
                 self.out.flush()
@@ -168,25 +140,32 @@ class Interactive:
             except KeyboardInterrupt:
                 self.out.write("\n")
                 return EXIT_INTERRUPTED
+            except Interrupted as stop:
+                self.out.write("\n")
+                return stop.code
             text = line.strip()
             if not text:
                 continue
             if text in ("/exit", "/quit"):
                 return 0
             if text == "/new":
-                self._run(self._end())
+                self.signals.run(self._end(), cleanup=True)
                 self._say("(a new conversation: the previous one was deleted)")
                 continue
             if text in ("/help", "/?"):
                 self._say(HELP)
                 continue
             try:
-                self._run(self._turn(line))
-            except _Interrupted:
-                self._run(self._end())
+                self.signals.run(self._turn(line))
+            except Interrupted as stop:
+                if stop.gave_up:
+                    raise
+                self.signals.run(self._end(), cleanup=True)  # a Ctrl-C here stops waiting: run() says what is left
                 self._say("(answer stopped; that conversation was deleted, a new one starts)")
             except H2oError as exc:
                 self.failed = True
+                if self.client is not None:  # a refused model: the advice lists the server's
+                    self.signals.run(note_offered_models(self.client, exc, self.setup.args.model))
                 self._say(error_line(exc, self.setup.args.base_url, self.setup.args.dialect))
-                self._run(self._end())
+                self.signals.run(self._end(), cleanup=True)
                 self._say("(a new conversation starts)")

@@ -14,7 +14,7 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("h2o_fsm.server needs the 'server' extra: pip install 'h2o-fsm[server]'") from exc
 
 from ._app import Accounting, MessageRecord, RequestRecord, ServerConfig, TurnRecord, create_app, generate
-from ._faults import DIALECTS, PHASES, Dialect, Fault, FaultKind, FaultPhase, FaultPlan, phases_of
+from ._faults import DIALECTS, PHASES, Dialect, DialectName, Fault, FaultKind, FaultPhase, FaultPlan, phases_of
 from ._runner import LocalServer, bind_socket, serve_forever
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PHASES",
     "Accounting",
     "Dialect",
+    "DialectName",
     "Fault",
     "FaultKind",
     "FaultPhase",

@@ -50,12 +50,17 @@ class Accounting:
     server already deleted), ``requests`` (all, never truncated; the log keeps the newest
     ``request_log_size``), and for chat-ui ``stops`` (stop-generating requests answered 200),
     ``stopped_running`` (those that found a generation running), ``branched`` (sends whose parent was
-    not the newest message). Per conversation (the newest ``message_log_size`` ones): its messages and
+    not the newest message), ``stop_points`` (the ``seenContentLength`` of each stop, ``None`` when the
+    body did not fit the schema and was discarded), the runs (``runs_started``, ``runs_running`` — still
+    generating, whatever was deleted — ``runs_completed``, ``runs_interrupted``, ``runs_failed``) and
+    ``reattaches`` (``GET /conversation/{id}/stream`` requests; ``reattaches_gone``: no run found).
+    Per conversation (the newest ``message_log_size`` ones): its messages and
     turns. Ids a client may legitimately leave live are kept apart, see :meth:`excused_ids`.
     """
 
     def __init__(self, request_log_size: int = 100_000, message_log_size: int = 10_000) -> None:
         self._lock = threading.Lock()
+        self.epoch = 0
         self._request_log_size = request_log_size
         self._message_log_size = message_log_size
         self._reset()
@@ -67,6 +72,13 @@ class Accounting:
         self.stops = 0
         self.stopped_running = 0
         self.branched = 0
+        self.stop_points: list[int | None] = []
+        self.runs_started = 0
+        self.runs_completed = 0
+        self.runs_interrupted = 0
+        self.runs_failed = 0
+        self.reattaches = 0
+        self.reattaches_gone = 0
         self.requests_total = 0
         self.requests: deque[RequestRecord] = deque(maxlen=self._request_log_size)  # bounded in long runs
         self._live: set[str] = set()
@@ -81,6 +93,7 @@ class Accounting:
         """Forget everything (counters, ids, messages, the request log)."""
         with self._lock:
             self._reset()
+            self.epoch += 1  # a run started before the reset ends uncounted
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -88,6 +101,12 @@ class Accounting:
     def live(self) -> int:
         with self._lock:
             return len(self._live)
+
+    @property
+    def runs_running(self) -> int:
+        """Runs (generations) still going: a DELETE does not stop them, only stop-generating does."""
+        with self._lock:
+            return self.runs_started - self.runs_completed - self.runs_interrupted - self.runs_failed
 
     @property
     def live_ids(self) -> set[str]:
@@ -125,6 +144,14 @@ class Accounting:
                 "stops": self.stops,
                 "stopped_running": self.stopped_running,
                 "branched": self.branched,
+                "stop_points": list(self.stop_points),
+                "runs_started": self.runs_started,
+                "runs_running": self.runs_started - self.runs_completed - self.runs_interrupted - self.runs_failed,
+                "runs_completed": self.runs_completed,
+                "runs_interrupted": self.runs_interrupted,
+                "runs_failed": self.runs_failed,
+                "reattaches": self.reattaches,
+                "reattaches_gone": self.reattaches_gone,
                 "requests": self.requests_total,
                 "live_ids": sorted(self._live),
             }
@@ -184,9 +211,10 @@ class Accounting:
         with self._lock:
             self._orphaned |= cids & self._live
 
-    def record_stop(self, *, hit_running: bool) -> None:
+    def record_stop(self, *, hit_running: bool, seen: int | None = None) -> None:
         with self._lock:
             self.stops += 1
+            self.stop_points.append(seen)
             if hit_running:
                 self.stopped_running += 1
 
@@ -213,3 +241,24 @@ class Accounting:
                 self._turns.setdefault(cid, []).append(turn)
             if turn.branched:
                 self.branched += 1
+
+    def record_run(self, *, started: bool, status: str | None = None, epoch: int | None = None) -> None:
+        """A run started, or ended with ``status`` (completed, interrupted, error); an end whose start
+        was counted before the last :meth:`reset` (``epoch``) is not counted."""
+        with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
+            if started:
+                self.runs_started += 1
+            elif status == "completed":
+                self.runs_completed += 1
+            elif status == "interrupted":
+                self.runs_interrupted += 1
+            else:
+                self.runs_failed += 1
+
+    def record_reattach(self, *, found: bool) -> None:
+        with self._lock:
+            self.reattaches += 1
+            if not found:
+                self.reattaches_gone += 1

@@ -11,10 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._dialects import emulator_app
 from ._accounting import Accounting, MessageRecord, RequestRecord, TurnRecord
-from ._chatui_app import create_chatui_app
-from ._faults import DIALECTS, Dialect, FaultPlan
-from ._h2o_app import create_h2o_app
+from ._faults import FaultPlan
 from ._state import ServerConfig, State, generate
 
 __all__ = [
@@ -34,14 +33,14 @@ def create_app(
     faults: FaultPlan | None = None,
     accounting: Accounting | None = None,
     *,
-    dialect: Dialect = "h2o",
+    dialect: str = "h2o",
 ) -> Starlette:
-    """The Starlette app of ``dialect`` ("h2o": the 2023 protocol; "chat-ui": chat-ui today).
+    """The Starlette app of ``dialect`` ("h2o": the 2023 protocol; "chat-ui": chat-ui today; the factory
+    is the one its registry entry names).
 
     ``GET /_emulator/accounting`` serves the accounting snapshot (for a server in another process).
     """
-    if dialect not in DIALECTS:
-        raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
+    factory = emulator_app(dialect)  # an unknown dialect, or one the emulator does not speak: ValueError
     config = config or ServerConfig()
     acct = accounting or Accounting(config.request_log_size, config.message_log_size)
     st = State(config, faults if faults is not None else FaultPlan(), acct)
@@ -50,7 +49,7 @@ def create_app(
         return JSONResponse(acct.snapshot())
 
     extra = [Route("/_emulator/accounting", accounting_view, methods=["GET"])]
-    app = create_chatui_app(st, extra) if dialect == "chat-ui" else create_h2o_app(st, extra)
+    app: Starlette = factory(st, extra)
     app.state.h2o = st
     app.state.dialect = dialect
     return app

@@ -1,23 +1,22 @@
 """The "chat-ui" dialect of the emulator (chat-ui as it is today: docs/protocol.md's second half), as a Starlette app.
 
-Gates: the ``hf-chat`` session, the CSRF gate (form, multipart and text POSTs need a same-host
-``Origin`` → else 403; JSON is not checked), optional login (401). Routes: JSON settings (200, no
-welcome gate), create with a root system message (and the ``conversation`` superjson field unless
-configured off), ``GET /api/v2/conversations/{id}``, multipart send whose ``id`` must be a message
-of the conversation, ``stop-generating``, DELETE. Errors are JSON ``{"message": ...}``.
+Gates: the ``hf-chat`` session (set ``Secure; SameSite=None`` even over plain http, as a real server
+does), the CSRF gate (form, multipart and text POSTs need a same-host ``Origin`` → else 403; JSON is
+not checked), optional login (401). Routes: JSON-only settings (200, no welcome gate; a form body is
+a 500), create with a root system message (the ``conversation`` superjson field unless configured
+off; 429 past ``ServerConfig.max_conversations``), ``GET /api/v2/conversations/{id}``, multipart send
+whose ``id`` must be a message of the conversation (each generation a run of its own),
+``stop-generating`` (with its stop point), DELETE (which does not stop a running generation), and
+the routes of ``_chatui_api`` (models, the list, delete-all, reattach). Errors are SvelteKit's: JSON
+``{"message": ...}`` when ``Accept`` negotiates to JSON, else an HTML page.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import secrets
 import time
 import uuid
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -27,87 +26,24 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ._accounting import MessageRecord, TurnRecord
+from ._chatui_api import api_routes
+from ._chatui_model import (
+    ChatUiConversation,
+    error_page,
+    fault_answer,
+    form_fields,
+    send_problem,
+    stop_point,
+    superjson,
+)
 from ._chatui_stream import Generation, Message
-from ._state import AbsoluteForm, Conversation, State, apply_request_fault, error, generate
+from ._state import AbsoluteForm, State, generate
 
 __all__ = ["create_chatui_app", "form_fields", "superjson"]
 
 _FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded", "text/plain"})
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _INVALID = "Invalid request"
-
-
-@dataclasses.dataclass
-class _ChatUiConversation(Conversation):
-    preprompt: str = ""
-    title: str = "New Chat"
-    messages: list[Message] = dataclasses.field(default_factory=list)
-    created_at: float = dataclasses.field(default_factory=time.time)
-    generation: Generation | None = None
-
-    @property
-    def root(self) -> str:
-        return self.messages[0].id
-
-    def close(self) -> None:
-        if self.generation is not None:
-            self.generation.stop()
-
-    def find(self, message_id: object) -> Message | None:
-        return next((m for m in self.messages if m.id == message_id), None)
-
-
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
-
-
-def superjson(cid: str, conv: _ChatUiConversation) -> dict[str, object]:
-    """The conversation as ``GET /api/v2/conversations/{id}`` serves it (superjson: ``json`` + ``meta``)."""
-    return {
-        "json": {
-            "id": cid,
-            "title": conv.title,
-            "model": conv.model,
-            "preprompt": conv.preprompt,
-            "rootMessageId": conv.root,
-            "messages": [m.as_json() for m in conv.messages],
-            "createdAt": _iso(conv.created_at),
-            "updatedAt": _iso(time.time()),
-        },
-        "meta": {"values": {"createdAt": ["Date"], "updatedAt": ["Date"]}},
-    }
-
-
-def form_fields(content_type: str, body: bytes) -> dict[str, str] | None:
-    """The text fields of a ``multipart/form-data`` body, or ``None`` if it is not one."""
-    if content_type.split(";", maxsplit=1)[0].strip().lower() != "multipart/form-data":
-        return None
-    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
-    parsed = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not isinstance(parsed, EmailMessage) or not parsed.is_multipart():
-        return None
-    fields: dict[str, str] = {}
-    for part in parsed.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if isinstance(name, str) and isinstance(payload, bytes):
-            fields[name] = payload.decode("utf-8", "replace")
-    return fields
-
-
-def _send_problem(data: object) -> str | None:
-    if not isinstance(data, dict):
-        return "the data part must be a JSON object"
-    inputs = data.get("inputs")
-    if not isinstance(inputs, str) or not inputs.strip():
-        return "inputs must be a non-empty string"
-    if data.get("is_retry", False) is not False:
-        return "is_retry is not emulated"
-    for key in ("id", "generationId"):
-        value = data.get(key)
-        if value is not None and not (isinstance(value, str) and _UUID.match(value)):
-            return f"{key} must be a UUID"
-    return None
+USAGE_LIMIT = "You have reached the maximum number of conversations. Delete some to continue."
 
 
 def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
@@ -115,9 +51,8 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
     cfg = st.config
     acct = st.accounting
     finish = st.finish
-
-    def fail(status: int, message: str) -> Response:
-        return error(status, message, as_json=True, key="message")
+    st.cookie_secure = cfg.secure_cookie is not False  # a real chat-ui sets Secure even over http
+    st.cookie_samesite = "none" if st.cookie_secure else "lax"
 
     def gate(request: Request) -> Response | None:
         if request.method == "POST":
@@ -125,25 +60,25 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
             if content_type in _FORM_TYPES:
                 origin = request.headers.get("origin")
                 if not origin:
-                    return fail(403, "Non-JSON form requests need to have an origin")
+                    return error_page(request, 403, "Non-JSON form requests need to have an origin")
                 if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
-                    return fail(403, "Invalid referer for POST request")
+                    return error_page(request, 403, "Invalid referer for POST request")
         if request.method != "GET" and not st.logged_in(request):
-            return fail(401, "You have to be logged in.")
+            return error_page(request, 401, "You have to be logged in.")
         return None
 
-    async def enter(request: Request, phase: str) -> tuple[str, bool, Response | None]:
+    async def enter(request: Request, phase: str | None) -> tuple[str, bool, Response | None]:
         """Session, gates, then the phase's injected fault: (session, new, an answer to give now)."""
         sid, new = st.session_of(request)
         blocked = gate(request)
-        if blocked is not None:
+        if blocked is not None or phase is None:
             return sid, new, blocked
-        return sid, new, await apply_request_fault(st.faults.take(phase), as_json=True, key="message")
+        return sid, new, await fault_answer(request, st.faults.take(phase))
 
-    def conversation(sid: str, request: Request) -> tuple[str, _ChatUiConversation | None]:
+    def conversation(sid: str, request: Request) -> tuple[str, ChatUiConversation | None]:
         cid = request.path_params["cid"]
         conv = st.owned(sid, cid)
-        return cid, conv if isinstance(conv, _ChatUiConversation) else None
+        return cid, conv if isinstance(conv, ChatUiConversation) else None
 
     async def index(request: Request) -> Response:
         sid, new = st.session_of(request)
@@ -153,12 +88,12 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         sid, new, answer = await enter(request, "settings")
         if answer is not None:
             return finish(request, answer, sid, new)
-        try:
+        try:  # the handler calls request.json(): a form body (the 2023 dialect) is an internal error
             body = json.loads(await request.body())
         except ValueError:
-            return finish(request, fail(400, _INVALID), sid, new)
+            return finish(request, error_page(request, 500, "Internal Error"), sid, new)
         if not isinstance(body, dict):
-            return finish(request, fail(400, _INVALID), sid, new)
+            return finish(request, error_page(request, 400, _INVALID), sid, new)
         model = body.get("activeModel")
         st.sessions[sid].active_model = model if isinstance(model, str) else None
         st.sessions[sid].settings_accepted = True
@@ -170,25 +105,29 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         if blocked is not None:
             return finish(request, blocked, sid, new)
         fault = st.faults.take("create")
-        injected = await apply_request_fault(fault, as_json=True, key="message")
+        injected = await fault_answer(request, fault)
         if injected is not None:
             return finish(request, injected, sid, new)
         try:
             body = json.loads(await request.body())
         except ValueError:
-            return finish(request, fail(400, _INVALID), sid, new)
+            return finish(request, error_page(request, 400, _INVALID), sid, new)
         model = body.get("model") if isinstance(body, dict) else None
         preprompt = body.get("preprompt", "") if isinstance(body, dict) else None
         if not isinstance(model, str) or model not in cfg.models or not isinstance(preprompt, str):
-            return finish(request, fail(400, _INVALID), sid, new)
+            return finish(request, error_page(request, 400, _INVALID), sid, new)
+        limit = cfg.max_conversations
+        if limit is not None and sum(c.session == sid for c in st.conversations.values()) >= limit:
+            return finish(request, error_page(request, 429, USAGE_LIMIT), sid, new)
         cid = secrets.token_hex(12)
         root = Message(str(uuid.uuid4()), "system", preprompt, [])
-        conv = st.conversations[cid] = _ChatUiConversation(sid, model, preprompt, messages=[root])
+        conv = st.conversations[cid] = ChatUiConversation(sid, model, preprompt, messages=[root])
         failed = fault is not None and fault.kind == "create_then_error"
         acct.record_created(cid, answered_error=failed)
         acct.record_message(cid, MessageRecord(root.id, "system", preprompt, None))
         if fault is not None and failed:
-            return finish(request, fail(fault.status, "injected fault: created, then failed"), sid, new, cid)
+            refused = error_page(request, fault.status, "injected fault: created, then failed")
+            return finish(request, refused, sid, new, cid)
         answer: dict[str, object] = {"conversationId": cid}
         if cfg.conversation_field:
             answer["conversation"] = json.dumps(superjson(cid, conv), separators=(",", ":"))
@@ -200,7 +139,7 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         if answer is not None:
             return finish(request, answer, sid, new, cid)
         if conv is None:
-            return finish(request, fail(404, "Conversation not found"), sid, new, cid)
+            return finish(request, error_page(request, 404, "Conversation not found"), sid, new, cid)
         return finish(request, JSONResponse(superjson(cid, conv)), sid, new, cid)
 
     async def send(request: Request) -> Response:
@@ -209,17 +148,17 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         if answer is not None:
             return finish(request, answer, sid, new, cid)
         if conv is None:
-            return finish(request, fail(404, "Conversation not found"), sid, new, cid)
+            return finish(request, error_page(request, 404, "Conversation not found"), sid, new, cid)
         fields = form_fields(request.headers.get("content-type", ""), await request.body())
         try:
             data = json.loads(fields["data"]) if fields is not None and "data" in fields else None
         except ValueError:
             data = None
-        if data is None or _send_problem(data) is not None:
-            return finish(request, fail(400, _INVALID), sid, new, cid)
+        if data is None or send_problem(data) is not None:
+            return finish(request, error_page(request, 400, _INVALID), sid, new, cid)
         parent = conv.find(data.get("id"))
         if parent is None:
-            answer = JSONResponse({"message": "An error occurred", "errorId": str(uuid.uuid4())}, status_code=500)
+            answer = error_page(request, 500, "An error occurred", errorId=str(uuid.uuid4()))
             return finish(request, answer, sid, new, cid)
         turn = _add_turn(cid, conv, parent, data["inputs"])
         fault = st.faults.take("stream")
@@ -231,14 +170,14 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         reasoning = generate([*history, ("reasoning", "")], cfg.reasoning_tokens) if cfg.reasoning_tokens else []
         assistant = conv.messages[-1]
         tokens = generate(history, cfg.max_tokens)
-        generation = Generation(
-            cfg, acct, cid, assistant, tokens=tokens, reasoning=reasoning, title=title, fault=fault
-        ).start()
-        conv.generation = generation
-        response = StreamingResponse(generation.body(), media_type="application/jsonl")
+        generation_id = data.get("generationId") or str(uuid.uuid4())
+        run = Generation(cfg, acct, cid, assistant, tokens=tokens, reasoning=reasoning, title=title, fault=fault,
+                         generation_id=generation_id)  # fmt: skip
+        conv.add_run(run.start())
+        response = StreamingResponse(run.body(), media_type="application/jsonl")
         return finish(request, response, sid, new, cid)
 
-    def _add_turn(cid: str, conv: _ChatUiConversation, parent: Message, inputs: str) -> Message:
+    def _add_turn(cid: str, conv: ChatUiConversation, parent: Message, inputs: str) -> Message:
         """Hang the user's message from ``parent`` and an empty assistant message from it."""
         branched = parent is not conv.messages[-1]
         user = Message(str(uuid.uuid4()), "user", inputs.replace("\r\n", "\n"), [*parent.ancestors, parent.id])
@@ -246,6 +185,7 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         parent.children.append(user.id)
         user.children.append(assistant.id)
         conv.messages += [user, assistant]
+        conv.updated_at = time.time()
         acct.record_message(cid, MessageRecord(user.id, "user", user.content, parent.id))
         acct.record_message(cid, MessageRecord(assistant.id, "assistant", "", user.id))
         acct.record_turn(cid, TurnRecord(parent.id, user.id, assistant.id, branched))
@@ -257,11 +197,18 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         if answer is not None:
             return finish(request, answer, sid, new, cid)
         if conv is None:
-            return finish(request, fail(404, "Conversation not found"), sid, new, cid)
-        running = conv.generation is not None and conv.generation.running
-        if conv.generation is not None and running:
-            conv.generation.stop()
-        acct.record_stop(hit_running=running)
+            return finish(request, error_page(request, 404, "Conversation not found"), sid, new, cid)
+        try:
+            point = stop_point(json.loads(await request.body()))
+        except ValueError:  # parsed leniently: the stop succeeds, its point is lost
+            point = None
+        run = conv.runs.get(point[0]) if point is not None else None
+        running = [r for r in conv.runs.values() if r.running]
+        for r in running:
+            r.stop(point[1] if point is not None and r is run else None)
+        if run is not None and not running:  # finished already: the stored answer is still clamped
+            run.stop(point[1] if point is not None else None)
+        acct.record_stop(hit_running=bool(running), seen=point[1] if point is not None else None)
         return finish(request, Response(status_code=200), sid, new, cid)
 
     async def delete(request: Request) -> Response:
@@ -272,9 +219,8 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
             return finish(request, answer, sid, new, cid)
         if conv is None:
             acct.record_delete_unknown(cid)
-            return finish(request, fail(404, "Conversation not found"), sid, new, cid)
-        conv.close()
-        del st.conversations[cid]
+            return finish(request, error_page(request, 404, "Conversation not found"), sid, new, cid)
+        del st.conversations[cid]  # its runs go on: only stop-generating stops a generation
         acct.record_deleted(cid)
         return finish(request, Response(status_code=200), sid, new, cid)
 
@@ -284,6 +230,7 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
             Route("/", index, methods=["GET"]),
             Route("/settings", settings, methods=["POST"]),
             Route("/conversation", create, methods=["POST"]),
+            *api_routes(st, enter, conversation),
             Route("/api/v2/conversations/{cid}", fetch, methods=["GET"]),
             Route("/conversation/{cid}", send, methods=["POST"]),
             Route("/conversation/{cid}/stop-generating", stop, methods=["POST"]),

@@ -1,7 +1,12 @@
-"""One chat-ui generation: a task that writes ``MessageUpdate`` JSON lines, detached from the response.
+"""One chat-ui generation: a run of its own (a task) that writes the answer's ``MessageUpdate`` lines
+and an append-only event log, independent of any HTTP connection.
 
-As in chat-ui, the generation goes on when the client disconnects (until it ends or is stopped by
-``stop-generating``); the response only reads what it wrote. Stream faults fire inside it.
+As in chat-ui (2026), the run goes on when the client disconnects (until it ends or is stopped by
+``stop-generating``; a DELETE does not stop it); the answer's response only reads the lines it wrote,
+and the reattach endpoint reads its event log. The log is not the answer's lines: keepAlive is not
+logged and consecutive stream tokens are coalesced into one event (unpadded), flushed when another
+update comes or a reader catches up. Stream faults fire inside the run: ``drop`` ends the run and the
+connection, ``cut`` ends only the connection (the run goes on).
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ import json
 from collections.abc import AsyncIterator
 
 from ._accounting import Accounting
-from ._faults import Fault
+from ._faults import Fault, StreamWire, stream_fault
 from ._state import Dropped, ServerConfig
 
 __all__ = ["PADDING", "Generation", "Message", "pad"]
 
 PADDING = 4096  # spaces written after finalAnswer, before the closing status
-_DROP = object()
-_END = object()
+_WIRE = StreamWire(
+    malformed=b'{"type":"stream","token":"oops"\n',
+    error_event=lambda fault: _line({"type": "status", "status": "error", "message": "injected fault: model overloaded",
+                                     "statusCode": fault.status}),
+)
 
 
 @dataclasses.dataclass
@@ -55,7 +63,8 @@ def _line(update: dict[str, object]) -> bytes:
 
 
 class Generation:
-    """Writes one answer into a queue; :meth:`stop` interrupts it (``finalAnswer`` then says so)."""
+    """One run: writes the answer's lines and its event log; :meth:`stop` interrupts it (``finalAnswer``
+    then says so, its text clamped to a valid stop point)."""
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class Generation:
         reasoning: list[str],
         title: str | None,
         fault: Fault | None,
+        generation_id: str = "",
     ) -> None:
         self._cfg = config
         self._acct = accounting
@@ -77,35 +87,106 @@ class Generation:
         self._reasoning = reasoning
         self._title = title
         self._fault = fault
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self.generation_id = generation_id
+        self.lines: list[bytes] = []  # the answer's body, as written
+        self.log: list[dict[str, object]] = []  # the event log: seq = index + 1
+        self._pending: list[str] = []  # stream tokens not yet in the log (coalesced when flushed)
+        self._changed = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._stop_at: int | None = None
+        self._cut_at: int | None = None  # the answer's connection ends after this many lines
+        self.status: str | None = None  # "completed" | "interrupted" | "error" once the run ended
         self.task: asyncio.Task[None] | None = None
+        self._epoch = 0
 
     @property
     def running(self) -> bool:
         """Still generating (not finished, not told to stop)."""
-        return self.task is not None and not self.task.done() and not self._stopped.is_set()
+        return self.status is None and not self._stopped.is_set()
 
     def start(self) -> Generation:
+        self._epoch = self._acct.epoch
+        self._acct.record_run(started=True)
         self.task = asyncio.get_running_loop().create_task(self._run())
         return self
 
-    def stop(self) -> None:
+    def stop(self, seen: int | None = None) -> None:
+        """Interrupt the run; ``seen`` (a valid stop point) clamps the answer to that many characters."""
+        if seen is not None and self._stop_at is None:
+            self._stop_at = seen
+            self._message.content = self._message.content[:seen]
+            self._acct.update_message(self._cid, self._message.id, self._message.content)
         self._stopped.set()
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """The response body: what the generation writes, until it ends (or the injected drop)."""
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                return
-            if item is _DROP:
-                raise Dropped("injected fault: connection dropped mid-stream")
-            assert isinstance(item, bytes)
-            yield item
+    # -------------------------------------------------------------------------------- readers
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
+    async def body(self) -> AsyncIterator[bytes]:
+        """The answer's response body: the lines the run writes, until it ends; an injected cut or drop
+        closes the connection mid-line."""
+        i = 0
+        while True:
+            changed = self._changed
+            if self._cut_at is not None and i >= self._cut_at:
+                if i < len(self.lines):  # half of the next line, then the connection is gone
+                    yield self.lines[i][: max(1, len(self.lines[i]) // 2)]
+                    raise Dropped("injected fault: connection cut mid-stream")
+                if self.status is not None:
+                    raise Dropped("injected fault: connection dropped mid-stream")
+                await changed.wait()
+                continue
+            if i < len(self.lines):
+                i += 1
+                yield self.lines[i - 1]
+                continue
+            if self.status is not None:
+                return
+            await changed.wait()
+
+    def flush(self) -> None:
+        """Put the tokens written since the last flush into the log, as one event."""
+        if self._pending:
+            self.log.append({"type": "stream", "token": "".join(self._pending)})
+            self._pending = []
+
+    async def events(self, after: int) -> AsyncIterator[tuple[int, dict[str, object]] | None]:
+        """The logged events with seq > ``after`` as ``(seq, update)``, waiting for new ones; ``None``
+        after ``ServerConfig.heartbeat`` seconds without one (the caller writes a heartbeat). Ends after
+        the run's last event."""
+        seq = max(0, after)
+        while True:
+            changed = self._changed
+            if seq >= len(self.log):
+                self.flush()
+            if seq < len(self.log):
+                seq += 1
+                yield seq, self.log[seq - 1]
+                continue
+            if self.status is not None:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), self._cfg.heartbeat)
+            except asyncio.TimeoutError:
+                yield None
+
+    # -------------------------------------------------------------------------------- the run
     def _put(self, update: dict[str, object]) -> None:
-        self._queue.put_nowait(_line(update))
+        if update.get("type") == "stream":
+            token = str(update["token"])
+            self.lines.append(_line({"type": "stream", "token": pad(token)}))
+            self._pending.append(token)
+        else:
+            self.lines.append(_line(update))
+            if update != {"type": "status", "status": "keepAlive"}:
+                self.flush()
+                self.log.append(update)
+        self._notify()
+
+    def _raw(self, data: bytes) -> None:
+        self.lines.append(data)
+        self._notify()
 
     async def _wait(self, seconds: float) -> None:
         """Wait ``seconds`` (less if stopped), writing keepAlive lines every ``keep_alive`` seconds."""
@@ -123,12 +204,16 @@ class Generation:
                 self._put({"type": "status", "status": "keepAlive"})
 
     async def _run(self) -> None:
+        status = "error"
         try:
-            await self._generate()
+            status = await self._generate()
         finally:
-            self._queue.put_nowait(_END)
+            self.flush()
+            self.status = status
+            self._acct.record_run(started=False, status=status, epoch=self._epoch)
+            self._notify()
 
-    async def _generate(self) -> None:
+    async def _generate(self) -> str:
         cfg, fault, msg = self._cfg, self._fault, self._message
         self._put({"type": "status", "status": "started"})
         if cfg.unknown_updates:
@@ -138,39 +223,42 @@ class Generation:
         msg.reasoning = "".join(self._reasoning)
         if self._title is not None and cfg.title == "before":
             self._put({"type": "title", "title": self._title})
-        at = min(fault.at_token, len(self._tokens)) if fault is not None else -1
         text = ""
         for i in range(len(self._tokens) + 1):
-            if i == at and fault is not None:
-                if fault.kind == "stall":
-                    await self._wait(fault.seconds)
-                elif fault.kind == "drop":
-                    self._queue.put_nowait(_DROP)
-                    return
-                elif fault.kind == "malformed":
-                    self._queue.put_nowait(b'{"type":"stream","token":"oops"\n')
-                    return
-                elif fault.kind == "error_event":
-                    message = "injected fault: model overloaded"
-                    self._put({"type": "status", "status": "error", "message": message, "statusCode": fault.status})
-                    return
+            injected = stream_fault(fault, i, len(self._tokens), _WIRE)
+            if injected is not None:
+                if injected.stall:
+                    await self._wait(injected.stall)
+                if injected.drop:  # the answer's connection ends here; a drop ends the run too, a cut does not
+                    self._cut_at = len(self.lines)
+                    if not injected.cut:
+                        return "error"
+                if injected.last is not None:
+                    self._raw(injected.last)
+                    if fault is not None and fault.kind == "error_event":
+                        self.log.append(json.loads(injected.last))
+                    return "error"
             if i == len(self._tokens) or self._stopped.is_set():
                 break
             if cfg.token_delay:
                 await self._wait(cfg.token_delay)
                 if self._stopped.is_set():
                     break
-            self._put({"type": "stream", "token": pad(self._tokens[i])})
+            self._put({"type": "stream", "token": self._tokens[i]})
             text += self._tokens[i]
-            msg.content = text
-            self._acct.update_message(self._cid, msg.id, text)
+            msg.content = text if self._stop_at is None else text[: self._stop_at]
+            self._acct.update_message(self._cid, msg.id, msg.content)
             if cfg.unknown_updates and i == 0:
                 self._put({"type": "futureUpdate", "subtype": "unknown", "detail": {"x": 1}})
         interrupted = self._stopped.is_set()
+        if self._stop_at is not None:
+            text = text[: self._stop_at]
         self._put({"type": "finalAnswer", "text": text, "interrupted": interrupted})
         if self._title is not None and cfg.title == "after":
             self._put({"type": "title", "title": self._title})
-        tail = b" " * PADDING
         if cfg.finished_status:
-            tail += _line({"type": "status", "status": "finished"})
-        self._queue.put_nowait(tail)
+            self._raw(b" " * PADDING + _line({"type": "status", "status": "finished"}))
+            self.log.append({"type": "status", "status": "finished"})
+        else:
+            self._raw(b" " * PADDING)
+        return "interrupted" if interrupted else "completed"

@@ -6,17 +6,21 @@ import dataclasses
 import json
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Literal, NamedTuple, get_args
 
-from .._dialects.h2o import H2O
-from .._table import STATES
+from .._dialects import DIALECTS, DialectName, get_dialect
+from .._phase import Phase
+from .._table import SPEC, STATES
 
-__all__ = ["DIALECTS", "PHASES", "Dialect", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "phases_of"]
+__all__ = [
+    "DIALECTS", "PHASES", "Dialect", "DialectName", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "Injected",
+    "StreamWire", "phases_of", "stream_fault",
+]
 
-Dialect = Literal["h2o", "chat-ui"]
-DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
+Dialect = DialectName
+"""The old name of :data:`~h2o_fsm._dialects.DialectName` (a built-in dialect's name)."""
 
 FaultPhase = str
 """One of :data:`PHASES` (checked when a :class:`Fault` is built)."""
@@ -25,7 +29,7 @@ FaultPhase = str
 # or reads the answer's stream. Everything below derives from it.
 PHASES: tuple[FaultPhase, ...] = tuple(s.phase.value for s in STATES if s.request is not None or s.reads)
 
-FaultKind = Literal["status", "html", "stall", "drop", "malformed", "error_event", "create_then_error"]
+FaultKind = Literal["status", "html", "stall", "drop", "cut", "malformed", "error_event", "create_then_error"]
 KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 # Which kinds make sense where ("stream" faults fire after `at_token` tokens). A phase not listed is a
@@ -33,21 +37,20 @@ KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 _REQUEST_KINDS: frozenset[FaultKind] = frozenset({"status", "html", "stall"})
 _SPECIAL_KINDS: Mapping[FaultPhase, frozenset[FaultKind]] = {
     "create": _REQUEST_KINDS | {"create_then_error"},
-    "stream": frozenset({"stall", "drop", "malformed", "error_event"}),
+    "stream": frozenset({"stall", "drop", "cut", "malformed", "error_event"}),
+    "reattach": _REQUEST_KINDS | {"cut"},
     "stop": frozenset({"status", "stall"}),
     "delete": frozenset({"status", "stall"}),
 }
 ALLOWED: Mapping[FaultPhase, frozenset[FaultKind]] = {p: _SPECIAL_KINDS.get(p, _REQUEST_KINDS) for p in PHASES}
 
-# Phases whose route only the chat-ui dialect has: the optional states the 2023 dialect skips.
-_CHATUI_ONLY = frozenset(s.phase.value for s in STATES if s.optional) - {p.value for p in H2O.optional_steps}
 
 
-def phases_of(dialect: Dialect) -> tuple[FaultPhase, ...]:
-    """The fault phases a server of ``dialect`` has a route for (a fault elsewhere never fires)."""
-    if dialect not in DIALECTS:
-        raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
-    return PHASES if dialect == "chat-ui" else tuple(p for p in PHASES if p not in _CHATUI_ONLY)
+def phases_of(dialect: str) -> tuple[FaultPhase, ...]:
+    """The fault phases a server of ``dialect`` has a route for (a fault elsewhere never fires): every
+    phase but the optional ones the dialect does not perform (settings: any client may ask for them)."""
+    performs = get_dialect(dialect).optional_steps | {Phase.SETTINGS}
+    return tuple(p for p in PHASES if not SPEC[Phase(p)].optional or Phase(p) in performs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,10 @@ class Fault:
     * ``status``: answer ``status`` (with ``Retry-After: retry_after`` if given) instead of working.
     * ``html``: answer 200 with an HTML page (a proxy's error page).
     * ``stall``: wait ``seconds`` before answering (in ``stream``: before token ``at_token``).
-    * ``drop``: close the connection mid-stream after ``at_token`` tokens.
+    * ``drop``: close the connection mid-stream after ``at_token`` tokens (chat-ui: the run ends too).
+    * ``cut``: close the answer's connection after ``at_token`` tokens (mid-line) while the run goes on
+      (chat-ui; the 2023 server has no runs: there it is a ``drop``); in ``reattach``: close the
+      reattach stream without ``end`` after ``at_token`` events.
     * ``malformed``: send a line that is not JSON after ``at_token`` tokens.
     * ``error_event``: send an error event after ``at_token`` tokens, then end (h2o: TGI's
       ``{"error", "error_type"}``; chat-ui: ``{"type":"status","status":"error","statusCode": status}``).
@@ -100,6 +106,49 @@ class Fault:
         return dataclasses.asdict(self)
 
 
+class StreamWire(NamedTuple):
+    """How a dialect's stream writes the faults that end it: a line that is not JSON, an error event."""
+
+    malformed: bytes
+    error_event: Callable[[Fault], bytes]
+
+
+class Injected(NamedTuple):
+    """What a stream does before a token when a fault fires there (both apps read this, one meaning
+    per kind): wait ``stall`` seconds and go on, ``drop`` the connection, or write ``last`` and end.
+    ``cut``: a server with runs (chat-ui) cuts only the connection and goes on generating; one without
+    (2023) drops it (``drop`` is set too)."""
+
+    stall: float = 0.0
+    drop: bool = False
+    last: bytes | None = None
+    cut: bool = False
+
+
+def stream_fault(fault: Fault | None, index: int, tokens: int, wire: StreamWire) -> Injected | None:
+    """The fault of a stream of ``tokens`` tokens that fires before token ``index`` (``index == tokens``:
+    before the final event; ``at_token`` past the end fires there), or ``None``."""
+    if fault is None or index != min(fault.at_token, tokens):
+        return None
+    if fault.kind == "stall":
+        return Injected(stall=fault.seconds)
+    if fault.kind == "drop":
+        return Injected(drop=True)
+    if fault.kind == "cut":
+        return Injected(drop=True, cut=True)
+    if fault.kind == "malformed":
+        return Injected(last=wire.malformed)
+    if fault.kind == "error_event":
+        return Injected(last=wire.error_event(fault))
+    return None
+
+
+@dataclasses.dataclass
+class _Pending:
+    fault: Fault
+    left: int  # requests it still hits (-1: always)
+
+
 class FaultPlan:
     """Faults waiting to fire, consumed in order per phase. Thread-safe.
 
@@ -109,9 +158,7 @@ class FaultPlan:
 
     def __init__(self, faults: Iterable[Fault] = ()) -> None:
         self._lock = threading.Lock()
-        # [fault, requests left (-1: always)] pairs; kept as lists because older tests appended to this
-        # private list directly (use add/extend)
-        self._pending: list[list[object]] = [[f, f.count] for f in faults]
+        self._pending: list[_Pending] = [_Pending(f, f.count) for f in faults]
         self._fired: list[Fault] = []
 
     def __repr__(self) -> str:
@@ -121,7 +168,7 @@ class FaultPlan:
     def faults(self) -> list[Fault]:
         """Every fault of the plan (fired or not), in order."""
         with self._lock:
-            return [cast(Fault, f) for f, _ in self._pending]
+            return [p.fault for p in self._pending]
 
     @property
     def fired(self) -> list[Fault]:
@@ -134,7 +181,7 @@ class FaultPlan:
         if not isinstance(fault, Fault):
             raise TypeError(f"FaultPlan.add takes a Fault, not {type(fault).__name__}")
         with self._lock:
-            self._pending.append([fault, fault.count])
+            self._pending.append(_Pending(fault, fault.count))
         return self
 
     def extend(self, faults: Iterable[Fault]) -> FaultPlan:
@@ -147,11 +194,11 @@ class FaultPlan:
         """The next fault for ``phase``, counting it as fired, or ``None``."""
         with self._lock:
             for entry in self._pending:
-                fault, left = cast(Fault, entry[0]), cast(int, entry[1])
+                fault, left = entry.fault, entry.left
                 if fault.phase != phase or left == 0:
                     continue
                 if left > 0:
-                    entry[1] = left - 1
+                    entry.left = left - 1
                 self._fired.append(fault)
                 return fault
         return None

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ._faults import Fault
+from ._faults import Fault, StreamWire, stream_fault
 from ._state import AbsoluteForm, Conversation, Dropped, State, apply_request_fault, error, generate
 
 __all__ = ["create_h2o_app"]
@@ -189,21 +189,24 @@ def _check_send(body: object) -> str | None:
     return None
 
 
+_WIRE = StreamWire(
+    malformed=b'data:{"token": {"id": 1, "text": "oops"\n\n',
+    error_event=lambda fault: b'data:{"error":"injected fault: model overloaded","error_type":"overloaded"}\n\n',
+)
+
+
 async def _stream(
     conv: _H2oConversation, tokens: list[str], fault: Fault | None, delay: float, details: bool
 ) -> AsyncIterator[bytes]:
-    at = min(fault.at_token, len(tokens)) if fault is not None else -1
     for i in range(len(tokens) + 1):
-        if i == at and fault is not None:
-            if fault.kind == "stall":
-                await asyncio.sleep(fault.seconds)
-            elif fault.kind == "drop":
+        injected = stream_fault(fault, i, len(tokens), _WIRE)
+        if injected is not None:
+            if injected.stall:
+                await asyncio.sleep(injected.stall)
+            if injected.drop:
                 raise Dropped("injected fault: connection dropped mid-stream")
-            elif fault.kind == "malformed":
-                yield b'data:{"token": {"id": 1, "text": "oops"\n\n'
-                return
-            elif fault.kind == "error_event":
-                yield b'data:{"error":"injected fault: model overloaded","error_type":"overloaded"}\n\n'
+            if injected.last is not None:
+                yield injected.last
                 return
         if i == len(tokens):
             break

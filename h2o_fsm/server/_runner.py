@@ -12,7 +12,8 @@ from types import TracebackType
 import uvicorn
 
 from ._app import Accounting, ServerConfig, create_app, state_of
-from ._faults import Dialect, Fault, FaultPlan
+from ._faults import Fault, FaultPlan
+from ._state import quiet_expected_errors
 
 __all__ = ["LocalServer", "bind_socket", "serve_forever"]
 
@@ -36,6 +37,7 @@ def _url(sock: socket.socket) -> str:
 
 
 def _uvicorn(app: object, **kw: object) -> uvicorn.Server:
+    quiet_expected_errors()  # installed when a server is made, not when the package is imported
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_level="warning",
@@ -67,15 +69,14 @@ class LocalServer:
         config: ServerConfig | None = None,
         faults: FaultPlan | list[Fault] | None = None,
         *,
-        dialect: Dialect = "h2o",
+        dialect: str = "h2o",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.config = config or ServerConfig()
-        self.dialect: Dialect = dialect
+        self.dialect: str = dialect
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan(faults or [])
         self.accounting = Accounting(self.config.request_log_size, self.config.message_log_size)
-        self.earlier_leaks_by_design = 0  # kept for old callers; the accounting now knows them by id
         self.app = create_app(self.config, self.faults, self.accounting, dialect=dialect)
         self._host, self._port = host, port
         self._server: uvicorn.Server | None = None
@@ -89,7 +90,6 @@ class LocalServer:
     def set_faults(self, faults: FaultPlan | list[Fault]) -> FaultPlan:
         """Replace the fault plan of a running server (e.g. one plan per hypothesis example)."""
         plan = faults if isinstance(faults, FaultPlan) else FaultPlan(faults)
-        self.earlier_leaks_by_design += sum(1 for f in self.faults.fired if f.kind == "create_then_error")
         self.faults = plan
         state_of(self.app).faults = plan
         return plan
@@ -100,7 +100,6 @@ class LocalServer:
         st = state_of(self.app)
         self._on_loop(st.reset)
         self.accounting.reset()
-        self.earlier_leaks_by_design = 0
         return self.set_faults(faults if faults is not None else FaultPlan())
 
     def forget_sessions(self) -> None:
@@ -185,7 +184,7 @@ def serve_forever(
     config: ServerConfig | None = None,
     faults: FaultPlan | None = None,
     *,
-    dialect: Dialect = "h2o",
+    dialect: str = "h2o",
 ) -> tuple[str, uvicorn.Server, object]:
     """Prepare a foreground server: returns (url, server, socket); run with ``server.run(sockets=[sock])``."""
     app = create_app(config or ServerConfig(), faults or FaultPlan(), dialect=dialect)  # before binding: may raise

@@ -10,7 +10,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ __all__ = [
     "apply_request_fault",
     "error",
     "generate",
+    "quiet_expected_errors",
 ]
 
 _WORDS = tuple(
@@ -63,6 +64,16 @@ class ServerConfig:
       ``status: finished`` (servers since 2026-02).
     * ``answer_tail``: seconds the server keeps working after the answer before it ends the stream (chat-ui
       persists the run); :attr:`State.overlapping_sends` then counts sends that came before that end.
+    * ``secure_cookie``: the session cookie's ``Secure`` flag; ``None`` (default) is the dialect's own:
+      chat-ui sets ``Secure; SameSite=None`` even over plain http (a standard cookie jar never sends it
+      back to an ``http://`` server), the 2023 emulator does not.
+    * chat-ui: ``max_conversations`` — the usage limit: a create past that many live conversations of
+      one session is answered 429 "You have reached the maximum number of conversations. Delete some
+      to continue." (``None``: no limit); ``page_size`` of ``GET /api/v2/conversations?p=N``.
+    * chat-ui: ``reattach`` — serve ``GET /conversation/{id}/stream`` (servers since 2026; off: 404);
+      ``reattach_cap`` seconds before that stream closes without ``end`` (chat-ui: 5 minutes);
+      ``heartbeat`` seconds between ``: heartbeat`` comments while it waits; ``reattach_runs`` off
+      plays a server that lost its runs (restarted): every reattach ends ``gone``.
     """
 
     models: tuple[str, ...] = (DEFAULT_MODEL, "h2oai/h2ogpt-gm-oasst1-en-2048-open-llama-13b")
@@ -70,7 +81,6 @@ class ServerConfig:
     max_tokens: int = 32
     require_settings: bool = True
     cookie_name: str = "hf-chat"
-    secure_cookie: bool = False
     keep_request_log: bool = True
     request_log_size: int = 100_000  # the newest records are kept; counters are never truncated
     message_log_size: int = 10_000  # chat-ui: messages kept for the newest conversations
@@ -82,6 +92,13 @@ class ServerConfig:
     unknown_updates: bool = False
     finished_status: bool = True
     answer_tail: float = 0.0
+    secure_cookie: bool | None = None
+    max_conversations: int | None = None
+    page_size: int = 30
+    reattach: bool = True
+    reattach_cap: float = 300.0
+    heartbeat: float = 5.0
+    reattach_runs: bool = True
 
     def __post_init__(self) -> None:
         if self.title not in ("before", "after", "none"):
@@ -89,6 +106,10 @@ class ServerConfig:
         delays = (self.keep_alive, self.token_delay, self.answer_tail)
         if min(delays) < 0 or self.max_tokens < 1 or self.reasoning_tokens < 0:
             raise ValueError("ServerConfig: delays must be >= 0, max_tokens >= 1, reasoning_tokens >= 0")
+        if self.max_conversations is not None and self.max_conversations < 0:
+            raise ValueError("ServerConfig.max_conversations must be >= 0 (or None: no limit)")
+        if self.page_size < 1 or self.reattach_cap <= 0 or self.heartbeat <= 0:
+            raise ValueError("ServerConfig: page_size >= 1, reattach_cap and heartbeat > 0")
 
 
 def generate(history: list[tuple[str, str]], n_tokens: int) -> list[str]:
@@ -136,6 +157,8 @@ class State:
         self.conversations: dict[str, Conversation] = {}
         self.open_streams: dict[str, int] = {}  # conversation id -> its answer streams not ended yet
         self.overlapping_sends = 0  # sends that came while the same conversation's previous stream was open
+        self.cookie_secure = config.secure_cookie is True  # the apps may choose their dialect's default
+        self.cookie_samesite: Literal["lax", "strict", "none"] = "lax"
 
     def reset(self) -> None:
         """Forget sessions and conversations (the fault plan and accounting are reset by their owner)."""
@@ -171,7 +194,8 @@ class State:
         """Set the session cookie if new, and account for the request."""
         cfg = self.config
         if new:
-            response.set_cookie(cfg.cookie_name, sid, httponly=True, samesite="lax", secure=cfg.secure_cookie, path="/")
+            response.set_cookie(cfg.cookie_name, sid, httponly=True, samesite=self.cookie_samesite,
+                                secure=self.cookie_secure, path="/")
         record = None
         if cfg.keep_request_log:
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
@@ -202,8 +226,11 @@ def error(status: int, message: str, *, as_json: bool, key: str = "error") -> Re
     return PlainTextResponse(message, status_code=status)
 
 
-async def apply_request_fault(fault: Fault | None, *, as_json: bool, key: str = "error") -> Response | None:
-    """The answer an injected request fault gives (``None``: carry on, after a stall if any)."""
+async def apply_request_fault(
+    fault: Fault | None, *, as_json: bool, key: str = "error", render: Callable[[int, str], Response] | None = None
+) -> Response | None:
+    """The answer an injected request fault gives (``None``: carry on, after a stall if any); ``render``
+    builds the error answer of a ``status`` fault (default: :func:`error`)."""
     if fault is None:
         return None
     if fault.kind == "stall":
@@ -212,7 +239,8 @@ async def apply_request_fault(fault: Fault | None, *, as_json: bool, key: str = 
     if fault.kind == "html":
         return HTMLResponse(HTML_PAGE, status_code=200)
     if fault.kind == "status":
-        response = error(fault.status, f"injected fault: HTTP {fault.status}", as_json=as_json, key=key)
+        message = f"injected fault: HTTP {fault.status}"
+        response = render(fault.status, message) if render else error(fault.status, message, as_json=as_json, key=key)
         if fault.retry_after is not None:
             response.headers["Retry-After"] = f"{fault.retry_after:g}"
         return response
@@ -243,4 +271,8 @@ class _QuietExpected(logging.Filter):
         return not isinstance(exc, (Dropped, ClientDisconnect))
 
 
-logging.getLogger("uvicorn.error").addFilter(_QuietExpected())
+def quiet_expected_errors() -> None:
+    """Install :class:`_QuietExpected` on uvicorn's error log (once)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietExpected) for f in logger.filters):
+        logger.addFilter(_QuietExpected())

@@ -18,13 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported when used: without the server extra, only using them fails (not pytest)
     from ..server import Accounting, Fault, FaultPlan, LocalServer, ServerConfig
 
-__all__ = ["Fault", "FaultPlan", "LocalServer", "ServerConfig", "assert_nothing_leaked", "expected_leaks"]
-
-
-def expected_leaks(plan: FaultPlan) -> int:
-    """Conversations a client *cannot* delete under ``plan``: creates that succeeded on the server but
-    answered an error (the client never learned their id)."""
-    return sum(1 for f in plan.fired if f.kind == "create_then_error")
+__all__ = ["Fault", "FaultPlan", "LocalServer", "ServerConfig", "assert_nothing_leaked"]
 
 
 def assert_nothing_leaked(

@@ -17,13 +17,13 @@ snippets of the body, never a header, cookie or prompt.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .._protocol import Message, validate_conversation_id, validate_message_id
+from ... import _json
+from ..._protocol import Message, validate_conversation_id, validate_message_id
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -49,12 +49,7 @@ _SNIPPET: Final = 80
 
 JSONLoader = Callable[[bytes], object]
 
-try:  # orjson is optional (the ``fast`` extra); both raise a ValueError subclass on bad input.
-    from orjson import loads as _orjson_loads
-
-    json_loads: JSONLoader = _orjson_loads
-except ImportError:  # pragma: no cover - exercised when orjson is absent
-    json_loads = json.loads
+json_loads: JSONLoader = _json.loads  # orjson when installed; both raise a ValueError subclass on bad input
 
 
 class WireError(ValueError):
@@ -244,6 +239,10 @@ def send_data(
     }
 
 
-def stop_body(generation_id: str) -> dict[str, str]:
-    """JSON body of ``POST /conversation/{id}/stop-generating``."""
-    return {"generationId": generation_id}
+def stop_body(generation_id: str, seen_content_length: int = 0) -> dict[str, object]:
+    """JSON body of ``POST /conversation/{id}/stop-generating``: the run, and the stop point (the answer's
+    characters the client delivered, counted as chat-ui's JavaScript does: UTF-16 code units), where
+    the server clamps the stored answer. Without ``seenContentLength`` chat-ui ignores the body."""
+    if isinstance(seen_content_length, bool) or not isinstance(seen_content_length, int) or seen_content_length < 0:
+        raise ValueError(f"seen_content_length must be an int >= 0, got {seen_content_length!r}")
+    return {"generationId": generation_id, "seenContentLength": seen_content_length}

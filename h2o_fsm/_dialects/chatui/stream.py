@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from .._events import Event, FinalAnswer, StreamError
-from .._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
-from .chatui_wire import JSONLoader, json_loads
+from ..._events import Event, FinalAnswer, StreamError
+from ..._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
+from .wire import JSONLoader, json_loads
 
 __all__ = ["JsonLinesParser"]
 
@@ -35,6 +35,11 @@ _MAX_MESSAGE: Final = 1000
 _NUL: Final = "\x00"
 _SPACE: Final = " \t\n\r\x0b\x0c"  # ASCII whitespace only, in str and bytes alike
 _raw_decode = json.JSONDecoder().raw_decode
+
+
+def _utf16_units(text: str) -> int:
+    """``len(text)`` as JavaScript counts it: characters beyond the BMP are two code units."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
 def _strip(raw: bytes | str) -> bytes | str:
@@ -68,7 +73,7 @@ class JsonLinesParser:
 
     __slots__ = (
         "_errored", "_final", "_loads", "_max_line", "_pending", "_pending_len", "_reasoning", "_text", "_title",
-        "bytes_seen",
+        "answer_chars", "bytes_seen",
     )
 
     def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, loads: JSONLoader | None = None) -> None:
@@ -82,6 +87,8 @@ class JsonLinesParser:
         self._loads: JSONLoader = loads or json_loads
         self._text = self._loads is json.loads
         self.bytes_seen = 0
+        self.answer_chars = 0
+        """Answer text handed out so far, in UTF-16 code units (how chat-ui's ``seenContentLength`` counts)."""
 
     @property
     def final(self) -> FinalAnswer | None:
@@ -132,6 +139,7 @@ class JsonLinesParser:
                     if final is not None:
                         raise StreamSyntaxError("answer token after the finalAnswer", _snippet(line))
                     events.append(token)
+                    self.answer_chars += len(token) if token.isascii() else _utf16_units(token)
             else:
                 self._update(obj, line, events)
                 final = self._final

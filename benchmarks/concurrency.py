@@ -1,0 +1,181 @@
+"""Concurrency (issue 16 item 1): 500 and 1,000 concurrent conversations on ONE client, each under its
+own caller deadline, against the bundled emulator in another process on loopback; the old provider's
+way (a new aiohttp session per call, as in ``benchmarks/run.py``) in the same run.
+
+    python benchmarks/concurrency.py [--sizes 500 1000] [--rounds 2] [--deadline 30] [--httpx]
+
+Per variant and size it prints: successes (of n), client CPU per conversation (``time.process_time``
+of this process over the burst, divided by n: the server's CPU is in its own process and not
+counted), and p50/p99 of the time the client adds over the server's own time. The server's own time
+of a conversation is the time it spends answering by its configuration (``--max-tokens`` x
+``--token-delay`` of streaming, the one deliberate wait), taken off each conversation's wall time;
+what is left is the client's own work plus queueing (at the pool, in the event loop, at the busy
+server), the same server for every variant. Ratios are against the old way, measured in the same
+run; the rounds alternate the order of the variants, and medians over rounds are printed. Bounded:
+each conversation has its deadline, each burst is awaited at most ``deadline + 10`` s.
+
+"via http_client.send" is the same transport handed in inside an ``httpx.AsyncClient``: requests
+then go through httpx's client layer (the second send path of ``_requester``), to measure that fork.
+``--httpx`` adds ``H2oClient(transport="httpx")`` (httpx's own pool: slow at this concurrency; the
+reason the default transport is aiohttp's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from h2o_fsm import H2oClient, Retries, Timeouts, fast_transport
+from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
+from h2o_fsm._protocol import DEFAULT_MODEL, merge_parameters
+from h2o_fsm._transport import no_cookie_jar
+
+TARGET = 1.0  # client CPU per conversation at most this many times the old way's
+
+
+def start_server(max_tokens: int, token_delay: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h2o_fsm.cli", "serve", "--max-tokens", str(max_tokens), "--no-request-log",
+         "--token-delay", str(token_delay)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+async def old_way(url: str) -> str:
+    """The old provider's way: a new aiohttp session per call, four requests (as benchmarks/run.py)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(url + "/settings", data=settings_form(DEFAULT_MODEL),
+                                headers={"Referer": url + "/"}, allow_redirects=False) as r:
+            await r.read()
+        async with session.post(url + "/conversation", json=create_body(DEFAULT_MODEL)) as r:
+            cid = (await r.json())["conversationId"]
+        out = []
+        async with session.post(f"{url}/conversation/{cid}", json=send_body("Hello", merge_parameters())) as r:
+            async for raw in r.content:
+                line = raw.decode()
+                if line.startswith("data:"):
+                    ev = json.loads(line[5:])
+                    if not ev["token"]["special"]:
+                        out.append(ev["token"]["text"])
+        async with session.delete(f"{url}/conversation/{cid}") as r:
+            await r.read()
+        return "".join(out)
+
+
+async def burst(fn: Callable[[], Awaitable[str]], n: int, deadline: float) -> tuple[int, float, list[float]]:
+    """n conversations at once, each under ``deadline``: (successes, CPU s, wall s of each success)."""
+
+    async def one() -> float | None:
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(deadline):
+                answer = await fn()
+        except (Exception, asyncio.TimeoutError):
+            return None
+        return time.perf_counter() - t0 if answer else None
+
+    gc.collect()
+    cpu0 = time.process_time()
+    results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), deadline + 10)
+    cpu = time.process_time() - cpu0
+    walls = [r for r in results if r is not None]
+    return len(walls), cpu, walls
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main_async(args: argparse.Namespace, url: str) -> bool:
+    server_own = args.max_tokens * args.token_delay
+    timeouts = Timeouts(connect=args.deadline, settings=args.deadline, create=args.deadline, send=args.deadline,
+                        token=args.deadline, cleanup=args.deadline)
+    kw = {"timeouts": timeouts, "retries": Retries(attempts=1), "max_connections": args.max_connections}
+    clients = {"h2o-fsm H2oClient.ask (default install)": H2oClient(url, **kw)}  # type: ignore[arg-type]
+    # the second send path (issue 15 item 5): the same transport behind an httpx.AsyncClient handed in,
+    # so every request goes through httpx's client layer (build_request, send) instead of straight to it
+    pool = httpx.Limits(max_connections=args.max_connections, max_keepalive_connections=args.max_connections)
+    handed = httpx.AsyncClient(transport=fast_transport(max_connections=args.max_connections), limits=pool,
+                               cookies=no_cookie_jar())
+    clients["h2o-fsm, the same via http_client.send"] = H2oClient(url, http_client=handed, **kw)  # type: ignore[arg-type]
+    if args.httpx:
+        clients["h2o-fsm H2oClient.ask, transport='httpx'"] = H2oClient(url, transport="httpx", **kw)  # type: ignore[arg-type]
+    variants: dict[str, Callable[[], Awaitable[str]]] = {"old provider (new aiohttp session per call)": lambda: old_way(url)}
+    for name, client in clients.items():
+        variants[name] = lambda client=client: client.ask("Hello")  # type: ignore[misc]
+    for fn in variants.values():  # warm up: imports, connections, the shared session's settings
+        await burst(fn, 20, args.deadline)
+    ok = True
+    print(f"server: another process, {args.max_tokens} tokens x {args.token_delay * 1e3:.0f} ms "
+          f"(its own time {server_own * 1e3:.0f} ms a conversation); deadline {args.deadline:g} s each; "
+          f"medians of {args.rounds} rounds\n")
+    print(f"{'variant':44} {'n':>5} {'ok':>5} {'CPU/conv':>9} {'ratio':>6} {'added p50':>10} {'p99':>8}")
+    for n in args.sizes:
+        rows: dict[str, dict[str, list[float]]] = {k: {"ok": [], "cpu": [], "p50": [], "p99": []} for k in variants}
+        for r in range(args.rounds):
+            order = list(variants.items()) if r % 2 == 0 else list(reversed(variants.items()))
+            for name, fn in order:
+                good, cpu, walls = await burst(fn, n, args.deadline)
+                added = [max(0.0, w - server_own) for w in walls]
+                rows[name]["ok"].append(good)
+                rows[name]["cpu"].append(cpu / n)
+                rows[name]["p50"].append(pct(added, 0.5))
+                rows[name]["p99"].append(pct(added, 0.99))
+                await asyncio.sleep(0.5)  # let the server finish its deletes
+        base = statistics.median(rows["old provider (new aiohttp session per call)"]["cpu"])
+        for name, row in rows.items():
+            cpu = statistics.median(row["cpu"])
+            ratio = cpu / base
+            good = int(min(row["ok"]))
+            print(f"{name:44} {n:5} {good:5} {cpu * 1e3:7.2f}ms {ratio:5.2f}x "
+                  f"{statistics.median(row['p50']) * 1e3:8.0f}ms {statistics.median(row['p99']) * 1e3:6.0f}ms")
+            if name.endswith("(default install)"):
+                ok = ok and good == n and ratio <= TARGET
+        print()
+    for client in clients.values():
+        await client.aclose()
+    await handed.aclose()
+    print(f"target: the default install completes every conversation at {TARGET:.1f}x the old way's CPU or less: "
+          f"{'met' if ok else 'NOT met'}")
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--deadline", type=float, default=30.0)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--token-delay", type=float, default=0.01)
+    ap.add_argument("--max-connections", type=int, default=100, help="the client's pool (default: H2oClient's)")
+    ap.add_argument("--httpx", action="store_true", help="also httpx's own transport")
+    args = ap.parse_args()
+    if sys.version_info < (3, 11):
+        sys.exit("needs Python 3.11+ (asyncio.timeout)")
+    proc, url = start_server(args.max_tokens, args.token_delay)
+    try:
+        ok = asyncio.run(main_async(args, url))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
