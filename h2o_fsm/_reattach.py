@@ -3,7 +3,7 @@ goes on generating, so ask for the run's event log (``GET /conversation/{id}/str
 answer on from there.
 
 The log is replayed from the start (its seq numbers do not match the answer's lines: keepAlive is not
-logged and tokens coalesce), through the dialect's :class:`~h2o_fsm._stream.ResumingParser` that
+logged and tokens coalesce), through a :class:`~h2o_fsm._dialects.chatui.resume.ResumeParser` that
 skips exactly the characters the caller already got; after a plain close of that stream the next
 reattach reconnects with ``Last-Event-ID``. A server without the endpoint (404) refuses: the turn then
 fails as it would have without reattaching (see ``_resume``).
@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Final
 
+from ._dialects.chatui.resume import ResumeParser
+from ._dialects.chatui.stream import JsonLinesParser
 from ._exceptions import H2oStatusError
 from ._model import ConversationModel
 from ._phase import Phase
 
 if TYPE_CHECKING:
     from transitions.core import EventData
-
-    from ._stream import ResumingParser
 
 __all__ = ["MAX_REATTACHES", "Resume", "reattach"]
 
@@ -37,7 +37,6 @@ class Resume:
     cause: Exception
     attempts: int = 0
     refused: str | None = None
-    parser: ResumingParser | None = None  # the reattach stream's, once the first reattach made it
 
 
 async def reattach(event: EventData) -> None:
@@ -45,14 +44,15 @@ async def reattach(event: EventData) -> None:
     m = event.model
     assert isinstance(m, ConversationModel) and m.cid is not None and isinstance(m.resume, Resume)
     state = m.resume
-    parser = state.parser
+    parser = m.parser
     headers = None
-    if parser is not None:  # reconnecting: from the last event this reattach read
+    if isinstance(parser, ResumeParser):  # reconnecting: from the last event this reattach read
         parser.reconnect()
         if parser.last_id is not None:
             headers = {"Last-Event-ID": parser.last_id}
     else:  # replay from the start, skipping what the caller got from the answer's own stream
-        m.parser = state.parser = m.rt.dialect.resume_parser(m.delivered, m.rt.limits.max_line_bytes)
+        seen = parser.answer_chars if isinstance(parser, JsonLinesParser) else 0  # the stop point so far
+        m.parser = ResumeParser(skip=m.delivered, seen=seen, max_line_bytes=m.rt.limits.max_line_bytes)
     state.attempts += 1
     query = m.rt.dialect.reattach_query(m.dstate)
     rq = m.rt.requester

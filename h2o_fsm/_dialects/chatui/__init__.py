@@ -1,10 +1,6 @@
 """Today's chat-ui dialect (mid-2024 on): JSON create with a preprompt, a multipart send that hangs
 from a parent message of the conversation's tree, a JSON-lines stream, stop-generating when a turn
-is abandoned; no generation parameters (the server's model configuration rules).
-
-One package: its bodies and answer readers (``wire``), its parser (``stream``), the reattach stream's
-(``resume``), the model and conversation lists (``catalog``, with the usage limit), and here the dialect
-the registry holds, with its per-conversation state."""
+is abandoned; no generation parameters (the server's model configuration rules)."""
 
 from __future__ import annotations
 
@@ -17,14 +13,12 @@ from urllib.parse import urlencode
 from ..._phase import Phase
 from ..._protocol import KNOWN_PARAMETERS, Messages, Parameters, format_prompt, prompt_text, validate_messages
 from .. import BaseDialect, Body, DialectState
-from .catalog import CATALOG, is_usage_limit
 from .resume import ResumeParser
 from .stream import JsonLinesParser
 from .wire import create_body, parse_conversation, parse_create_answer, send_data, split_system, stop_body
 
 if TYPE_CHECKING:
-    from ..._listing_types import CatalogWire
-    from ..._stream import Parser, ResumingParser
+    from ..._stream import Parser
 
 __all__ = ["CHAT_UI", "ChatUiDialect", "ChatUiState"]
 
@@ -58,7 +52,6 @@ class ChatUiDialect(BaseDialect):
     # the 2023 names are accepted (one code path for both dialects, dialect="auto") but not sent: the
     # server takes none, its model's configuration rules; any other name is a typo (a TypeError)
     parameters: frozenset[str] = KNOWN_PARAMETERS
-    catalog: CatalogWire | None = CATALOG  # GET /api/v2/models, the paged conversation list, delete-all
 
     def new_state(self, preprompt: str | None) -> DialectState:
         return ChatUiState(preprompt)
@@ -105,17 +98,11 @@ class ChatUiDialect(BaseDialect):
     def new_parser(self, max_line_bytes: int) -> Parser:
         return JsonLinesParser(max_line_bytes=max_line_bytes)
 
-    def resume_parser(self, skip: int, max_line_bytes: int) -> ResumingParser:
-        return ResumeParser(skip=skip, max_line_bytes=max_line_bytes)
-
-    def usage_limited(self, status: int, body: str) -> bool:  # a 429 saying "maximum number of conversations"
-        return is_usage_limit(status, body)
-
     def stop_body(self, state: DialectState) -> Body:
         """The stop of the running turn at its stop point: the answer text delivered so far (UTF-16 code
         units, as chat-ui counts; none when the turn stopped before its stream)."""
         parser = state.parser
-        seen = parser.answer_chars if isinstance(parser, JsonLinesParser) else 0
+        seen = parser.answer_chars if isinstance(parser, (JsonLinesParser, ResumeParser)) else 0
         return Body(json=stop_body(_state(state).generation_id, seen))
 
     def stop_body_of(self, generation_id: str) -> Body:

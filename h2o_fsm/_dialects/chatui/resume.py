@@ -7,7 +7,7 @@ stream reader reads a reattached answer like the first one. Frames (blank-line s
   :class:`JsonLinesParser` (tokens, reasoning, title, ``finalAnswer``, ``status: error``);
 * ``event: end`` / ``data: {"status": ...}`` → terminal: ``completed``/``interrupted`` after the final
   answer end the read; anything else (``gone``, ``error``, an end before the final answer) raises
-  :class:`~h2o_fsm._stream.ResumeEnded` (the seam's, as :class:`~h2o_fsm._stream.ResumeClosed`);
+  :class:`ResumeEnded`;
 * ``: heartbeat`` comments, ``retry:`` and unknown fields are ignored; ``\\r\\n`` line ends accepted.
 
 The log is replayed from the start, and its events are not the answer's lines (keepAlive is not
@@ -23,7 +23,7 @@ import json
 from typing import Final
 
 from ..._events import Event, FinalAnswer
-from ..._stream import DEFAULT_MAX_LINE_BYTES, ResumeClosed, ResumeEnded, StreamSyntaxError
+from ..._stream import DEFAULT_MAX_LINE_BYTES, StreamSyntaxError
 from .stream import JsonLinesParser
 
 __all__ = ["END_STATUSES", "ResumeClosed", "ResumeEnded", "ResumeParser"]
@@ -32,17 +32,34 @@ END_STATUSES: Final = frozenset({"completed", "interrupted", "error", "gone"})
 _SNIPPET: Final = 120
 
 
+class ResumeEnded(ValueError):
+    """The run's stream ended (``event: end``) without an answer to read: ``status`` says why
+    (``gone``: no run for that generation; ``error``; or an end before the final answer)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the server ended the reattach stream: {status}")
+        self.status = status
+
+
+class ResumeClosed(ValueError):
+    """The reattach stream closed without ``event: end`` and before the final answer: reconnect."""
+
+
 class ResumeParser:
     """Turns reattach-stream bytes into :data:`Event` objects, skipping the first ``skip`` characters
     of answer text (what the caller already got). One parser per reattached answer, across reconnects."""
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_inner", "_max_line", "_skip", "bytes_seen", "end", "last_id")
+    __slots__ = ("_buf", "_data", "_event", "_id", "_inner", "_max_line", "_seen", "_skip", "bytes_seen", "end",
+                 "last_id")
 
-    def __init__(self, *, skip: int = 0, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        if skip < 0:
-            raise ValueError("skip must be >= 0")
+    def __init__(self, *, skip: int = 0, seen: int = 0, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        """``skip``: characters the caller already got; ``seen``: the same text in UTF-16 code units (the stop
+        point reached before the reattach, :attr:`answer_chars` while that text is replayed)."""
+        if skip < 0 or seen < 0:
+            raise ValueError("skip and seen must be >= 0")
         self._inner = JsonLinesParser(max_line_bytes=max_line_bytes)
         self._skip = skip
+        self._seen = seen
         self._max_line = max_line_bytes
         self._buf = b""
         self._event = ""
@@ -55,6 +72,12 @@ class ResumeParser:
     @property
     def final(self) -> FinalAnswer | None:
         return self._inner.final
+
+    @property
+    def answer_chars(self) -> int:
+        """Answer text delivered so far, in UTF-16 code units (chat-ui's stop point), across the reattach:
+        the replay counts it once past what the caller already had."""
+        return self._inner.answer_chars if not self._skip else self._seen
 
     @property
     def skipping(self) -> int:
