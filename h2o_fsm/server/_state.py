@@ -166,6 +166,7 @@ class State:
             conv.close()
         self.sessions.clear()
         self.conversations.clear()
+        self.overlapping_sends = 0
 
     def forget_sessions(self) -> None:
         """Forget every session: old cookies become unknown, their conversations unreachable (404)."""
@@ -201,7 +202,7 @@ class State:
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
         self.accounting.record_request(record)
         if cid is not None and self.config.answer_tail and isinstance(response, StreamingResponse):
-            if self.open_streams.get(cid):
+            if request.method == "POST" and self.open_streams.get(cid):  # a send (a reattach GET is not)
                 self.overlapping_sends += 1
             response.body_iterator = self._tracked(cid, response.body_iterator)
         return response
