@@ -30,6 +30,7 @@ from ._requester import Requester
 from ._retry import Retries
 from ._session import Session
 from ._transport import fast_transport, no_cookie_jar
+from ._turn import OneShot
 
 __all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "default_base_url"]
 
@@ -216,6 +217,11 @@ class H2oClient(CatalogMethods, JournalClientPart):
         journal, if there is one, for a later sweep)."""
         return self._rt.undeleted
 
+    @property
+    def tail_errors(self) -> int:
+        """Answers whose stream failed after the answer was complete (the caller had it; logged, not raised)."""
+        return self._rt.tail_errors
+
     async def aclose(self) -> None:
         """End every conversation still open (idle ones are deleted), wait for the cleanup tasks this
         client owns — at most ``Timeouts.cleanup`` — then close the pool. What is still undeleted then
@@ -285,22 +291,23 @@ class H2oClient(CatalogMethods, JournalClientPart):
         return conv
 
     async def ask(self, messages: str | Messages, model: str | None = None, **params: object) -> str:
-        """One-shot: create a conversation, send ``messages``, return the answer, delete it."""
+        """One-shot: create a conversation, send ``messages``, return the answer as soon as it is complete;
+        the stream's tail and the DELETE go on in a task of this client (:meth:`aclose` waits for it)."""
         await self._ready()
         self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)  # validated before anything is sent
-        async with conv, scope as reader:
+        async with OneShot(conv), scope as reader:
             parts = [chunk async for chunk in reader]
         return "".join(parts)
 
     async def stream(self, messages: str | Messages, model: str | None = None, **params: object) -> AsyncIterator[str]:
-        """One-shot, streamed: yield the answer's chunks; the conversation is deleted at the end,
-        on error, or when the consumer stops early."""
+        """One-shot, streamed: yield the answer's chunks; the loop ends with the answer. The conversation
+        is deleted after it (in a task of this client), on error, or when the consumer stops early."""
         await self._ready()
         self._check_parameters(params)
         conv = self.conversation(model, parameters=params)
         scope = conv.turn(messages)
-        async with conv, scope as reader:
+        async with OneShot(conv), scope as reader:
             async for chunk in reader:
                 yield chunk

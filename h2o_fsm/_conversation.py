@@ -10,6 +10,8 @@ caller, an exception nobody expected — goes through ``close``/``abort`` to ``d
   client's ``aclose()`` waits for it, bounded by ``Timeouts.cleanup``);
 * the caller sees the error that caused the ending, an ``H2oError`` (the original in ``__cause__``),
   or its own cancellation; a failed DELETE is attached to it, never raised in its place.
+
+A turn ends at the final answer; the stream's tail, then the next turn or the ending, follow (``_tail``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ._reader import read_answer
 from ._records import TransitionRecord
 from ._stepper import Stepping
 from ._table import SPEC, VALID_TRIGGERS
+from ._tail import before_end, before_turn, end_steps, settle, start
+from ._turn import TurnScope
 
 __all__ = ["Conversation"]
 
@@ -80,7 +84,7 @@ class Conversation(Stepping):
         scope = self.turn(prompt)  # validates now, before the first chunk is asked for
         return self._stream(scope)
 
-    async def _stream(self, scope: _TurnScope) -> AsyncGenerator[str, None]:
+    async def _stream(self, scope: TurnScope) -> AsyncGenerator[str, None]:
         async with scope as reader:
             async for text in reader:
                 yield text
@@ -91,14 +95,19 @@ class Conversation(Stepping):
             parts = [chunk async for chunk in reader]
         return "".join(parts)
 
-    def turn(self, prompt: str | Messages) -> _TurnScope:
+    async def settle(self) -> None:
+        """Wait until the server has finished the last answer's run (its stream's tail read, bounded by half
+        of ``Timeouts.cleanup``): then ``final.title`` holds a title chat-ui sent after the answer."""
+        await settle(self)
+
+    def turn(self, prompt: str | Messages) -> TurnScope:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
         # first: nothing exists on the server yet (an attached conversation exists: no create, no preprompt)
         preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
         self.rt.limits.check_prompt(preprompt, text)
         self._check_can_send()
-        return _TurnScope(self, preprompt, text)
+        return TurnScope(self, preprompt, text)
 
     async def open(self) -> None:
         """Run the steps up to ``create`` now (otherwise the first turn does it)."""
@@ -157,6 +166,7 @@ class Conversation(Stepping):
             rt.live.add(self)
         total = rt.timeouts.total
         self.deadline = None if total is None else asyncio.get_running_loop().time() + total
+        await before_turn(self)  # the server's previous run first: a turn never overlaps it
         if not self.holds_slot and rt.slots is not None:
             await rt.slots.acquire()
             if self.holds_slot or self.state.is_terminal or self.ending is not None:
@@ -189,6 +199,8 @@ class Conversation(Stepping):
         self.transitioning = True
         try:
             await MACHINE.events[trigger].trigger(self)
+            if self.tail is not None and SPEC[self.state].rests:  # the answer is complete: read the rest
+                start(self)
         except H2oError:
             raise
         except Exception as exc:  # anything a callback raised that nobody expected
@@ -210,12 +222,12 @@ class Conversation(Stepping):
         try:
             create = self.create_task
             if create is not None:  # a create still in flight: its answer names what to delete
-                await asyncio.wait([create])
+                if not create.done():
+                    await asyncio.wait([create])
                 if not create.cancelled():
                     create.exception()  # retrieved: it is (or was raised as) the conversation's error
-            await self._fire(trigger)
-            while not self.state.is_terminal:
-                await self._fire(SPEC[self.state].next or "")
+            await before_end(self)
+            await end_steps(self, trigger)
         except BaseException as exc:  # the machine still ends, whatever happened
             self._force_end(exc)
             if isinstance(exc, asyncio.CancelledError):
@@ -272,54 +284,3 @@ class Conversation(Stepping):
         async with aclosing(read_answer(self)) as reader:
             parts = [chunk async for chunk in reader]
         return "".join(parts)
-
-
-class _TurnScope:
-    """One turn's steps around the caller's reading of the stream, with the ending guarantee."""
-
-    __slots__ = ("_conv", "_preprompt", "_reader", "_text")
-
-    def __init__(self, conv: Conversation, preprompt: str | None, text: str) -> None:
-        self._conv, self._preprompt, self._text = conv, preprompt, text
-        self._reader: AsyncGenerator[str, None] | None = None
-
-    async def __aenter__(self) -> AsyncGenerator[str, None]:
-        conv = self._conv
-        conv._check_can_send()
-        conv.busy = True
-        try:
-            await conv._start_turn()
-            if conv.state is Phase.NEW:
-                conv.dstate = conv.rt.dialect.new_state(self._preprompt)
-            conv.prompt = self._text
-            await conv._advance(lambda p: SPEC[p].reads)
-        except BaseException as exc:
-            conv.busy = False  # (the turn never started: the next one may)
-            await conv._abort(exc)
-            raise
-        self._reader = read_answer(conv)
-        return self._reader
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        conv = self._conv
-        try:
-            reader = self._reader
-            if reader is not None:
-                await reader.aclose()
-            if exc is None and not conv.generating:  # read to its final event
-                await conv._advance(lambda p: SPEC[p].rests)
-            elif exc is None:  # the caller left the block before the end of the answer
-                exc = GeneratorExit()
-        except BaseException as err:
-            await conv._abort(err)
-            raise
-        else:
-            if exc is not None and not conv.state.is_terminal:
-                if isinstance(exc, GeneratorExit):  # the consumer left the loop: the answer is cut, we end
-                    ending = conv._end("close")
-                    await wait_owned(ending, conv.rt.abandoned)
-                else:
-                    await conv._abort(exc)
-        finally:
-            conv.busy = False
-

@@ -14,10 +14,12 @@ from ._journal_base import JournalEntry
 __all__ = ["check_row", "open_file"]
 
 _ID_SHOWN = 64  # characters of a bad row's conversation id put in its description
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
 def open_file(path: Path) -> None:
-    """Create ``path`` (mode 0600) or check the existing one, without following a symlink."""
+    """Create ``path`` (mode 0600) or check the existing one, without following a symlink: an existing
+    file that is not empty must be a SQLite database (then set to 0600); any other is left as it was."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -34,6 +36,10 @@ def open_file(path: Path) -> None:
             raise ValueError(f"journal path {str(path)!r} is a symbolic link; give the real file's path") from exc
         raise
     try:
+        head = os.read(fd, len(_SQLITE_HEADER))
+        if head and head != _SQLITE_HEADER:  # someone else's file: refused before anything of it changes
+            raise ValueError(f"journal path {str(path)!r} is not a usable SQLite database (not a journal; "
+                             "left as it was): give a new file's path or an existing journal's")
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)  # the file we opened, never a link's target
         else:  # pragma: no cover - Windows has no fchmod (nor POSIX modes to speak of)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._reattach import Resume
     from ._requester import Requester
     from ._stream import Parser
+    from ._tail import Tail
 
 __all__ = ["ConversationModel", "Runtime", "TransitionObserver"]
 
@@ -74,6 +75,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()  # cancelled by aclose()
         self.undeleted = 0
+        self.tail_errors = 0  # streams whose tail (after a complete answer) failed: logged, never raised
         self.telemetry: Telemetry | None = None  # OpenTelemetry (the otel extra), fed by report()
         self.default_model: Callable[[], Awaitable[str]] | None = None  # the server's, when no model is named
 
@@ -113,6 +115,8 @@ class ConversationModel:
         self.create_task: asyncio.Task[None] | None = None
         self.end_by = 0.0  # loop time by which the ending (stop and DELETE) must be over
         self.ending: asyncio.Task[None] | None = None
+        self.tail: Tail | None = None  # the stream once its answer is complete, until its task reads it
+        self.tail_task: asyncio.Task[None] | None = None  # reads the stream's tail (``_tail``)
         self.transitioning = False
         self.busy = False
         self.holds_slot = False

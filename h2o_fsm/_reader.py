@@ -1,5 +1,6 @@
 """The stream reader: one turn's answer, read through its dialect's parser under every limit (bytes,
-tokens, the token gap, the turn's deadline), as a generator of answer text."""
+tokens, the token gap, the turn's deadline), as a generator of answer text that ends at the final answer
+(the stream's tail is ``_tail``'s)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import NoReturn, cast
 import httpx
 
 from ._aio import Deadline
-from ._events import Event, StreamError
+from ._events import Event, FinalAnswer, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
 from ._model import ConversationModel
 from ._phase import Phase
 from ._resume import resume
 from ._stream import Parser, StreamSyntaxError
+from ._tail import Tail
 from ._translate import translate
 
 __all__ = ["read_answer"]
@@ -24,8 +26,9 @@ _STREAM = Phase.STREAM
 
 
 async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
-    """Yield the answer's text as it arrives; end after the final event. Every failure is an
-    ``H2oError`` of phase ``stream``; the body is closed however the generator is left."""
+    """Yield the answer's text as it arrives; end at the final answer. Every failure is an ``H2oError`` of
+    phase ``stream``. Once the answer is complete the open body is kept in ``m.tail`` (its tail is read
+    later, ``_tail``); otherwise the body is closed however the generator is left."""
     response, parser = m.response, m.parser
     assert response is not None and parser is not None
     limits = m.rt.limits
@@ -34,14 +37,14 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
     tokens = 0
     m.delivered, m.resume = 0, None
 
-    def take(events: list[Event]) -> list[str]:  # the answer text among ``events``, within the token limit
+    def take(events: list[Event]) -> tuple[list[str], list[Event] | None]:
         nonlocal tokens
-        texts = _answer(m, events)
+        texts, rest = _answer(m, events)
         tokens += len(texts)
         if tokens > max_tokens:
             raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
         m.delivered += sum(map(len, texts))
-        return texts
+        return texts, rest
 
     async def reattach(exc: Exception, ended: bool = False) -> tuple[AsyncGenerator[bytes, None], Parser]:
         """Go on reading from the run's log (a state of the table), or fail the turn as before."""
@@ -53,6 +56,7 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
         return _body(m.response), m.parser
 
     body = _body(response)
+    handed = False
     try:
         while True:
             try:
@@ -68,7 +72,8 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                 except Exception as exc:  # ended before the final answer: chat-ui may reattach
                     body, parser = await reattach(exc, ended=True)
                     continue
-                for text in take(events):
+                texts, _ = take(events)  # the body is over: no tail to read
+                for text in texts:
                     yield text
                 break
             except Exception as exc:  # a dropped connection: chat-ui may reattach
@@ -76,10 +81,20 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                 continue
             if parser.bytes_seen > max_bytes:
                 raise _error(m, H2oLimitError, f"stream exceeded {max_bytes} bytes")
-            for text in take(events):
+            texts, rest = take(events)
+            for text in texts:
                 yield text
+            if rest is not None:  # the answer is complete: what follows is the server's, read later
+                # (from the reattach stream's body when the answer was reattached: ``m.response`` is that one;
+                # a cut there is the tail's, counted, never a reattach into a caller that already returned)
+                assert m.response is not None
+                m.final, m.generating = parser.final, False
+                m.tail, m.response = Tail(body, m.response, parser, rest), None
+                handed = True
+                return
     finally:
-        await body.aclose()
+        if not handed:
+            await body.aclose()
     m.final = parser.final
     m.generating = False
 
@@ -90,12 +105,15 @@ def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     return cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
 
 
-def _answer(m: ConversationModel, events: list[Event]) -> list[str]:
-    """The answer text among ``events``; an error event fails the turn."""
+def _answer(m: ConversationModel, events: list[Event]) -> tuple[list[str], list[Event] | None]:
+    """The answer text among ``events`` and, once the final answer is among them, the events after it
+    (``None`` before); an error event before it fails the turn."""
     texts = []
-    for ev in events:
+    for i, ev in enumerate(events):
         if type(ev) is str:
             texts.append(ev)
+        elif type(ev) is FinalAnswer:
+            return texts, events[i + 1 :]
         elif type(ev) is StreamError:
             m.generating = False  # the server ended the run itself: nothing to stop
             raise H2oUpstreamError(
@@ -105,7 +123,7 @@ def _answer(m: ConversationModel, events: list[Event]) -> list[str]:
                 conversation_id=m.cid,
                 error_type=ev.error_type,
             )
-    return texts
+    return texts, None
 
 
 def _error(m: ConversationModel, cls: type[H2oError], message: str) -> H2oError:

@@ -52,7 +52,7 @@ async def reattach(event: EventData) -> None:
         if parser.last_id is not None:
             headers = {"Last-Event-ID": parser.last_id}
     else:  # replay from the start, skipping what the caller got from the answer's own stream
-        m.parser = state.parser = m.rt.dialect.resume_parser(m.delivered, m.rt.limits.max_line_bytes)
+        m.parser = state.parser = m.rt.dialect.resume_parser(m.parser, m.delivered, m.rt.limits.max_line_bytes)
     state.attempts += 1
     query = m.rt.dialect.reattach_query(m.dstate)
     rq = m.rt.requester

@@ -167,6 +167,10 @@ class H2oSyncClient:
     def undeleted_conversations(self) -> int:
         return self._client.undeleted_conversations
 
+    @property
+    def tail_errors(self) -> int:
+        return self._client.tail_errors
+
     def close(self) -> None:
         """End every conversation, wait for their deletion (bounded), stop the private loop. Idempotent."""
         self._finalizer()

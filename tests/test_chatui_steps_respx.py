@@ -343,8 +343,11 @@ async def test_delete_404_counts_as_deleted_and_500_is_a_cleanup_error() -> None
         timeouts = Timeouts(delete=0.2, cleanup=0.5)
         async with client(timeouts=timeouts, retries=Retries(backoff=0.01)) as c:
             with pytest.raises(H2oCleanupError) as info:
-                await c.ask("x")
+                async with c.conversation() as conv:
+                    await conv.ask("x")
             assert c.undeleted_conversations == 1
+            assert await c.ask("x")  # a one-shot has its answer: its failed DELETE is counted, not raised
+        assert c.undeleted_conversations == 2
         assert info.value.phase is Phase.DELETE and info.value.status == 500
 
 

@@ -73,8 +73,8 @@ def test_trace_writes_one_json_line_per_transition(server: LocalServer, tmp_path
     assert code == 0
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     assert [r["trigger"] for r in records] == [
-        "start", "create", "fetch", "send", "stream", "finish", "close", "deleted"
-    ]
+        "start", "create", "fetch", "send", "stream", "finish", "tail", "close", "deleted"
+    ]  # "tail": the stream read to its end after the answer
     for r in records:
         assert {"conversation_id", "source", "dest", "trigger", "duration_ms", "status", "error"} <= set(r)
     assert records[1]["status"] == 200 and records[-1]["dest"] == "closed"
@@ -87,7 +87,7 @@ def test_step_mode_runs_every_phase_on_enter(server: LocalServer, tmp_path: Path
     assert err.count("press Enter") == len(stepped_states())  # settings, create, fetch, send, stream, read, delete
     assert "POST " + server.url + "/settings" in err
     assert out.startswith("".join(generate([("user", "Hi")], 8)))
-    assert len(trace.read_text().splitlines()) == len(happy_path())  # one line per transition
+    assert len(trace.read_text().splitlines()) == len(happy_path()) + 1  # one line per transition, and the tail's
     assert server.accounting.live == 0
 
 

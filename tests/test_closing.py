@@ -320,6 +320,7 @@ async def test_m_create_refused_after_the_deadline_is_not_counted_undeleted(dial
     with emulator(ServerConfig(max_tokens=2), dialect=dialect) as server:  # type: ignore[arg-type]
         async with client_for(server, transport, max_concurrency=1, timeouts=Timeouts(total=0.3)) as client:
             await client.ask("warm the session")
+            assert await wait_until(lambda: client.live_conversations == 0, 2.0)  # its DELETE follows the answer
             server.faults.add(Fault("delete", "stall", seconds=0.7))  # the slot is given back after the DELETE
             holder = asyncio.create_task(client.ask("holds the slot past 0.3 s"))
             assert await wait_until(lambda: bool(server.faults.fired), 1.0)  # its DELETE is stalled now

@@ -145,8 +145,8 @@ def test_the_lists_the_usage_limit_and_the_reattach_parser_are_a_dialect_s_hooks
     assert get_dialect("chat-ui").usage_limited(429, words) and not TOY.usage_limited(429, words)
     assert usage_limit(429, words) and not usage_limit(429, "slow down") and not usage_limit(400, words)
     with pytest.raises(ValueError, match="the toy dialect has no reattach step"):
-        TOY.resume_parser(0, 1024)
-    parser = get_dialect("chat-ui").resume_parser(2, 1024)  # the seam's errors, raised by chat-ui's parser
+        TOY.resume_parser(None, 0, 1024)
+    parser = get_dialect("chat-ui").resume_parser(None, 2, 1024)  # the seam's errors, raised by chat-ui's parser
     with pytest.raises(ResumeEnded):
         parser.feed(b'event: end\ndata: {"status": "gone"}\n\n')
     parser.reconnect()

@@ -91,8 +91,8 @@ async def test_multi_turn_conversation_keeps_history_until_exit(server: LocalSer
     history = [("user", "first"), ("assistant", first), ("user", "second")]
     assert second == "".join(generate(history, 8))
     triggers = [r.trigger for r in conv.history]
-    assert triggers == ["start", "create", "fetch", "send", "stream", "finish", "fetch", "send", "stream", "finish",
-                        "close", "deleted"]
+    assert triggers == ["start", "create", "fetch", "send", "stream", "finish", "tail", "fetch", "send", "stream",
+                        "finish", "tail", "close", "deleted"]  # each stream's tail read before what follows
     assert_clean(server)
 
 

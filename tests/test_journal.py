@@ -357,3 +357,23 @@ def test_closing_a_journal_releases_its_own_owner(tmp_path: Path) -> None:
     j.close()
     assert [e.conversation_id for e in reader.sweepable(URL).entries] == ["a" * 24]
     reader.close()
+
+
+def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """`--journal /etc/passwd` (a newcomer's mistake) once set the file to mode 0600 before refusing it."""
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n", encoding="utf-8")
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="not a usable SQLite database"):
+        Journal(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text(encoding="utf-8") == "not a database\n"
+    with pytest.raises(ValueError, match="not a usable SQLite database"):
+        H2oClient("http://127.0.0.1:9", journal=str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_an_empty_file_becomes_a_journal_of_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite"
+    path.touch(mode=0o644)
+    Journal(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -76,7 +76,7 @@ async def test_load_200_concurrent_conversations_one_client_bounded() -> None:
             started = time.monotonic()
             answers = await asyncio.gather(*(client.ask(f"q{i}") for i in range(n)))
             elapsed = time.monotonic() - started
-            assert client.live_conversations == 0
+        assert client.live_conversations == 0  # the last DELETEs follow the answers: aclose() waited for them
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert len(answers) == n and all(answers)

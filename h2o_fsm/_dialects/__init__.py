@@ -133,8 +133,9 @@ class Dialect(Protocol):
         ...
 
     def new_parser(self, max_line_bytes: int) -> Parser: ...
-    def resume_parser(self, skip: int, max_line_bytes: int) -> ResumingParser:
-        """The reattach stream's parser, skipping the ``skip`` characters of answer text already delivered."""
+    def resume_parser(self, previous: Parser | None, skip: int, max_line_bytes: int) -> ResumingParser:
+        """The reattach stream's parser, skipping the ``skip`` characters of answer text already delivered
+        (``previous``: the answer's own parser, whose stop point the new one carries on from)."""
         ...
 
     def usage_limited(self, status: int, body: str) -> bool:
@@ -193,7 +194,7 @@ class BaseDialect:
     def renews_session(self, phase: Phase, status: int) -> bool:
         return False
 
-    def resume_parser(self, skip: int, max_line_bytes: int) -> ResumingParser:
+    def resume_parser(self, previous: Parser | None, skip: int, max_line_bytes: int) -> ResumingParser:
         raise ValueError(f"the {self.name} dialect has no reattach step")
 
     def usage_limited(self, status: int, body: str) -> bool:

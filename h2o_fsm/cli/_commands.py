@@ -17,6 +17,7 @@ from .._phase import Phase
 from .._protocol import normalize_base_url
 from .._records import TransitionRecord
 from .._sweep import SweepReport
+from .._tail import TRIGGER as TAIL
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
 from ._jsonout import emit
@@ -90,9 +91,12 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         def observe(record: TransitionRecord) -> None:
             # each row: the step the time was spent on (a record's time is its request's, made on entering
-            # ``dest``; but leaving ``stream`` measures the reading of the answer, which belongs to stream)
+            # ``dest``; but leaving ``stream`` measures the reading of the answer, and the tail record the rest
+            # of the stream: both belong to stream)
             records.append(record)
-            if record.source is Phase.STREAM and not record.dest.is_terminal:
+            if record.trigger == TAIL:  # the rest of the stream, read after the answer: stream's too
+                label, note = Phase.STREAM.value, "the stream's tail"
+            elif record.source is Phase.STREAM and not record.dest.is_terminal:
                 label, note = Phase.STREAM.value, "reading the answer"
             elif record.dest is Phase.STREAM:
                 label, note = Phase.STREAM.value, "opening the answer"

@@ -10,12 +10,12 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Literal
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._protocol import DEFAULT_MODEL
@@ -62,6 +62,8 @@ class ServerConfig:
       ``"after"`` the ``finalAnswer`` of the first turn (or ``"none"``); ``unknown_updates`` sprinkles
       update types and fields a client must ignore; ``finished_status`` ends the run with
       ``status: finished`` (servers since 2026-02).
+    * ``answer_tail``: seconds the server keeps working after the answer before it ends the stream (chat-ui
+      persists the run); :attr:`State.overlapping_sends` then counts sends that came before that end.
     * ``secure_cookie``: the session cookie's ``Secure`` flag; ``None`` (default) is the dialect's own:
       chat-ui sets ``Secure; SameSite=None`` even over plain http (a standard cookie jar never sends it
       back to an ``http://`` server), the 2023 emulator does not.
@@ -89,6 +91,7 @@ class ServerConfig:
     title: Literal["before", "after", "none"] = "after"
     unknown_updates: bool = False
     finished_status: bool = True
+    answer_tail: float = 0.0
     secure_cookie: bool | None = None
     max_conversations: int | None = None
     page_size: int = 30
@@ -100,7 +103,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.title not in ("before", "after", "none"):
             raise ValueError(f"ServerConfig.title must be 'before', 'after' or 'none', got {self.title!r}")
-        if self.keep_alive < 0 or self.token_delay < 0 or self.max_tokens < 1 or self.reasoning_tokens < 0:
+        delays = (self.keep_alive, self.token_delay, self.answer_tail)
+        if min(delays) < 0 or self.max_tokens < 1 or self.reasoning_tokens < 0:
             raise ValueError("ServerConfig: delays must be >= 0, max_tokens >= 1, reasoning_tokens >= 0")
         if self.max_conversations is not None and self.max_conversations < 0:
             raise ValueError("ServerConfig.max_conversations must be >= 0 (or None: no limit)")
@@ -151,6 +155,8 @@ class State:
         self.accounting = accounting
         self.sessions: dict[str, Session] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.open_streams: dict[str, int] = {}  # conversation id -> its answer streams not ended yet
+        self.overlapping_sends = 0  # sends that came while the same conversation's previous stream was open
         self.cookie_secure = config.secure_cookie is True  # the apps may choose their dialect's default
         self.cookie_samesite: Literal["lax", "strict", "none"] = "lax"
 
@@ -160,6 +166,7 @@ class State:
             conv.close()
         self.sessions.clear()
         self.conversations.clear()
+        self.overlapping_sends = 0
 
     def forget_sessions(self) -> None:
         """Forget every session: old cookies become unknown, their conversations unreachable (404)."""
@@ -194,7 +201,23 @@ class State:
         if cfg.keep_request_log:
             record = RequestRecord(request.method, request.url.path, response.status_code, sid, cid, time.time())
         self.accounting.record_request(record)
+        if cid is not None and self.config.answer_tail and isinstance(response, StreamingResponse):
+            if request.method == "POST" and self.open_streams.get(cid):  # a send (a reattach GET is not)
+                self.overlapping_sends += 1
+            response.body_iterator = self._tracked(cid, response.body_iterator)
         return response
+
+    async def _tracked(self, cid: str, body: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """An answer's body, counted open until it ends, ``answer_tail`` seconds after its last chunk."""
+        self.open_streams[cid] = self.open_streams.get(cid, 0) + 1
+        try:
+            async for chunk in body:
+                yield chunk
+            await asyncio.sleep(self.config.answer_tail)
+        finally:
+            left = self.open_streams.pop(cid, 1) - 1
+            if left:
+                self.open_streams[cid] = left
 
 
 def error(status: int, message: str, *, as_json: bool, key: str = "error") -> Response:

@@ -105,8 +105,9 @@ class ChatUiDialect(BaseDialect):
     def new_parser(self, max_line_bytes: int) -> Parser:
         return JsonLinesParser(max_line_bytes=max_line_bytes)
 
-    def resume_parser(self, skip: int, max_line_bytes: int) -> ResumingParser:
-        return ResumeParser(skip=skip, max_line_bytes=max_line_bytes)
+    def resume_parser(self, previous: Parser | None, skip: int, max_line_bytes: int) -> ResumingParser:
+        seen = previous.answer_chars if isinstance(previous, JsonLinesParser) else 0  # the stop point so far
+        return ResumeParser(skip=skip, seen=seen, max_line_bytes=max_line_bytes)
 
     def usage_limited(self, status: int, body: str) -> bool:  # a 429 saying "maximum number of conversations"
         return is_usage_limit(status, body)
@@ -115,7 +116,7 @@ class ChatUiDialect(BaseDialect):
         """The stop of the running turn at its stop point: the answer text delivered so far (UTF-16 code
         units, as chat-ui counts; none when the turn stopped before its stream)."""
         parser = state.parser
-        seen = parser.answer_chars if isinstance(parser, JsonLinesParser) else 0
+        seen = parser.answer_chars if isinstance(parser, (JsonLinesParser, ResumeParser)) else 0
         return Body(json=stop_body(_state(state).generation_id, seen))
 
     def stop_body_of(self, generation_id: str) -> Body:

@@ -36,13 +36,17 @@ class ResumeParser:
     """Turns reattach-stream bytes into :data:`Event` objects, skipping the first ``skip`` characters
     of answer text (what the caller already got). One parser per reattached answer, across reconnects."""
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_inner", "_max_line", "_skip", "bytes_seen", "end", "last_id")
+    __slots__ = ("_buf", "_data", "_event", "_id", "_inner", "_max_line", "_seen", "_skip", "bytes_seen", "end",
+                 "last_id")
 
-    def __init__(self, *, skip: int = 0, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        if skip < 0:
-            raise ValueError("skip must be >= 0")
+    def __init__(self, *, skip: int = 0, seen: int = 0, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        """``skip``: characters the caller already got; ``seen``: the same text in UTF-16 code units (the stop
+        point reached before the reattach, :attr:`answer_chars` while that text is replayed)."""
+        if skip < 0 or seen < 0:
+            raise ValueError("skip and seen must be >= 0")
         self._inner = JsonLinesParser(max_line_bytes=max_line_bytes)
         self._skip = skip
+        self._seen = seen
         self._max_line = max_line_bytes
         self._buf = b""
         self._event = ""
@@ -55,6 +59,12 @@ class ResumeParser:
     @property
     def final(self) -> FinalAnswer | None:
         return self._inner.final
+
+    @property
+    def answer_chars(self) -> int:
+        """Answer text delivered so far, in UTF-16 code units (chat-ui's stop point), across the reattach:
+        the replay counts it once past what the caller already had."""
+        return self._inner.answer_chars if not self._skip else self._seen
 
     @property
     def skipping(self) -> int:

@@ -1,0 +1,201 @@
+"""After the answer: the stream's tail (the one-shot's scope that returns at the answer is ``_turn``'s).
+
+The tail is what the server writes once the answer is complete, until it ends the stream (chat-ui
+persists the run, then writes ``status: finished``; the 2023 server ends after its final event). It is
+read in a task the client owns, under the stream's limits and within half of ``Timeouts.cleanup``, while
+the caller already has its answer; its outcome is one ``tail`` record (history, log, trace); a failure
+there is counted (``H2oClient.tail_errors``) and logged, never raised to that caller. The next turn and
+the ending (the DELETE) start after it, so nothing overlaps the server's run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
+
+from . import _steps
+from ._aio import Deadline
+from ._events import Event, StreamError
+from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
+from ._model import ConversationModel
+from ._phase import Phase
+from ._records import TransitionRecord
+from ._stream import StreamSyntaxError
+from ._table import SPEC
+from ._translate import translate
+
+if TYPE_CHECKING:
+    import httpx
+    from transitions.core import EventData
+
+    from ._conversation import Conversation
+    from ._stream import Parser
+
+__all__ = ["TRIGGER", "Tail", "before_end", "before_turn", "end_steps", "settle", "start"]
+
+TRIGGER: Final = "tail"  # the record's trigger: not a transition of the table (the state stays)
+_STREAM = Phase.STREAM
+
+
+class Tail(NamedTuple):
+    """What is left of a stream once its answer is complete: the body still open, its parser, and the
+    events that came after the final answer in the same chunk."""
+
+    body: AsyncGenerator[bytes, None]
+    response: httpx.Response
+    parser: Parser
+    rest: list[Event]
+
+
+def start(m: ConversationModel) -> None:
+    """Read ``m.tail`` (kept by the reader at the final answer) in a task the client owns."""
+    tail, m.tail = m.tail, None
+    if tail is not None:
+        m.tail_task = m.rt.spawn(_run(m, tail))
+
+
+async def settle(m: ConversationModel) -> None:
+    """Wait for the tail task, if one runs (it bounds itself); never raises but the caller's cancellation."""
+    task = m.tail_task
+    if task is not None and not task.done():
+        await asyncio.wait([task])
+
+
+async def before_turn(m: ConversationModel) -> None:
+    """The next turn starts once the server finished the previous run, within the turn's deadline."""
+    task = m.tail_task
+    if task is None or task.done():
+        return
+    if m.deadline is None:
+        await asyncio.wait([task])
+        return
+    try:
+        async with Deadline(m.deadline):
+            await asyncio.wait([task])
+    except asyncio.TimeoutError:
+        raise H2oTimeoutError("the conversation's deadline passed while the previous answer's stream ended",
+                              phase=_STREAM, conversation_id=m.cid) from None
+
+
+async def before_end(m: ConversationModel) -> None:
+    """The ending (its DELETE) starts once the tail is over. A cancellation from outside the client (the
+    event loop shutting down: ``asyncio.run`` cancels every task left) cuts the tail, and the ending
+    goes on: that cancellation is not the client's (``aclose()`` marks the endings it gives up on)."""
+    if m.tail is not None:  # never started (the turn failed after its answer)
+        tail, m.tail = m.tail, None
+        await close_tail(tail)
+    task = m.tail_task
+    try:
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+        else:  # one suspension all the same: a loop shutting down right now finds the ending here, not later
+            await asyncio.sleep(0)  # in its DELETE
+    except asyncio.CancelledError:
+        if not _from_outside(m):
+            raise
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+
+async def end_steps(m: Conversation, trigger: str) -> None:
+    """Fire ``trigger``, then each state's ``next`` until a terminal state. When a cancellation from outside
+    the client (the event loop shutting down) cuts a cleanup step's request, that step runs once more: its
+    request is idempotent (a DELETE that had arrived answers 404, which counts as deleted)."""
+    again = True
+    while True:
+        try:
+            await m._fire(trigger)
+        except asyncio.CancelledError:
+            callback = SPEC[m.state].on_enter
+            if not (again and SPEC[m.state].cleanup and callback is not None and _from_outside(m)):
+                raise
+            again = False
+            m.transitioning = True
+            try:
+                await getattr(_steps, callback)(cast("EventData", types.SimpleNamespace(model=m)))
+            finally:
+                m.transitioning = False
+        if m.state.is_terminal:
+            return
+        trigger = SPEC[m.state].next or ""
+
+
+def _from_outside(m: ConversationModel) -> bool:
+    """Whether the cancellation the current task just got came from outside the client (not an ending
+    ``aclose()`` gave up on); if so the task is no longer being cancelled (Python 3.11+: uncancelled)."""
+    me = asyncio.current_task()
+    if me is None or me in m.rt.abandoned:
+        return False
+    uncancel = getattr(me, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
+    return True
+
+
+async def _run(m: ConversationModel, tail: Tail) -> None:
+    """Read ``tail`` to the end of the stream, close it, record how it went. Raises nothing but a
+    cancellation (the client cut it short: closing, or the event loop shutting down)."""
+    t0 = time.perf_counter()
+    seconds = m.rt.timeouts.cleanup / 2
+    error: str | None = None
+    try:
+        await _read(m, tail, asyncio.get_running_loop().time() + seconds)
+    except asyncio.CancelledError:
+        error = "CancelledError"
+        raise
+    except Exception as exc:
+        err = _classify(m, exc, seconds)
+        error = m.scrubbed(f"{type(err).__name__}: {err.message}")
+        m.rt.tail_errors += 1
+    finally:
+        await close_tail(tail)
+        record = TransitionRecord(m.state, m.state, TRIGGER, (time.perf_counter() - t0) * 1000.0, error=error,
+                                  conversation_id=m.cid)
+        m.records.append(record)
+        m.report(record, failed=error is not None)
+
+
+async def close_tail(tail: Tail) -> None:
+    """Close what is left of the stream (idempotent; raises nothing but a cancellation)."""
+    for closing in (tail.body.aclose, tail.response.aclose):
+        try:
+            await closing()
+        except Exception:
+            continue
+
+
+async def _read(m: ConversationModel, tail: Tail, until: float) -> None:
+    parser, body, max_bytes = tail.parser, tail.body, m.rt.limits.max_stream_bytes
+    async with Deadline(until):
+        _after_answer(tail.rest)
+        while True:
+            try:
+                chunk = await body.__anext__()
+            except StopAsyncIteration:
+                break
+            _after_answer(parser.feed(chunk))
+            if parser.bytes_seen > max_bytes:
+                raise H2oLimitError(f"stream exceeded {max_bytes} bytes", phase=_STREAM)
+        _after_answer(parser.close())
+
+
+def _after_answer(events: list[Event]) -> None:
+    for ev in events:
+        if type(ev) is StreamError:
+            raise H2oUpstreamError(f"the server reported an error after the answer: {ev.message}", phase=_STREAM,
+                                   status=ev.status, error_type=ev.error_type)
+
+
+def _classify(m: ConversationModel, exc: Exception, seconds: float) -> H2oError:
+    if isinstance(exc, StreamSyntaxError):
+        return H2oProtocolError(f"after the answer: {exc}", phase=_STREAM, conversation_id=m.cid)
+    if isinstance(exc, asyncio.TimeoutError):
+        return H2oTimeoutError(f"the stream did not end within {seconds:g}s after the answer", phase=_STREAM,
+                               conversation_id=m.cid)
+    if isinstance(exc, H2oError):
+        return exc
+    return translate(exc, _STREAM, m.cid, m.send_status, "the stream's tail")
