@@ -32,6 +32,7 @@ from ._session import Session
 from ._table import SPEC, request_of
 from ._table import seconds as seconds_of
 from ._translate import translated
+from ._transport import GAP_EXTENSION
 from ._version import VERSION
 
 __all__ = ["Requester"]
@@ -78,7 +79,14 @@ class Requester:
             )
             for phase, t in self.step_seconds.items()
         }
-        self.extensions = {phase: {"timeout": t.as_dict()} for phase, t in self.http_timeouts.items()}
+        # The direct path: no pool, head or read timer of the transport's, because every request of ours
+        # runs in its step's bound (``_Step``: the same seconds, started earlier); a token gap bounds each
+        # wait between reads of the body, with one timer a body (GAP_EXTENSION), not one a socket read.
+        self.extensions: dict[Phase, dict[str, object]] = {}
+        for phase, t in self.http_timeouts.items():
+            ext = self.extensions[phase] = {"timeout": {**t.as_dict(), "pool": None, "read": None}}
+            if SPEC[phase].gap:
+                ext[GAP_EXTENSION] = t.read
         self.active: set[Deadline] = set()  # the bounds of the steps in flight
         self.dialect: Dialect | None = None  # whose answers tell a server of another dialect (``_refusals``)
         self.closing = False

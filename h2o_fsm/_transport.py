@@ -21,6 +21,7 @@ public way to give an ``httpx.AsyncClient`` a jar that never stores nor sends a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.cookiejar
 import inspect
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     import urllib.request
 
 __all__ = [
+    "GAP_EXTENSION",
     "MAX_HEADERS",
     "FastTransport",
     "fast_available",
@@ -56,6 +58,11 @@ MAX_HEADERS = 512
 _HEAD_LIMITS: dict[str, Any] = {"max_line_size": MAX_HEAD_LINE, "max_field_size": MAX_HEAD_FIELD}
 if "max_headers" in inspect.signature(aiohttp.ClientSession).parameters:  # aiohttp >= 3.14 counts them
     _HEAD_LIMITS["max_headers"] = MAX_HEADERS
+
+
+# A request extension of ours: the longest wait between two reads of the answer's *body*, enforced by one
+# timer a body re-arms only when it fires (aiohttp's sock_read re-arms a timer at every read of the socket).
+GAP_EXTENSION = "h2o_fsm.body_read_gap"
 
 
 def fast_available() -> bool:
@@ -151,7 +158,8 @@ class FastTransport(httpx.AsyncBaseTransport):
             mapped = map_lower_error(exc, request)
         else:
             extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
-            return httpx.Response(response.status, headers=response.raw_headers, stream=_Body(response, request),
+            body = _Body(response, request, request.extensions.get(GAP_EXTENSION))
+            return httpx.Response(response.status, headers=response.raw_headers, stream=body,
                                   request=request, extensions=extensions)
         raise mapped
 
@@ -177,31 +185,64 @@ class FastTransport(httpx.AsyncBaseTransport):
 
 
 class _Body(httpx.AsyncByteStream):
-    __slots__ = ("_request", "_response")
+    __slots__ = ("_fired", "_gap", "_handle", "_loop", "_request", "_response", "_waiting")
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, gap: float | None = None) -> None:
         self._response = response
         self._request = request
+        self._gap = gap  # GAP_EXTENSION: bounded here, lazily (see _check)
+        self._waiting: float | None = None  # since when a read waits (loop time), None between reads
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+
+    def _check(self) -> None:
+        """The gap timer: one for the whole body, re-armed only when it fires before the gap is over, at
+        the end of the current wait (exact: a wait of ``gap`` seconds ends the body, no later)."""
+        self._handle = None
+        since, gap = self._waiting, self._gap
+        if since is None or gap is None:  # between two reads: the next wait arms it again
+            return
+        due = since + gap
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._fired = True
+        self._response.close()  # the pending read fails at once (aiohttp's public close)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
+        gap = self._gap
+        loop = self._loop = asyncio.get_running_loop()
         try:
             while True:
+                if gap is not None:
+                    self._waiting = loop.time()
+                    if self._handle is None:
+                        self._handle = loop.call_at(self._waiting + gap, self._check)
                 try:
                     chunk = await content.readany()
                 except Exception as exc:
-                    mapped = map_lower_error(exc, self._request)
+                    lower = aiohttp.SocketTimeoutError("Timeout on reading data from socket") if self._fired else exc
+                    mapped = map_lower_error(lower, self._request)
                 else:
+                    self._waiting = None
                     if not chunk:
                         return
                     yield chunk
                     continue
                 raise mapped
         finally:  # released now, as a reader closing us expects (the connection goes back, or is closed)
-            self._response.release()
+            self._end()
+
+    def _end(self) -> None:
+        self._waiting = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._response.release()
 
     async def aclose(self) -> None:
-        self._response.release()  # back to the pool when the body was read whole, else closed
+        self._end()  # back to the pool when the body was read whole, else closed
 
 
 def not_sent(exc: BaseException) -> bool:
