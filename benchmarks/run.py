@@ -97,16 +97,19 @@ async def handwritten_chatui(client: httpx.AsyncClient, url: str) -> str:
     ``json.loads`` per line, NULs removed) → DELETE. No validation, no limits, no retries.
     """
     r = await client.post(url + "/conversation", json={"model": DEFAULT_MODEL})
+    # chat-ui's session cookie is Secure even over plain http (PROTOCOL.md): a cookie jar would drop it
+    session = {"Cookie": r.headers.get("set-cookie", "").split(";", 1)[0]}
     answer = r.json()
     cid = answer["conversationId"]
     if "conversation" in answer:
         root = json.loads(answer["conversation"])["json"]["rootMessageId"]
     else:
-        root = (await client.get(f"{url}/api/v2/conversations/{cid}")).json()["json"]["rootMessageId"]
+        got = await client.get(f"{url}/api/v2/conversations/{cid}", headers=session)
+        root = got.json()["json"]["rootMessageId"]
     data = json.dumps({"inputs": "Hello", "id": root, "is_retry": False, "generationId": str(uuid.uuid4())})
     out = []
     async with client.stream("POST", f"{url}/conversation/{cid}", files={"data": (None, data)},
-                             headers={"Origin": url}) as resp:
+                             headers={"Origin": url, **session}) as resp:
         async for raw in resp.aiter_lines():
             line = raw.strip()
             if line:
@@ -115,7 +118,7 @@ async def handwritten_chatui(client: httpx.AsyncClient, url: str) -> str:
                     out.append(ev["token"].replace("\x00", ""))
                 elif ev["type"] == "finalAnswer":
                     break
-    await client.delete(f"{url}/conversation/{cid}")
+    await client.delete(f"{url}/conversation/{cid}", headers=session)
     return "".join(out)
 
 
