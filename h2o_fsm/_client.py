@@ -199,8 +199,12 @@ class H2oClient(CatalogMethods, JournalClientPart):
         return f"<H2oClient {redact(self.base_url)} {self.dialect} live={len(self._rt.live)} {self.state.value}>"
 
     async def __aenter__(self) -> H2oClient:
-        await self._ready()
-        self._start_journal()
+        try:
+            await self._ready()  # dialect="auto": the detection may fail (nothing listens, say)
+            self._start_journal()
+        except BaseException:  # no __aexit__ follows a failed __aenter__: close the pool here
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -35,7 +35,8 @@ from h2o_fsm.server import Fault, LocalServer, ServerConfig, generate
 
 NO_RETRY = Retries(attempts=1)
 # short step timeouts so that stalls become timeouts quickly; a small cleanup budget
-SHORT = Timeouts(connect=2.0, settings=0.3, create=0.3, fetch=0.3, send=0.3, token=0.3, delete=0.3, cleanup=1.5)
+# step limits well under the faults' stalls (1.0-2.0 s) yet over what a loaded 2-core machine takes for a step
+SHORT = Timeouts(connect=2.0, settings=0.6, create=0.6, fetch=0.6, send=0.6, token=0.6, delete=0.6, cleanup=1.5)
 
 
 def chatui(faults: list[Fault] | None = None, **config: object) -> AbstractContextManager[LocalServer]:

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean
+from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, refused_url
 
 from h2o_fsm import H2o, H2oClient, Limits
 from h2o_fsm.cli import main
@@ -31,7 +31,39 @@ def test_a_bad_model_says_check_model_not_the_other_dialect(server: LocalServer)
     code, _, err = run_cli("chat", "Hello", "--model", "nope/nope", "--base-url", server.url)
     assert code == 1
     assert "check --model" in err and "other dialect" not in err, err
+    assert "looks like a chat-ui server" not in err, err  # the 2023 server's own 400 for a bad model
     assert "offers" not in err  # the 2023 server lists no models: none are named
+
+
+async def test_a_bad_model_on_a_2023_server_is_a_status_error_not_the_other_dialect(server: LocalServer) -> None:
+    from h2o_fsm import H2oDialectError, H2oStatusError
+
+    for dialect in ("h2o", "auto"):
+        async with H2oClient(server.url, dialect=dialect, model="bad/model", retries=FAST_RETRIES) as client:
+            with pytest.raises(H2oStatusError) as info:
+                await client.ask("hi")
+        assert not isinstance(info.value, H2oDialectError) and info.value.status == 400, repr(info.value)
+
+
+def test_a_failed_dialect_detection_leaves_no_unclosed_session() -> None:
+    """`async with H2oClient(url, dialect="auto")` whose detection fails (nothing listens) closed nothing:
+    aiohttp warned "Unclosed client session" after the one-line error."""
+    script = textwrap.dedent(f"""
+        import asyncio, gc, warnings
+        from h2o_fsm import H2oClient, H2oError
+        warnings.simplefilter("error")
+        async def main():
+            try:
+                async with H2oClient({refused_url()!r}, dialect="auto"):
+                    pass
+            except H2oError as exc:
+                print("error", exc.phase.value)
+            gc.collect()
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("error"), (done.stdout, done.stderr)
+    assert "Unclosed" not in done.stderr, done.stderr
 
 
 def test_a_bad_model_lists_the_models_of_a_server_that_lists_them(chatui_server: LocalServer) -> None:

@@ -113,6 +113,8 @@ def _advice(exc: H2oError, base_url: str, dialect: str | None = None, *, debug: 
         return "the server is slow or stalled; raise --timeout or try again later"
     if isinstance(exc, H2oTransportError) and is_refused(exc):
         return "is the server running? (set --base-url or H2O_FSM_BASE_URL)"
+    if isinstance(exc, H2oTransportError) and exc.reason == "incomplete" and exc.phase is Phase.STREAM:
+        return "the server cut the answer short; try again"
     if isinstance(exc, H2oTransportError):
         return f"is the server running and reachable at {where}? (set --base-url or H2O_FSM_BASE_URL)"
     if isinstance(exc, H2oStatusError) and exc.status is not None:

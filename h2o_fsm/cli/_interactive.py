@@ -113,7 +113,8 @@ class Interactive:
         run = self.signals.run
         try:
             run(self._open())
-            self._say(f"h2o-fsm: chatting with {self.setup.args.model} — {HELP}")
+            model = self.setup.args.model or "the server's default model"
+            self._say(f"h2o-fsm: chatting with {model} — {HELP}")
             code = self._loop()
         except Interrupted as stop:
             code, abandon = stop.code, stop.gave_up

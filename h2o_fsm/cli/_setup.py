@@ -151,7 +151,8 @@ class ChatSetup:
         if ids:
             where = redact(self.args.base_url or "")
             if self.args.journal:
-                fix = f"`h2o-fsm sweep --journal {self.args.journal}` removes it"
+                # this process's lease still holds it until it expires (30 s): --all does not wait for that
+                fix = f"`h2o-fsm sweep --journal {self.args.journal} --all` removes it"
             else:
                 fix = "delete it in the web UI (with --journal FILE, `h2o-fsm sweep --journal FILE` would)"
             said.append(f"conversation {', '.join(ids)} may be left on {where} — {fix}")

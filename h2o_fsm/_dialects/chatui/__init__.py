@@ -51,7 +51,8 @@ class ChatUiDialect(BaseDialect):
     optional_steps: frozenset[Phase] = frozenset({Phase.FETCH, Phase.STOP, Phase.REATTACH})
     settings_by_default = False
     # a 2023 client's form settings: today's chat-ui takes JSON (its request.json() fails: 500, or its schema)
-    signs: Mapping[Phase, frozenset[int]] = {Phase.SETTINGS: frozenset({400, 415, 422, 500})}
+    # (not 400: a 2023 server's own answer to an unknown model)
+    signs: Mapping[Phase, frozenset[int]] = {Phase.SETTINGS: frozenset({415, 422, 500})}
     probe: frozenset[int] = frozenset({200})  # GET /api/v2/models: the model list
     emulator: str | None = "h2o_fsm.server._chatui_app:create_chatui_app"
     default_model: str | None = None  # the server's first listed (GET /api/v2/models)
