@@ -126,6 +126,7 @@ class ConversationModel:
         self.status: int | None = None
         self.headers: httpx.Headers | None = None  # the answer's (what the stepper shows)
         self.skipped = False
+        self.retries = 0  # how often the step's request was sent again
         self.source: Phase = Phase.NEW
 
     # ------------------------------------------------------------------ guards (named in the table)
@@ -146,6 +147,7 @@ class ConversationModel:
         self.status = None
         self.headers = None
         self.skipped = False
+        self.retries = 0
         self.source = self.state
 
     def finalize(self, event: EventData) -> None:
@@ -163,6 +165,7 @@ class ConversationModel:
             skipped=self.skipped,
             conversation_id=self.cid,
             request=request_line(self.state, self.cid) if self.state is not self.source else None,
+            retries=self.retries,
         )
         self.records.append(record)
         if self.state.is_terminal:

@@ -119,7 +119,8 @@ class Telemetry:
                 attributes={**common, "server.address": self.address, "h2o_fsm.model": m.model})
             self._spans[m] = conversation
         attributes = {**common, "h2o_fsm.phase": record.dest.value, "h2o_fsm.source": record.source.value,
-                      "h2o_fsm.trigger": record.trigger, "h2o_fsm.skipped": record.skipped}
+                      "h2o_fsm.trigger": record.trigger, "h2o_fsm.skipped": record.skipped,
+                      "h2o_fsm.retries": record.retries}
         if record.status is not None:
             attributes["http.response.status_code"] = record.status
         if record.conversation_id is not None:

@@ -27,6 +27,7 @@ class TransitionRecord(NamedTuple):
     skipped: bool = False
     conversation_id: str | None = None
     request: str | None = None
+    retries: int = 0  # the step's request was sent again this many times (the table's retry policy)
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dict (the ``--trace`` record)."""
@@ -40,6 +41,7 @@ class TransitionRecord(NamedTuple):
             "error": self.error,
             "skipped": self.skipped,
             "request": self.request,
+            "retries": self.retries,
         }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import NoReturn, cast
@@ -127,6 +127,7 @@ class Requester:
         request: tuple[str, str] | None = None,
         query: str = "",
         headers: dict[str, str] | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> httpx.Response:
         """Send ``phase``'s request (its method and path from the table, ``cid`` filled in), retried by the
         table's policy; return the streamed response (the caller reads and closes it). A status outside
@@ -136,7 +137,8 @@ class Requester:
         each attempt by the step's timeout (the DELETE, whose whole is bounded by its budget);
         ``request``: method and path of a request outside the table (chat-ui's model list, say), sent
         with ``phase``'s timeouts and retry policy; ``query`` (``"?..."``) and ``headers`` are added to the
-        request (chat-ui's reattach)."""
+        request (chat-ui's reattach); ``on_retry`` is called before each repeated attempt (the count on the
+        transition's record)."""
 
         method, path = request or request_of(phase, cid)
         path += query
@@ -149,10 +151,15 @@ class Requester:
                 return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
                                         extra=headers)
 
+        async def again() -> httpx.Response:
+            if on_retry is not None:
+                on_retry()
+            return await once()
+
         try:
             return await once()
         except H2oError as first:
-            return await retry_after_failure(once, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
+            return await retry_after_failure(again, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
 
     async def _once(
         self,

@@ -65,8 +65,14 @@ def _skip(m: ConversationModel, phase: Phase) -> bool:
 
 
 async def _call(m: ConversationModel, phase: Phase, body: Body = _NO_BODY, **kw: Any) -> httpx.Response:
-    """Send ``phase``'s request: the statuses its row accepts, the status recorded on the transition."""
-    response = await m.rt.requester.call(phase, session=m.session, body=body, ok=SPEC[phase].ok, cid=m.cid, **kw)
+    """Send ``phase``'s request: the statuses its row accepts, the status (and retries) recorded on the
+    transition."""
+
+    def retried() -> None:
+        m.retries += 1
+
+    response = await m.rt.requester.call(phase, session=m.session, body=body, ok=SPEC[phase].ok, cid=m.cid,
+                                         on_retry=retried, **kw)
     m.status, m.headers = response.status_code, response.headers
     return response
 

@@ -161,3 +161,22 @@ async def test_auto_detected_dialect_is_reported(chatui_server: LocalServer) -> 
                       and "h2o_fsm.dialect" in s.attributes} == {"chat-ui"}
     assert any(s.name == "h2o-fsm conversation" for s in spans)
     assert_clean(chatui_server)
+
+
+async def test_a_step_span_says_how_often_its_request_was_retried(server: LocalServer) -> None:
+    """The settings POST answered 503 twice, then 303: its span and its transition record say 2 retries."""
+    from h2o_fsm import Retries
+
+    tp, exporter, mp, _ = providers()
+    server.set_faults([Fault("settings", "status", status=503, count=2)])
+    async with H2oClient(server.url, tracer_provider=tp, meter_provider=mp, timeouts=FAST_TIMEOUTS,
+                         retries=Retries(attempts=3, backoff=0.01, max_wait=0.02, max_time=5.0)) as client:
+        conv = client.conversation()
+        async with conv:
+            assert await conv.ask(PROMPT)
+    (into_settings,) = [r for r in conv.history if r.dest.value == "settings"]
+    assert into_settings.retries == 2 and into_settings.status == 303, into_settings
+    assert all(r.retries == 0 for r in conv.history if r is not into_settings)
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.attributes.get("h2o_fsm.phase") == "settings"}
+    assert spans["h2o-fsm start"].attributes["h2o_fsm.retries"] == 2
+    assert_clean(server)
