@@ -104,6 +104,10 @@ class JournalBackend(abc.ABC):
     async def scan_async(self, base_url: str | None = None) -> JournalScan:
         """Every readable entry (of ``base_url``, or all), oldest first, and the rows skipped."""
 
+    async def entries_async(self, base_url: str | None = None) -> list[JournalEntry]:
+        """The readable entries (of ``base_url``, or all), oldest first."""
+        return (await self.scan_async(base_url)).entries
+
     @abc.abstractmethod
     async def sweepable_async(self, base_url: str | None, *, include_live: bool = False) -> JournalScan:
         """The entries whose owner's lease expired or was released (all with ``include_live``)."""
@@ -128,3 +132,17 @@ class JournalBackend(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release this journal's own owner and close the connection."""
+
+
+class ServerJournal(JournalBackend):
+    """A journal kept by a database server (Redis, PostgreSQL): one read, of every entry or of the
+    sweepable ones, serves the scans."""
+
+    @abc.abstractmethod
+    async def _read(self, base_url: str | None, sweepable: bool) -> JournalScan: ...
+
+    async def scan_async(self, base_url: str | None = None) -> JournalScan:
+        return await self._read(base_url, sweepable=False)
+
+    async def sweepable_async(self, base_url: str | None, *, include_live: bool = False) -> JournalScan:
+        return await self._read(base_url, sweepable=not include_live)

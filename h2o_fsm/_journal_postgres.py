@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from ._journal_base import DEFAULT_LEASE, JournalBackend, JournalEntry, JournalScan, check_lease, new_owner
+from ._journal_base import DEFAULT_LEASE, JournalEntry, JournalScan, ServerJournal, check_lease, new_owner
 from ._journal_file import check_row
 
 __all__ = ["PostgresJournal"]
@@ -71,7 +71,7 @@ def _seconds(options: dict[str, str], name: str, given: float | None, default: f
     return check_lease(default if given is None else given, name)
 
 
-class PostgresJournal(JournalBackend):
+class PostgresJournal(ServerJournal):
     """The journal in a PostgreSQL database (``postgresql://user:password@host:port/db``, with
     ``?lease=N``, ``?timeout=N``, ``?namespace=NAME`` and the driver's own options such as ``sslmode``).
     Nothing is sent at construction; the pool is made by the first call."""
@@ -166,15 +166,6 @@ class PostgresJournal(JournalBackend):
             else:
                 scan.entries.append(checked)
         return scan
-
-    async def scan_async(self, base_url: str | None = None) -> JournalScan:
-        return await self._read(base_url, sweepable=False)
-
-    async def entries_async(self, base_url: str | None = None) -> list[JournalEntry]:
-        return (await self._read(base_url, sweepable=False)).entries
-
-    async def sweepable_async(self, base_url: str | None, *, include_live: bool = False) -> JournalScan:
-        return await self._read(base_url, sweepable=not include_live)
 
     async def claim_async(self, entry: JournalEntry, claimer: str, ttl: float, *, include_live: bool = False) -> bool:
         status = await self._run(lambda c: c.execute(_CLAIM, self.namespace, entry.base_url, entry.conversation_id,

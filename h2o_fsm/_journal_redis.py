@@ -25,7 +25,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from ._journal_base import DEFAULT_LEASE, JournalBackend, JournalEntry, JournalScan, check_lease, new_owner
+from ._journal_base import DEFAULT_LEASE, JournalEntry, JournalScan, ServerJournal, check_lease, new_owner
 from ._journal_file import check_row
 
 __all__ = ["RedisJournal"]
@@ -95,7 +95,7 @@ def _redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class RedisJournal(JournalBackend):
+class RedisJournal(ServerJournal):
     """The journal on a Redis server, shared by every replica that names the same URL and namespace.
 
     Args:
@@ -215,15 +215,6 @@ class RedisJournal(JournalBackend):
             scan.live, scan.entries = len(scan.entries) - len(kept), kept
         scan.entries.sort(key=lambda e: e.created_at)
         return scan
-
-    async def scan_async(self, base_url: str | None = None) -> JournalScan:
-        return await self._read(base_url, sweepable=False)
-
-    async def entries_async(self, base_url: str | None = None) -> list[JournalEntry]:
-        return (await self._read(base_url, sweepable=False)).entries
-
-    async def sweepable_async(self, base_url: str | None, *, include_live: bool = False) -> JournalScan:
-        return await self._read(base_url, sweepable=not include_live)
 
     async def claim_async(self, entry: JournalEntry, claimer: str, ttl: float, *, include_live: bool = False) -> bool:
         field = self._field(entry.base_url, entry.conversation_id)
