@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from ._dialects import PROBE, detected, get_dialect, with_catalog
+from ._dialects import PROBE, detected, get_dialect, with_catalog, wrong_dialect_advice
 from ._exceptions import H2oDialectError, H2oProtocolError, H2oStateError, H2oStatusError
 from ._listing_types import ConversationSummary, ModelInfo
 from ._phase import Phase
@@ -65,13 +65,19 @@ class Catalog:
             async with rq.step(phase, None, None):
                 response = await rq.call(phase, session=session, request=request, ok=ok)
                 return await rq.read_body(response, phase, None)
-        except H2oDialectError:
-            raise
         except H2oStatusError as exc:
             if exc.status != 404:
                 raise
-            raise H2oStatusError(f"HTTP 404: this server has no {request[1].partition('?')[0]}",
-                                 phase=phase, status=404, body=exc.body) from exc
+            # what the 404 means here, as its detail (no conversation is named: not "unknown conversation");
+            # a sign of the other dialect stays an H2oDialectError, its advice in the message
+            what = f"this server has no {request[1].partition('?')[0]}"
+            other = exc.suggested_dialect if isinstance(exc, H2oDialectError) else ""
+            err = (H2oDialectError if other else H2oStatusError)(
+                f"HTTP 404 {what}" + (f" — {wrong_dialect_advice(other)}" if other else ""), detail=what,
+                phase=phase, status=404, body=exc.body, retry_after=exc.retry_after, headers=exc.headers)
+            if isinstance(err, H2oDialectError):
+                err.suggested_dialect = other
+            raise err from exc
 
     def _parsed(self, phase: Phase, parse: Callable[[bytes], Any], raw: bytes) -> Any:
         try:

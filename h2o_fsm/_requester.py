@@ -213,7 +213,7 @@ class Requester:
         status = response.status_code
         limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
         text = await self.snippet(response, limit, session)
-        hint = status_hint(phase, status) or response.reason_phrase
+        hint = status_hint(phase, status, conversation=cid is not None) or response.reason_phrase
         raise refusals.status_error(
             self.dialect, status, hint + (f": {text[:200]}" if text else ""),
             phase=phase, conversation_id=cid, body=text, retry_after=_retry_after(response),

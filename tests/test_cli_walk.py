@@ -1,0 +1,17 @@
+"""A newcomer walking the README's commands against both servers: each line says what is true."""
+
+from __future__ import annotations
+
+from test_rough_edges import run_cli
+
+from h2o_fsm.server import LocalServer
+
+
+def test_chatui_commands_against_a_2023_server_do_not_claim_an_unknown_conversation(server: LocalServer) -> None:
+    """`models`/`chat --dialect chat-ui` on a 2023 server: its 404 for GET /api/v2/models is no conversation's."""
+    for argv in (("models",), ("chat", "Hello")):
+        code, _, err = run_cli(*argv, "--dialect", "chat-ui", "--base-url", server.url)
+        assert code == 1 and err.count("\n") == 1, err
+        assert "unknown conversation" not in err, err
+        assert "/api/v2/models" in err and "try --dialect h2o" in err, err
+    assert server.accounting.created == 0
