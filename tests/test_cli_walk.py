@@ -15,3 +15,15 @@ def test_chatui_commands_against_a_2023_server_do_not_claim_an_unknown_conversat
         assert "unknown conversation" not in err, err
         assert "/api/v2/models" in err and "try --dialect h2o" in err, err
     assert server.accounting.created == 0
+
+
+def test_the_lists_of_chatui_on_a_2023_server_are_a_usage_mistake_not_a_failed_fetch(server: LocalServer) -> None:
+    """`models`/`conversations` on a 2023 server: its dialect has no such list, refused before any request."""
+    for argv, what in ((("models",), "model list"), (("conversations",), "conversation list"),
+                       (("conversations", "--delete-all", "--yes"), "delete-all")):
+        for dialect in ("auto", "h2o"):
+            code, out, err = run_cli(*argv, "--dialect", dialect, "--base-url", server.url)
+            assert code == 2 and out == "" and err.count("\n") == 1, (argv, dialect, err)
+            assert f"has no {what}" in err and "fetch failed" not in err and "--debug" not in err, err
+            assert "this server speaks h2o" in err if dialect == "auto" else "--dialect h2o" in err, err
+    assert server.accounting.created == 0
