@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._dialects import PROBE, detected, get_dialect, with_catalog, wrong_dialect_advice
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from ._otel import Telemetry
     from ._requester import Requester
 
-__all__ = ["DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummary", "ModelInfo"]
+__all__ = [
+    "DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummary", "ModelInfo", "check_parameters",
+]
 
 DEFAULT_MAX_PAGES: Final = 50
 """Pages of the conversation list :meth:`Catalog.conversations` reads at most (chat-ui: 50 a page)."""
@@ -222,13 +224,7 @@ class CatalogMethods:
 
     def _check_parameters(self, params: dict[str, object]) -> None:
         """Refuse keyword arguments the dialect does not know (a typo, or a parameter of the other dialect)."""
-        known = self._rt.dialect.parameters
-        unknown = sorted(name for name in params if name not in known)
-        if unknown:
-            takes = ", ".join(sorted(known - {"stream"})) or "none"
-            raise TypeError(f"unknown keyword argument{'s' if len(unknown) > 1 else ''} "
-                            f"{', '.join(map(repr, unknown))}; the {self._rt.dialect.name} dialect's generation "
-                            f"parameters: {takes} (a mapping given as parameters= may name others)")
+        check_parameters(self._rt.dialect, params)
 
     async def models(self) -> tuple[ModelInfo, ...]:
         """The models the server offers (chat-ui's ``GET /api/v2/models``), its default first."""
@@ -245,6 +241,19 @@ class CatalogMethods:
         for a session that hit the usage limit); how many, when the server says."""
         await self._ready()
         return await self._catalog.delete_all(self._session)
+
+
+def check_parameters(dialect: Dialect, params: Mapping[str, object], option: str | None = None) -> None:
+    """A ``TypeError`` naming the parameters ``dialect`` knows when ``params`` names others (as keyword
+    arguments; ``option``: as that command-line option's names)."""
+    known = dialect.parameters
+    unknown = sorted(name for name in params if name not in known)
+    if unknown:
+        takes = ", ".join(sorted(known - {"stream"})) or "none"
+        what = f"{option} name" if option else "keyword argument"
+        raise TypeError(f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; the "
+                        f"{dialect.name} dialect's generation parameters: {takes}"
+                        + ("" if option else " (a mapping given as parameters= may name others)"))
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

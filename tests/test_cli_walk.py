@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from test_rough_edges import run_cli
 
 from h2o_fsm.server import LocalServer
@@ -26,4 +29,32 @@ def test_the_lists_of_chatui_on_a_2023_server_are_a_usage_mistake_not_a_failed_f
             assert code == 2 and out == "" and err.count("\n") == 1, (argv, dialect, err)
             assert f"has no {what}" in err and "fetch failed" not in err and "--debug" not in err, err
             assert "this server speaks h2o" in err if dialect == "auto" else "--dialect h2o" in err, err
+    assert server.accounting.created == 0
+
+
+def test_an_unknown_param_name_is_refused_like_the_api_refuses_it(server: LocalServer,
+                                                                   chatui_server: LocalServer) -> None:
+    """`--param temprature=0.2` exited 0 having sent it; `client.ask("hi", temprature=0.2)` is a TypeError."""
+    from h2o_fsm._dialects import get_dialect
+
+    for srv, dialect in ((server, "h2o"), (chatui_server, "chat-ui")):
+        code, out, err = run_cli("chat", "Hello", "--param", "temprature=0.2", "--base-url", srv.url)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "'temprature'" in err and f"the {dialect} dialect's generation parameters" in err, err
+        assert all(name in err for name in get_dialect(dialect).parameters - {"stream"}), err
+        assert srv.accounting.created == 0
+    code, _, err = run_cli("chat", "Hello", "--param", "temperature=0.2", "--base-url", server.url)
+    assert code == 0, err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pty")
+def test_an_unknown_param_name_is_refused_before_the_interactive_banner(server: LocalServer) -> None:
+    from test_cli_interactive import PROMPT, Terminal
+
+    term = Terminal("chat", "--param", "temprature=0.2", "--base-url", server.url)
+    try:
+        term.wait_for(lambda shown: b"unknown --param name 'temprature'" in shown, "the refusal")
+    finally:
+        code = term.close()
+    assert code == 2 and PROMPT not in term.text() and b"chatting with" not in term.text(), term.text()
     assert server.accounting.created == 0
