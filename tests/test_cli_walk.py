@@ -58,3 +58,15 @@ def test_an_unknown_param_name_is_refused_before_the_interactive_banner(server: 
         code = term.close()
     assert code == 2 and PROMPT not in term.text() and b"chatting with" not in term.text(), term.text()
     assert server.accounting.created == 0
+
+
+def test_a_turn_cut_by_timeout_reports_the_timeout_set_not_the_time_left() -> None:
+    """`--timeout 0.5` on a stalled send said `no complete answer within 0.46s` (the time left then)."""
+    from support import emulator
+
+    from h2o_fsm.server import Fault, ServerConfig
+
+    with emulator(ServerConfig(max_tokens=8), [Fault("send", "stall", seconds=2.0)]) as srv:
+        code, _, err = run_cli("chat", "Hello", "--timeout", "0.5", "--base-url", srv.url)
+        assert code == 1 and err.count("\n") == 1, err
+        assert "send failed" in err and "within the turn's deadline of 0.5s" in err, err
