@@ -70,3 +70,13 @@ def test_a_turn_cut_by_timeout_reports_the_timeout_set_not_the_time_left() -> No
         code, _, err = run_cli("chat", "Hello", "--timeout", "0.5", "--base-url", srv.url)
         assert code == 1 and err.count("\n") == 1, err
         assert "send failed" in err and "within the turn's deadline of 0.5s" in err, err
+
+
+def test_demo_names_the_dialect_its_emulator_speaks() -> None:
+    """`h2o-fsm demo` said `bundled chat-ui emulator` while speaking the (default) h2o dialect."""
+    for argv, dialect in (((), "h2o"), (("--dialect", "chat-ui"), "chat-ui")):
+        code, out, err = run_cli("demo", "--token-delay", "0", *argv)
+        assert code == 0, err
+        banner = out.splitlines()[0]
+        assert banner.startswith(f"bundled {dialect} emulator ("), banner
+        assert "chat-ui" not in banner if dialect == "h2o" else "h2o" not in banner, banner
