@@ -80,3 +80,13 @@ def test_demo_names_the_dialect_its_emulator_speaks() -> None:
         banner = out.splitlines()[0]
         assert banner.startswith(f"bundled {dialect} emulator ("), banner
         assert "chat-ui" not in banner if dialect == "h2o" else "h2o" not in banner, banner
+
+
+def test_conversations_ends_with_its_count_as_delete_all_does(chatui_server: LocalServer) -> None:
+    """`h2o-fsm conversations` of a session holding none printed nothing at all."""
+    import json
+
+    code, out, err = run_cli("conversations", "--base-url", chatui_server.url)
+    assert (code, out) == (0, "conversations: 0\n"), err
+    code, out, err = run_cli("conversations", "--json", "--base-url", chatui_server.url)
+    assert code == 0 and [json.loads(line) for line in out.splitlines()] == [{"type": "conversations", "count": 0}]

@@ -1,7 +1,8 @@
 """``h2o-fsm models`` and ``h2o-fsm conversations``: what a chat-ui server offers and what the session
 holds, with a deliberate ``--delete-all --yes`` for a session that hit the usage limit. ``--json``: one
 object per model or conversation (``{"type": "model", ...}``, ``{"type": "conversation", ...}``), then a
-summary (``{"type": "models", "count": n}``...); an error is an ``error`` object (the line stays on stderr)."""
+summary (``{"type": "models", "count": n}``...); an error is an ``error`` object (the line stays on stderr).
+Without it, ``conversations`` ends with ``conversations: N`` (as ``deleted: N``)."""
 
 from __future__ import annotations
 
@@ -127,5 +128,7 @@ def run_conversations(args: argparse.Namespace, out: TextIO) -> int:
                     out.write(f"{c.id}\t{c.updated_at or '-'}\t{c.model or '-'}\t{' '.join(c.title.split()) or '-'}\n")
             if args.json:
                 emit(out, {"type": "conversations", "count": len(found)})
+            else:  # the count last, as --delete-all's "deleted: N" (a session holding none says so)
+                out.write(f"conversations: {len(found)}\n")
 
     return _run(args, out, run())
