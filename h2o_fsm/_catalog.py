@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ._dialects import PROBE, detected, get_dialect, with_catalog
+from ._dialects import PROBE, detected, get_dialect, with_catalog, wrong_dialect_advice
 from ._exceptions import H2oDialectError, H2oProtocolError, H2oStateError, H2oStatusError
 from ._listing_types import ConversationSummary, ModelInfo
 from ._phase import Phase
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from ._otel import Telemetry
     from ._requester import Requester
 
-__all__ = ["DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummary", "ModelInfo"]
+__all__ = [
+    "DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummary", "ModelInfo", "check_parameters",
+]
 
 DEFAULT_MAX_PAGES: Final = 50
 """Pages of the conversation list :meth:`Catalog.conversations` reads at most (chat-ui: 50 a page)."""
@@ -65,13 +67,19 @@ class Catalog:
             async with rq.step(phase, None, None):
                 response = await rq.call(phase, session=session, request=request, ok=ok)
                 return await rq.read_body(response, phase, None)
-        except H2oDialectError:
-            raise
         except H2oStatusError as exc:
             if exc.status != 404:
                 raise
-            raise H2oStatusError(f"HTTP 404: this server has no {request[1].partition('?')[0]}",
-                                 phase=phase, status=404, body=exc.body) from exc
+            # what the 404 means here, as its detail (no conversation is named: not "unknown conversation");
+            # a sign of the other dialect stays an H2oDialectError, its advice in the message
+            what = f"this server has no {request[1].partition('?')[0]}"
+            other = exc.suggested_dialect if isinstance(exc, H2oDialectError) else ""
+            err = (H2oDialectError if other else H2oStatusError)(
+                f"HTTP 404 {what}" + (f" — {wrong_dialect_advice(other)}" if other else ""), detail=what,
+                phase=phase, status=404, body=exc.body, retry_after=exc.retry_after, headers=exc.headers)
+            if isinstance(err, H2oDialectError):
+                err.suggested_dialect = other
+            raise err from exc
 
     def _parsed(self, phase: Phase, parse: Callable[[bytes], Any], raw: bytes) -> Any:
         try:
@@ -216,13 +224,7 @@ class CatalogMethods:
 
     def _check_parameters(self, params: dict[str, object]) -> None:
         """Refuse keyword arguments the dialect does not know (a typo, or a parameter of the other dialect)."""
-        known = self._rt.dialect.parameters
-        unknown = sorted(name for name in params if name not in known)
-        if unknown:
-            takes = ", ".join(sorted(known - {"stream"})) or "none"
-            raise TypeError(f"unknown keyword argument{'s' if len(unknown) > 1 else ''} "
-                            f"{', '.join(map(repr, unknown))}; the {self._rt.dialect.name} dialect's generation "
-                            f"parameters: {takes} (a mapping given as parameters= may name others)")
+        check_parameters(self._rt.dialect, params)
 
     async def models(self) -> tuple[ModelInfo, ...]:
         """The models the server offers (chat-ui's ``GET /api/v2/models``), its default first."""
@@ -239,6 +241,19 @@ class CatalogMethods:
         for a session that hit the usage limit); how many, when the server says."""
         await self._ready()
         return await self._catalog.delete_all(self._session)
+
+
+def check_parameters(dialect: Dialect, params: Mapping[str, object], option: str | None = None) -> None:
+    """A ``TypeError`` naming the parameters ``dialect`` knows when ``params`` names others (as keyword
+    arguments; ``option``: as that command-line option's names)."""
+    known = dialect.parameters
+    unknown = sorted(name for name in params if name not in known)
+    if unknown:
+        takes = ", ".join(sorted(known - {"stream"})) or "none"
+        what = f"{option} name" if option else "keyword argument"
+        raise TypeError(f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; the "
+                        f"{dialect.name} dialect's generation parameters: {takes}"
+                        + ("" if option else " (a mapping given as parameters= may name others)"))
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

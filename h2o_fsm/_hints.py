@@ -31,10 +31,15 @@ _PER_STEP: Final[Mapping[tuple[Phase, int], str]] = {
     (Phase.DELETE, 404): "already gone",
 }
 
+_OF_A_CONVERSATION: Final = frozenset({(Phase.FETCH, 404), (Phase.SEND, 404)})
+"""Hints about the conversation named by the request: not said of a request naming none (the catalog's
+``GET /api/v2/models``, a ``fetch`` too)."""
 
-def status_hint(phase: Phase | None, status: int) -> str:
-    """A few words on what ``status`` means as the answer of ``phase`` (empty when nothing useful)."""
-    if phase is not None:
+
+def status_hint(phase: Phase | None, status: int, *, conversation: bool = True) -> str:
+    """A few words on what ``status`` means as the answer of ``phase`` (empty when nothing useful);
+    ``conversation``: the request named a conversation."""
+    if phase is not None and (conversation or (phase, status) not in _OF_A_CONVERSATION):
         hint = _PER_STEP.get((phase, status))
         if hint is not None:
             return hint

@@ -220,7 +220,7 @@ class Requester:
         status = response.status_code
         limit = 0 if status == 407 else self.limits.max_error_body_bytes  # a proxy's page may echo our credentials
         text = await self.snippet(response, limit, session)
-        hint = status_hint(phase, status) or response.reason_phrase
+        hint = status_hint(phase, status, conversation=cid is not None) or response.reason_phrase
         raise refusals.status_error(
             self.dialect, status, hint + (f": {text[:200]}" if text else ""),
             phase=phase, conversation_id=cid, body=text, retry_after=_retry_after(response),
@@ -268,12 +268,13 @@ class Requester:
 class _Step:
     """The bound of one step (see :meth:`Requester.step`)."""
 
-    __slots__ = ("_bound", "_cid", "_deadline", "_phase", "_rq", "_seconds", "_turn")
+    __slots__ = ("_bound", "_cid", "_cut", "_deadline", "_phase", "_rq", "_seconds", "_turn")
 
     def __init__(self, rq: Requester, phase: Phase, deadline: float | None, cid: str | None) -> None:
         self._rq, self._phase, self._deadline, self._cid = rq, phase, deadline, cid
         self._bound: Deadline | None = None
         self._seconds = rq.step_seconds[phase]
+        self._cut = False  # the turn's deadline (Timeouts.total) ends the step before its own bound
         self._turn = not SPEC[phase].owned  # runs in a caller's task: aclose() may cut it; owned ones never
 
     async def __aenter__(self) -> None:
@@ -281,8 +282,8 @@ class _Step:
         rq.refuse_late(self._phase, self._deadline, self._cid)
         now = asyncio.get_running_loop().time()
         when = now + self._seconds
-        if self._deadline is not None:
-            when = min(when, self._deadline)
+        if self._deadline is not None and self._deadline < when:
+            when, self._cut = self._deadline, not SPEC[self._phase].cleanup  # a cleanup's: its share
         self._seconds = when - now
         bound = self._bound = Deadline(when)
         await bound.__aenter__()
@@ -303,7 +304,9 @@ class _Step:
             if bound.interrupted:
                 raise H2oStateError("the client was closed during this step", phase=self._phase,
                                     conversation_id=self._cid) from timeout
-            raise H2oTimeoutError(f"no complete answer within {self._seconds:.3g}s", phase=self._phase,
+            total = self._rq.timeouts.total  # the bound set, not the time left of it at the step's start
+            within = f"the turn's deadline of {total:g}s" if self._cut and total else f"{self._seconds:.3g}s"
+            raise H2oTimeoutError(f"no complete answer within {within}", phase=self._phase,
                                   conversation_id=self._cid, timeout="step") from timeout
 
 

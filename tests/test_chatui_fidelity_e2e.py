@@ -144,7 +144,8 @@ def test_cli_models_and_conversations(real: RealLikeServer, capsys: pytest.Captu
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{MODELS[0]} (default)") and out[1].startswith(MODELS[1])
     assert main(["conversations", "--base-url", real.url, "--cookie", cookie]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3 and listed[2] == "conversations: 2", listed  # the two, then their count
     assert main(["conversations", "--delete-all", "--base-url", real.url, "--cookie", cookie]) == 2
     assert "--yes" in capsys.readouterr().err and real.live == 2
     assert main(["conversations", "--delete-all", "--yes", "--base-url", real.url, "--cookie", cookie]) == 0

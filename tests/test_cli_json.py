@@ -126,10 +126,10 @@ def test_the_listing_commands_json(chatui_server: LocalServer) -> None:
 
 
 def test_the_listing_commands_json_error(server: LocalServer) -> None:
-    # the 2023 dialect has no model list (refused before any request): an error object on stdout, the
-    # human line on stderr
+    # the 2023 dialect has no model list (refused before any request, a usage mistake): an error object on
+    # stdout, the human line on stderr
     code, out, err = run_cli("models", "--json", "--base-url", server.url, "--dialect", "h2o")
-    assert code == 1 and err.count("\n") == 1, err
+    assert code == 2 and err.count("\n") == 1, err
     (error,) = objects(out)
     assert error["type"] == "error" and error["status"] is None and error["error"] == "H2oStateError"
     assert "the h2o dialect has no model list (chat-ui has one)" in error["message"]

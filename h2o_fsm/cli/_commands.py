@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from .._client import H2oClient
 from .._diagram import render
-from .._dialects import DEFAULT_DIALECT
+from .._dialects import DEFAULT_DIALECT, get_dialect
 from .._journal_base import JournalBackend
 from .._log import redact
 from .._phase import Phase
@@ -87,7 +87,8 @@ def run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     records: list[TransitionRecord] = []
     with LocalServer(ServerConfig(token_delay=args.token_delay), dialect=args.dialect) as server:
-        out.write(f"bundled chat-ui emulator listening on {server.url}\n\nphases:\n")
+        speaks = get_dialect(args.dialect)  # the default is h2o's: the banner says which
+        out.write(f"bundled {speaks.name} emulator ({speaks.summary}) listening on {server.url}\n\nphases:\n")
 
         def observe(record: TransitionRecord) -> None:
             # each row: the step the time was spent on (a record's time is its request's, made on entering

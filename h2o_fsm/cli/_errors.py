@@ -146,7 +146,8 @@ def error_line(exc: H2oError, base_url: str, dialect: str | None = None, *, debu
         if isinstance(exc, H2oStatusError) and exc.status is not None:
             # the explanation of the status comes from the one table of hints (fitting the step), then
             # what the server said; the engine's own wording of it is not repeated
-            hint = "usage limit reached" if isinstance(exc, H2oUsageLimitError) else status_hint(exc.phase, exc.status)
+            hint = "usage limit reached" if isinstance(exc, H2oUsageLimitError) else status_hint(
+                exc.phase, exc.status, conversation=exc.conversation_id is not None)
             if hint:
                 body = " ".join(exc.body.split())[:200]
                 what = f"{hint}: {body}" if body else hint

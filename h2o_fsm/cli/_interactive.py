@@ -63,6 +63,7 @@ class Interactive:
     async def _open(self) -> None:
         self.client = self.setup.client()
         await self.client.detect_dialect()  # dialect="auto": once, before the first conversation
+        self.setup.check_parameters(self.client)  # a --param the dialect does not know: before the banner
 
     async def _end(self) -> None:
         conv, self.conv = self.conv, None

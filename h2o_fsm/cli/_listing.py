@@ -1,18 +1,21 @@
 """``h2o-fsm models`` and ``h2o-fsm conversations``: what a chat-ui server offers and what the session
 holds, with a deliberate ``--delete-all --yes`` for a session that hit the usage limit. ``--json``: one
 object per model or conversation (``{"type": "model", ...}``, ``{"type": "conversation", ...}``), then a
-summary (``{"type": "models", "count": n}``...); an error is an ``error`` object (the line stays on stderr)."""
+summary (``{"type": "models", "count": n}``...); an error is an ``error`` object (the line stays on stderr).
+Without it, ``conversations`` ends with ``conversations: N`` (as ``deleted: N``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TextIO
 
 from .._client import H2oClient
-from .._exceptions import H2oError
+from .._dialects import AUTO, with_catalog
+from .._exceptions import H2oError, H2oStateError
 from ._errors import UsageError, about_the_model, error_line, maybe_the_model, offer_models
 from ._jsonout import emit, error_object
 
@@ -57,6 +60,22 @@ def _client(args: argparse.Namespace) -> H2oClient:
     return H2oClient(args.base_url, dialect=args.dialect, cookies=cookies_from(args.cookie) or None)
 
 
+@contextlib.contextmanager
+def _listed(client: H2oClient, args: argparse.Namespace, out: TextIO) -> Iterator[None]:
+    """A dialect without these lists (the 2023 one) refuses before any request: a usage mistake (exit 2;
+    with ``--json`` an error object on stdout too)."""
+    try:
+        yield
+    except H2oStateError as exc:
+        if client.dialect in with_catalog():
+            raise
+        said = f"this server speaks {client.dialect}" if args.dialect == AUTO else f"--dialect {args.dialect} was given"
+        line = f"{exc.detail}; {said}"
+        if args.json:
+            emit(out, error_object(exc, line))
+        raise UsageError(line) from None
+
+
 def _run(args: argparse.Namespace, out: TextIO, run: Coroutine[Any, Any, None]) -> int:
     try:
         asyncio.run(run)
@@ -70,7 +89,8 @@ def _run(args: argparse.Namespace, out: TextIO, run: Coroutine[Any, Any, None]) 
 def run_models(args: argparse.Namespace, out: TextIO) -> int:
     async def run() -> None:
         async with _client(args) as client:
-            models = await client.models()
+            with _listed(client, args, out):
+                models = await client.models()
             for i, m in enumerate(models):
                 if args.json:
                     emit(out, {"type": "model", **dataclasses.asdict(m), "default": i == 0})
@@ -92,13 +112,15 @@ def run_conversations(args: argparse.Namespace, out: TextIO) -> int:
     async def run() -> None:
         async with _client(args) as client:
             if args.delete_all:
-                count = await client.delete_all_conversations()
+                with _listed(client, args, out):
+                    count = await client.delete_all_conversations()
                 if args.json:
                     emit(out, {"type": "deleted_all", "count": count})  # null: the server did not say
                 else:
                     out.write(f"deleted: {'all' if count is None else count}\n")
                 return
-            found = await client.list_conversations()
+            with _listed(client, args, out):
+                found = await client.list_conversations()
             for c in found:
                 if args.json:
                     emit(out, {"type": "conversation", **dataclasses.asdict(c)})
@@ -106,5 +128,7 @@ def run_conversations(args: argparse.Namespace, out: TextIO) -> int:
                     out.write(f"{c.id}\t{c.updated_at or '-'}\t{c.model or '-'}\t{' '.join(c.title.split()) or '-'}\n")
             if args.json:
                 emit(out, {"type": "conversations", "count": len(found)})
+            else:  # the count last, as --delete-all's "deleted: N" (a session holding none says so)
+                out.write(f"conversations: {len(found)}\n")
 
     return _run(args, out, run())

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import IO, TextIO
 
+from .._catalog import check_parameters
 from .._client import H2oClient
 from .._config import Timeouts
 from .._conversation import Conversation
+from .._dialects import get_dialect
 from .._journal import Journal
 from .._log import redact
 from .._phase import Phase
@@ -124,8 +126,14 @@ class ChatSetup:
     def parameters(self) -> dict[str, object]:
         return dict(self.args.param or [])
 
+    def check_parameters(self, client: H2oClient) -> None:
+        """A ``--param`` name the dialect of ``client`` (detected) does not know: refused as the API refuses
+        an unknown keyword argument (``TypeError``: exit 2)."""
+        check_parameters(get_dialect(client.dialect), self.parameters, "--param")
+
     def conversation(self, client: H2oClient) -> Conversation:
         """A new conversation of ``client`` with this command's parameters (remembered)."""
+        self.check_parameters(client)
         conv = client.conversation(parameters=self.parameters)
         self.conversations.append(conv)
         return conv
