@@ -7,7 +7,6 @@ import asyncio
 import functools
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from contextlib import aclosing
-from types import TracebackType
 from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
@@ -29,6 +28,7 @@ from ._log import scrub, shown_headers
 from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
+from ._step_bound import StepBound
 from ._table import SPEC, request_of
 from ._table import seconds as seconds_of
 from ._translate import translated
@@ -80,7 +80,7 @@ class Requester:
             for phase, t in self.step_seconds.items()
         }
         # The direct path: no pool, head or read timer of the transport's, because every request of ours
-        # runs in its step's bound (``_Step``: the same seconds, started earlier); a token gap bounds each
+        # runs in its step's bound (``StepBound``: the same seconds, started earlier); a token gap bounds each
         # wait between reads of the body, with one timer a body (GAP_EXTENSION), not one a socket read.
         self.extensions: dict[Phase, dict[str, object]] = {}
         for phase, t in self.http_timeouts.items():
@@ -94,10 +94,10 @@ class Requester:
     def url(self, path: str) -> httpx.URL:
         return _parse_url(self.base_url + path)
 
-    def step(self, phase: Phase, deadline: float | None, cid: str | None) -> _Step:
+    def step(self, phase: Phase, deadline: float | None, cid: str | None) -> StepBound:
         """Bound a whole step (wall clock) by its table timeout and ``deadline`` (loop time), and let
         :meth:`interrupt` end it when the client closes."""
-        return _Step(self, phase, deadline, cid)
+        return StepBound(self, phase, deadline, cid)
 
     def refuse_late(self, phase: Phase, deadline: float | None, cid: str | None) -> None:
         """Refuse to start a turn's step after its deadline or while the client closes."""
@@ -263,51 +263,6 @@ class Requester:
             await self.read_up_to(response, self.limits.max_error_body_bytes)
         finally:
             await response.aclose()
-
-
-class _Step:
-    """The bound of one step (see :meth:`Requester.step`)."""
-
-    __slots__ = ("_bound", "_cid", "_cut", "_deadline", "_phase", "_rq", "_seconds", "_turn")
-
-    def __init__(self, rq: Requester, phase: Phase, deadline: float | None, cid: str | None) -> None:
-        self._rq, self._phase, self._deadline, self._cid = rq, phase, deadline, cid
-        self._bound: Deadline | None = None
-        self._seconds = rq.step_seconds[phase]
-        self._cut = False  # the turn's deadline (Timeouts.total) ends the step before its own bound
-        self._turn = not SPEC[phase].owned  # runs in a caller's task: aclose() may cut it; owned ones never
-
-    async def __aenter__(self) -> None:
-        rq = self._rq
-        rq.refuse_late(self._phase, self._deadline, self._cid)
-        now = asyncio.get_running_loop().time()
-        when = now + self._seconds
-        if self._deadline is not None and self._deadline < when:
-            when, self._cut = self._deadline, not SPEC[self._phase].cleanup  # a cleanup's: its share
-        self._seconds = when - now
-        bound = self._bound = Deadline(when)
-        await bound.__aenter__()
-        if self._turn:
-            rq.active.add(bound)
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        bound = self._bound
-        assert bound is not None
-        self._rq.active.discard(bound)
-        try:
-            await bound.__aexit__(kind, exc, tb)
-        except asyncio.TimeoutError as timeout:
-            if not bound.fired:
-                raise
-            if bound.interrupted:
-                raise H2oStateError("the client was closed during this step", phase=self._phase,
-                                    conversation_id=self._cid) from timeout
-            total = self._rq.timeouts.total  # the bound set, not the time left of it at the step's start
-            within = f"the turn's deadline of {total:g}s" if self._cut and total else f"{self._seconds:.3g}s"
-            raise H2oTimeoutError(f"no complete answer within {within}", phase=self._phase,
-                                  conversation_id=self._cid, timeout="step") from timeout
 
 
 def _retry_after(response: httpx.Response) -> float | None:
