@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_rough_edges import run_cli
@@ -90,3 +92,12 @@ def test_conversations_ends_with_its_count_as_delete_all_does(chatui_server: Loc
     assert (code, out) == (0, "conversations: 0\n"), err
     code, out, err = run_cli("conversations", "--json", "--base-url", chatui_server.url)
     assert code == 0 and [json.loads(line) for line in out.splitlines()] == [{"type": "conversations", "count": 0}]
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback() -> None:
+    """`h2o-fsm demo | head -1` ended in a BrokenPipeError traceback."""
+    cli = str(Path(sys.executable).with_name("h2o-fsm"))
+    done = subprocess.run(["bash", "-c", f'"{cli}" demo | head -1; exit "${{PIPESTATUS[0]}}"'],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("bundled ") and done.stdout.count("\n") == 1, done.stdout
+    assert "Traceback" not in done.stderr and done.returncode == 141, (done.returncode, done.stderr)

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 the conversation failed (one line on stderr: phase, sta
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from .._exceptions import H2oError
 from .._log import redact
 from ._errors import EXIT_ABORTED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Aborted, UsageError, error_line
 from ._parser import DIALECTS, check_base_url, parser
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 
 __all__ = ["main"]
 
@@ -86,3 +89,9 @@ def main(
     except KeyboardInterrupt:
         err.write("h2o-fsm: interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # our reader went away (`| head -1`); what we ran has ended (and deleted) already
+        if standard_io:  # as Python's docs advise: no second BrokenPipeError when stdout is flushed at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE

@@ -191,7 +191,7 @@ def parser() -> _Parser:
     _dialect_option(chat)
     _cookie_option(chat)
 
-    serve = sub.add_parser("serve", help="run the bundled chat-ui emulator (prints its URL first)", **_FMT)
+    serve = sub.add_parser("serve", help="run the bundled emulator of a dialect (prints its URL first)", **_FMT)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=_port, default=0, help="port to listen on (0: any free port)")
     serve.add_argument("--faults", metavar="FILE", help="fault plan to apply (.json or .toml)")
