@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import statistics
 import subprocess
 import sys
@@ -33,10 +32,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
+from run import old_aiohttp  # the old provider's way, as benchmarks/run.py measures it (same folder)
 
 from h2o_fsm import H2oClient, Retries, Timeouts, fast_transport
-from h2o_fsm._dialects.h2o import create_body, send_body, settings_form
-from h2o_fsm._protocol import DEFAULT_MODEL, merge_parameters
 from h2o_fsm._transport import no_cookie_jar
 
 TARGET = 1.0  # client CPU per conversation at most this many times the old way's
@@ -50,29 +48,6 @@ def start_server(max_tokens: int, token_delay: float) -> tuple[subprocess.Popen[
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
-
-
-async def old_way(url: str) -> str:
-    """The old provider's way: a new aiohttp session per call, four requests (as benchmarks/run.py)."""
-    import aiohttp
-
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        async with session.post(url + "/settings", data=settings_form(DEFAULT_MODEL),
-                                headers={"Referer": url + "/"}, allow_redirects=False) as r:
-            await r.read()
-        async with session.post(url + "/conversation", json=create_body(DEFAULT_MODEL)) as r:
-            cid = (await r.json())["conversationId"]
-        out = []
-        async with session.post(f"{url}/conversation/{cid}", json=send_body("Hello", merge_parameters())) as r:
-            async for raw in r.content:
-                line = raw.decode()
-                if line.startswith("data:"):
-                    ev = json.loads(line[5:])
-                    if not ev["token"]["special"]:
-                        out.append(ev["token"]["text"])
-        async with session.delete(f"{url}/conversation/{cid}") as r:
-            await r.read()
-        return "".join(out)
 
 
 async def burst(fn: Callable[[], Awaitable[str]], n: int, deadline: float) -> tuple[int, float, list[float]]:
@@ -116,7 +91,7 @@ async def main_async(args: argparse.Namespace, url: str) -> bool:
     clients["h2o-fsm, the same via http_client.send"] = H2oClient(url, http_client=handed, **kw)  # type: ignore[arg-type]
     if args.httpx:
         clients["h2o-fsm H2oClient.ask, transport='httpx'"] = H2oClient(url, transport="httpx", **kw)  # type: ignore[arg-type]
-    variants: dict[str, Callable[[], Awaitable[str]]] = {"old provider (new aiohttp session per call)": lambda: old_way(url)}
+    variants: dict[str, Callable[[], Awaitable[str]]] = {"old provider (new aiohttp session per call)": lambda: old_aiohttp(url)}
     for name, client in clients.items():
         variants[name] = lambda client=client: client.ask("Hello")  # type: ignore[misc]
     for fn in variants.values():  # warm up: imports, connections, the shared session's settings
