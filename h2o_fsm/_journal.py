@@ -80,7 +80,6 @@ class Journal(JournalBackend):
         self.busy_timeout = float(busy_timeout)
         self.op_timeout = self.busy_timeout + 1.0
         self.owner = new_owner()  # the owner of rows written without one (scripts, the CLI)
-        self._owner_used = False
         open_file(self.path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
@@ -128,8 +127,7 @@ class Journal(JournalBackend):
     ) -> None:
         """Record a live conversation (replacing an older row of the same id) and renew its owner's
         lease (default: this journal's own owner, whose lease :meth:`close` releases)."""
-        if owner is None:
-            owner, self._owner_used = self.owner, True
+        owner = self._writer(owner)
         now = time.time()
         key = (base_url, conversation_id)
         self._write(

@@ -11,6 +11,7 @@ or hosts. A sweeper *claims* an entry atomically before its DELETE, so exactly o
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import math
 import secrets
@@ -82,6 +83,15 @@ class JournalBackend(abc.ABC):
 
     lease: float = DEFAULT_LEASE
     op_timeout: float = 1.0  # the longest one call may take before the caller gives up on it
+    owner: str  # this journal's own owner: of the rows written without one (scripts, the CLI)
+    _owner_used: bool = False
+
+    def _writer(self, owner: str | None) -> str:
+        """``owner``, or this journal's own one (whose lease closing the journal then releases)."""
+        if owner is not None:
+            return owner
+        self._owner_used = True
+        return self.owner
 
     @abc.abstractmethod
     async def add_async(
@@ -140,6 +150,13 @@ class ServerJournal(JournalBackend):
 
     @abc.abstractmethod
     async def _read(self, base_url: str | None, sweepable: bool) -> JournalScan: ...
+
+    async def _release_own(self) -> None:
+        """Release this journal's own owner if it wrote (a server that is down: the lease runs out)."""
+        if self._owner_used:
+            self._owner_used = False
+            with contextlib.suppress(Exception):
+                await self.release_async(self.owner)
 
     async def scan_async(self, base_url: str | None = None) -> JournalScan:
         return await self._read(base_url, sweepable=False)

@@ -100,7 +100,6 @@ class PostgresJournal(ServerJournal):
         self._pool: Any = None
         self._opening = asyncio.Lock()
         self.owner = new_owner()
-        self._owner_used = False
 
     def __repr__(self) -> str:  # no password
         return f"<PostgresJournal {self.url} {self.namespace}>"
@@ -130,8 +129,7 @@ class PostgresJournal(ServerJournal):
         self, base_url: str, conversation_id: str, cookies: dict[str, str], *,
         owner: str | None = None, dialect: str | None = None,
     ) -> None:
-        if owner is None:
-            owner, self._owner_used = self.owner, True
+        owner = self._writer(owner)
         row = (self.namespace, base_url, conversation_id, json.dumps(cookies), time.time(), os.getpid(), owner, dialect)
 
         async def work(conn: Any) -> None:
@@ -186,11 +184,7 @@ class PostgresJournal(ServerJournal):
     async def aclose(self) -> None:
         """Release this journal's own owner (if it wrote) and close the pool (bounded)."""
         try:
-            if self._owner_used:
-                self._owner_used = False
-                await self.release_async(self.owner)
-        except Exception:  # down: the lease runs out by itself
-            pass
+            await self._release_own()
         finally:
             pool, self._pool = self._pool, None
             if pool is not None:

@@ -140,7 +140,6 @@ class RedisJournal(ServerJournal):
         self._unclaim = self._redis.register_script(_UNCLAIM)
         self._running = self._redis.register_script(_RUNNING)
         self.owner = new_owner()
-        self._owner_used = False
 
     def __repr__(self) -> str:  # no password
         return f"<RedisJournal {self.url} {self._prefix}>"
@@ -172,8 +171,7 @@ class RedisJournal(ServerJournal):
         self, base_url: str, conversation_id: str, cookies: dict[str, str], *,
         owner: str | None = None, dialect: str | None = None,
     ) -> None:
-        if owner is None:
-            owner, self._owner_used = self.owner, True
+        owner = self._writer(owner)
         value = {"cookies": json.dumps(cookies), "created_at": time.time(), "pid": os.getpid(), "owner": owner,
                  "dialect": dialect, "generation_id": None}
         pipe = self._redis.pipeline(transaction=True)
@@ -236,11 +234,7 @@ class RedisJournal(ServerJournal):
     async def aclose(self) -> None:
         """Release this journal's own owner (if it wrote) and close the connection pool."""
         try:
-            if self._owner_used:
-                self._owner_used = False
-                await self.release_async(self.owner)
-        except Exception:  # down: the lease runs out by itself
-            pass
+            await self._release_own()
         finally:
             await self._redis.aclose()
             await self._redis.connection_pool.disconnect()
