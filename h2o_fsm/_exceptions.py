@@ -31,7 +31,7 @@ Lower-level ``httpx`` errors are translated exactly once, at the boundary, with
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ._phase import Phase
 
@@ -185,6 +185,8 @@ class H2oTransportError(H2oError):
             engine's ``"step"`` bound or the conversation's ``"deadline"``), else ``None``.
     """
 
+    default_reason: ClassVar[Reason] = "unexpected"  # when none is given (a timeout's: "timeout")
+
     def __init__(
         self,
         message: str,
@@ -193,12 +195,12 @@ class H2oTransportError(H2oError):
         status: int | None = None,
         conversation_id: str | None = None,
         detail: str | None = None,
-        reason: Reason = "unexpected",
+        reason: Reason | None = None,
         not_sent: bool = False,
         timeout: TimeoutKind | None = None,
     ) -> None:
         super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail)
-        self.reason: Reason = reason
+        self.reason: Reason = self.default_reason if reason is None else reason
         self.not_sent = not_sent
         self.timeout: TimeoutKind | None = timeout
 
@@ -206,20 +208,7 @@ class H2oTransportError(H2oError):
 class H2oTimeoutError(H2oTransportError):
     """One of the engine's own timeouts fired (per step, between tokens, or the overall deadline)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        phase: Phase | None = None,
-        status: int | None = None,
-        conversation_id: str | None = None,
-        detail: str | None = None,
-        reason: Reason = "timeout",
-        not_sent: bool = False,
-        timeout: TimeoutKind | None = None,
-    ) -> None:
-        super().__init__(message, phase=phase, status=status, conversation_id=conversation_id, detail=detail,
-                         reason=reason, not_sent=not_sent, timeout=timeout)
+    default_reason: ClassVar[Reason] = "timeout"
 
 
 class H2oProtocolError(H2oError):
