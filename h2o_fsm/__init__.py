@@ -35,12 +35,12 @@ from ._journal_base import JournalBackend
 from ._journal_postgres import PostgresJournal
 from ._journal_redis import RedisJournal
 from ._listing_types import ConversationSummary, ModelInfo
-from ._model import TransitionObserver
 from ._phase import Phase
 from ._protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PARAMETERS, Message, Messages
 from ._provider import H2o
 from ._records import StepResult, TransitionRecord
 from ._retry import Retries
+from ._runtime import TransitionObserver
 from ._sweep import SweepReport
 from ._sync import H2oSyncClient, SyncConversation
 from ._table import STATES, TRANSITIONS, Edge, StateSpec

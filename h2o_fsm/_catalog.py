@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from ._dialects import Dialect
     from ._listing_types import CatalogWire, Request
     from ._log import Logger
-    from ._model import Runtime
     from ._otel import Telemetry
     from ._requester import Requester
+    from ._runtime import Runtime
 
 __all__ = [
     "DEFAULT_MAX_PAGES", "Catalog", "CatalogMethods", "ConversationSummary", "ModelInfo", "check_parameters",

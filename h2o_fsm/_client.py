@@ -21,13 +21,13 @@ from ._dialects import chosen as named_dialect
 from ._exceptions import H2oStateError
 from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
-from ._model import Runtime, TransitionObserver
 from ._network import Verify, check_headers, check_proxy, env_proxy, proxy_secrets, tls_context
 from ._options import base_url_of, check_options, default_base_url
 from ._otel import telemetry_for
 from ._protocol import Messages, merge_parameters, validate_model
 from ._requester import Requester
 from ._retry import Retries
+from ._runtime import Runtime, TransitionObserver
 from ._session import Session
 from ._transport import fast_transport, no_cookie_jar
 from ._turn import OneShot
@@ -239,9 +239,8 @@ class H2oClient(CatalogMethods, JournalClientPart):
         try:
             await self._stop_journal()
             rt.requester.interrupt()  # steps in callers' tasks fail now: those callers end their conversations
-            for conv in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
-                if isinstance(conv, Conversation):
-                    conv.close_soon()
+            for live in list(rt.live):  # idle ones, and turns whose reader was abandoned mid-answer
+                live.close_soon()
             while (rt.tasks or rt.live) and loop.time() < deadline:
                 pending = set(rt.tasks)
                 if pending:

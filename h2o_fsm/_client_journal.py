@@ -11,7 +11,7 @@ from ._journal_lease import ClientJournal, JournalValue, sweep_journal
 if TYPE_CHECKING:
     from ._journal_base import JournalBackend
     from ._log import Logger
-    from ._model import Runtime
+    from ._runtime import Runtime
     from ._sweep import SweepReport
 
 __all__ = ["JournalClientPart"]

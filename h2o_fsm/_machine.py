@@ -2,12 +2,12 @@
 
 Callback order of one transition (transitions' documented order, run strictly in sequence here):
 
-1. ``prepare_event``  – ``ConversationModel.prepare``: start the clock, forget the last status.
+1. ``prepare_event``  – ``Driver.prepare`` (``_history``): start the clock, forget the last status.
 2. conditions         – ``created`` / ``has_error`` guards from the table.
 3. ``on_exit`` of the source state – ``stream`` closes the response body.
 4. ``on_enter`` of the destination – performs the HTTP step of that state (``_steps``); ``stream`` is
    then read by the caller while the machine rests in it.
-5. ``finalize_event`` – ``ConversationModel.finalize``: append the history record and log the
+5. ``finalize_event`` – ``Driver.finalize`` (``_history``): append the history record and log the
    transition; it runs also when a callback raised.
 
 What we change in transitions' ``AsyncMachine``, through three of its public methods and its documented
@@ -15,7 +15,7 @@ What we change in transitions' ``AsyncMachine``, through three of its public met
 transitions' behaviour moves):
 
 * ``await_all`` runs a callback list in order, in the caller's task (0.9.x gathers them in tasks);
-* ``callbacks`` calls each callback directly (a function of the table, or a method of the model named
+* ``callbacks`` calls each callback directly (a function of the table, or a method of the driver named
   by a string), without a partial, a list and the generic resolution per callback: every await inside
   a step resumes this stack, so its depth is paid per network read (measured: ~8 % of client CPU);
 * ``state_cls``: states enter and exit without transitions' two stdlib log records per call (the host
@@ -23,8 +23,9 @@ transitions' behaviour moves):
 * ``process_context`` lets an outside cancellation propagate (0.9.3 turns it into ``False``) and keeps
   no class-level registry of running tasks, so one conversation can never cancel or block another.
 
-Conversations are not registered with the machine (no per-model bindings, nothing to remove);
-events are fired with ``MACHINE.events[name].trigger(model)``.
+The object the machine moves (transitions calls it the model) is each conversation's
+:class:`~h2o_fsm._driver.Driver`; drivers are not registered with the machine (no per-model bindings,
+nothing to remove); events are fired with ``MACHINE.events[name].trigger(driver)``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """OpenTelemetry for operators (the ``otel`` extra: ``pip install 'h2o-fsm[otel]'``).
 
-Fed from the one place the engine reports every transition (``ConversationModel.report``):
+Fed from the one place the engine reports every transition (``_history.report``):
 
 * a span per conversation (``h2o-fsm conversation``, from its first step to its end: ERROR when it
   failed or was not deleted) and, inside it, a span per step (``h2o-fsm <trigger>``) with
@@ -28,8 +28,9 @@ from ._log import redact
 from ._version import VERSION
 
 if TYPE_CHECKING:
-    from ._model import ConversationModel, Runtime
+    from ._driver import Driver
     from ._records import TransitionRecord
+    from ._runtime import Runtime
 
 __all__ = ["OTEL_EXTRA", "Telemetry", "telemetry_for"]
 
@@ -95,7 +96,7 @@ class Telemetry:
             known = _OBSERVED[id(provider)] = (provider, runtimes)
         self._runtimes = known[1]
         self.address, self.log_content = redact(base_url), log_content
-        self._spans: weakref.WeakKeyDictionary[ConversationModel, Any] = weakref.WeakKeyDictionary()
+        self._spans: weakref.WeakKeyDictionary[Driver, Any] = weakref.WeakKeyDictionary()
 
     def watch(self, rt: Runtime) -> None:
         """Count ``rt``'s live and undeleted conversations in the observed metrics."""
@@ -106,18 +107,18 @@ class Telemetry:
             return None
         return error if self.log_content else error.split(":", 1)[0]  # the type: a message may quote the server
 
-    def on_transition(self, m: ConversationModel, record: TransitionRecord) -> None:
+    def on_transition(self, d: Driver, record: TransitionRecord) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         end = time.time_ns()
         start = end - int(record.duration_ms * 1e6)
-        common: dict[str, Any] = {"h2o_fsm.dialect": m.rt.dialect.name}
-        conversation = self._spans.get(m)
+        common: dict[str, Any] = {"h2o_fsm.dialect": d.rt.dialect.name}
+        conversation = self._spans.get(d)
         if conversation is None:
             conversation = self.tracer.start_span(
                 "h2o-fsm conversation", start_time=start,
-                attributes={**common, "server.address": self.address, "h2o_fsm.model": m.model})
-            self._spans[m] = conversation
+                attributes={**common, "server.address": self.address, "h2o_fsm.model": d.conv.model})
+            self._spans[d] = conversation
         attributes = {**common, "h2o_fsm.phase": record.dest.value, "h2o_fsm.source": record.source.value,
                       "h2o_fsm.trigger": record.trigger, "h2o_fsm.skipped": record.skipped,
                       "h2o_fsm.retries": record.retries}
@@ -138,20 +139,20 @@ class Telemetry:
             measured["error.type"] = error.split(":", 1)[0]
         self.durations.record(record.duration_ms / 1000.0, measured)
         if record.dest.is_terminal:
-            if m.cid is not None:
-                conversation.set_attribute("h2o_fsm.conversation_id", m.cid)
+            if d.conv.cid is not None:
+                conversation.set_attribute("h2o_fsm.conversation_id", d.conv.cid)
             conversation.set_attribute("h2o_fsm.outcome", record.dest.value)
-            conversation.set_attribute("h2o_fsm.deleted", m.cid is None or m.cleanup_error is None)
-            if m.cleanup_error is not None:
+            conversation.set_attribute("h2o_fsm.deleted", d.conv.cid is None or d.conv.cleanup_error is None)
+            if d.conv.cleanup_error is not None:
                 conversation.set_status(Status(StatusCode.ERROR, "the conversation was not deleted"))
             elif record.dest.value == "failed":
-                conversation.set_status(Status(StatusCode.ERROR, self._error(_error_of(m)) or "failed"))
+                conversation.set_status(Status(StatusCode.ERROR, self._error(_error_of(d)) or "failed"))
             conversation.end(end_time=end)
-            del self._spans[m]
+            del self._spans[d]
 
 
-def _error_of(m: ConversationModel) -> str | None:
-    err = m.error
+def _error_of(d: Driver) -> str | None:
+    err = d.conv.error
     if err is None:
         return None
     from ._exceptions import H2oError

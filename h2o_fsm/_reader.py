@@ -6,54 +6,57 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from typing import NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import httpx
 
 from ._aio import Deadline
 from ._events import Event, FinalAnswer, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
-from ._model import ConversationModel
 from ._phase import Phase
 from ._resume import resume
 from ._stream import Parser, StreamSyntaxError
 from ._tail import Tail
 from ._translate import translate
 
+if TYPE_CHECKING:
+    from ._driver import Driver
+
 __all__ = ["read_answer"]
 
 _STREAM = Phase.STREAM
 
 
-async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
+async def read_answer(d: Driver) -> AsyncGenerator[str, None]:
     """Yield the answer's text as it arrives; end at the final answer. Every failure is an ``H2oError`` of
-    phase ``stream``. Once the answer is complete the open body is kept in ``m.tail`` (its tail is read
+    phase ``stream``. Once the answer is complete the open body is kept in ``d.turn.tail`` (its tail is read
     later, ``_tail``); otherwise the body is closed however the generator is left."""
-    response, parser = m.response, m.parser
+    turn = d.turn  # (one object for the conversation's life)
+    response, parser = turn.response, turn.parser
     assert response is not None and parser is not None
-    limits = m.rt.limits
+    limits = d.rt.limits
     max_bytes, max_tokens = limits.max_stream_bytes, limits.max_tokens
-    deadline = m.deadline
+    deadline = turn.deadline
     tokens = 0
-    m.delivered, m.resume = 0, None
+    turn.delivered, turn.resume = 0, None
 
     def take(events: list[Event]) -> tuple[list[str], list[Event] | None]:
         nonlocal tokens
-        texts, rest = _answer(m, events)
+        texts, rest = _answer(d, events)
         tokens += len(texts)
         if tokens > max_tokens:
-            raise _error(m, H2oLimitError, f"stream exceeded {max_tokens} tokens")
-        m.delivered += sum(map(len, texts))
+            raise _error(d, H2oLimitError, f"stream exceeded {max_tokens} tokens")
+        turn.delivered += sum(map(len, texts))
         return texts, rest
 
     async def reattach(exc: Exception, ended: bool = False) -> tuple[AsyncGenerator[bytes, None], Parser]:
         """Go on reading from the run's log (a state of the table), or fail the turn as before."""
         await body.aclose()
-        failure = await resume(m, exc, ended=ended)
+        failure = await resume(d, exc, ended=ended)
         if failure is not None:
-            _fail(m, failure)
-        assert m.response is not None and m.parser is not None
-        return _body(m.response), m.parser
+            _fail(d, failure)
+        assert turn.response is not None and turn.parser is not None
+        return _body(turn.response), turn.parser
 
     body = _body(response)
     handed = False
@@ -80,23 +83,23 @@ async def read_answer(m: ConversationModel) -> AsyncGenerator[str, None]:
                 body, parser = await reattach(exc)
                 continue
             if parser.bytes_seen > max_bytes:
-                raise _error(m, H2oLimitError, f"stream exceeded {max_bytes} bytes")
+                raise _error(d, H2oLimitError, f"stream exceeded {max_bytes} bytes")
             texts, rest = take(events)
             for text in texts:
                 yield text
             if rest is not None:  # the answer is complete: what follows is the server's, read later
-                # (from the reattach stream's body when the answer was reattached: ``m.response`` is that one;
+                # (from the reattach stream's body when the answer was reattached: ``turn.response`` is that one;
                 # a cut there is the tail's, counted, never a reattach into a caller that already returned)
-                assert m.response is not None
-                m.final, m.generating = parser.final, False
-                m.tail, m.response = Tail(body, m.response, parser, rest), None
+                assert turn.response is not None
+                turn.final, turn.generating = parser.final, False
+                turn.tail, turn.response = Tail(body, turn.response, parser, rest), None
                 handed = True
                 return
     finally:
         if not handed:
             await body.aclose()
-    m.final = parser.final
-    m.generating = False
+    turn.final = parser.final
+    turn.generating = False
 
 
 def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
@@ -105,7 +108,7 @@ def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     return cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
 
 
-def _answer(m: ConversationModel, events: list[Event]) -> tuple[list[str], list[Event] | None]:
+def _answer(d: Driver, events: list[Event]) -> tuple[list[str], list[Event] | None]:
     """The answer text among ``events`` and, once the final answer is among them, the events after it
     (``None`` before); an error event before it fails the turn."""
     texts = []
@@ -115,24 +118,24 @@ def _answer(m: ConversationModel, events: list[Event]) -> tuple[list[str], list[
         elif type(ev) is FinalAnswer:
             return texts, events[i + 1 :]
         elif type(ev) is StreamError:
-            m.generating = False  # the server ended the run itself: nothing to stop
+            d.turn.generating = False  # the server ended the run itself: nothing to stop
             raise H2oUpstreamError(
                 f"the server reported an error: {ev.message}",
                 phase=_STREAM,
-                status=ev.status if ev.status is not None else m.send_status,
-                conversation_id=m.cid,
+                status=ev.status if ev.status is not None else d.turn.send_status,
+                conversation_id=d.conv.cid,
                 error_type=ev.error_type,
             )
     return texts, None
 
 
-def _error(m: ConversationModel, cls: type[H2oError], message: str) -> H2oError:
-    return cls(message, phase=_STREAM, status=m.send_status, conversation_id=m.cid)
+def _error(d: Driver, cls: type[H2oError], message: str) -> H2oError:
+    return cls(message, phase=_STREAM, status=d.turn.send_status, conversation_id=d.conv.cid)
 
 
-def _fail(m: ConversationModel, exc: Exception) -> NoReturn:
+def _fail(d: Driver, exc: Exception) -> NoReturn:
     if isinstance(exc, StreamSyntaxError):
-        raise _error(m, H2oProtocolError, str(exc)) from exc
+        raise _error(d, H2oProtocolError, str(exc)) from exc
     if isinstance(exc, asyncio.TimeoutError):  # our Deadline: the turn's
-        raise _error(m, H2oTimeoutError, "the conversation's deadline passed while streaming") from exc
-    raise translate(exc, _STREAM, m.cid, m.send_status, "the stream") from exc
+        raise _error(d, H2oTimeoutError, "the conversation's deadline passed while streaming") from exc
+    raise translate(exc, _STREAM, d.conv.cid, d.turn.send_status, "the stream") from exc

@@ -12,15 +12,15 @@ fails as it would have without reattaching (see ``_resume``).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from ._exceptions import H2oStatusError
-from ._model import ConversationModel
 from ._phase import Phase
 
 if TYPE_CHECKING:
     from transitions.core import EventData
 
+    from ._driver import Driver
     from ._stream import ResumingParser
 
 __all__ = ["MAX_REATTACHES", "Resume", "reattach"]
@@ -42,9 +42,10 @@ class Resume:
 
 async def reattach(event: EventData) -> None:
     """The state's ``on_enter``: one ``GET /conversation/{id}/stream``; the answer is read on from it."""
-    m = event.model
-    assert isinstance(m, ConversationModel) and m.cid is not None and isinstance(m.resume, Resume)
-    state = m.resume
+    d = cast("Driver", event.model)
+    conv, turn = d.conv, d.turn
+    assert conv.cid is not None and isinstance(turn.resume, Resume)
+    state = turn.resume
     parser = state.parser
     headers = None
     if parser is not None:  # reconnecting: from the last event this reattach read
@@ -52,22 +53,22 @@ async def reattach(event: EventData) -> None:
         if parser.last_id is not None:
             headers = {"Last-Event-ID": parser.last_id}
     else:  # replay from the start, skipping what the caller got from the answer's own stream
-        m.parser = state.parser = m.rt.dialect.resume_parser(m.parser, m.delivered, m.rt.limits.max_line_bytes)
+        turn.parser = state.parser = d.rt.dialect.resume_parser(turn.parser, turn.delivered, d.rt.limits.max_line_bytes)
     state.attempts += 1
-    query = m.rt.dialect.reattach_query(m.dstate)
-    rq = m.rt.requester
-    async with rq.step(Phase.REATTACH, m.deadline, m.cid):
+    query = d.rt.dialect.reattach_query(d.conv.dstate)
+    rq = d.rt.requester
+    async with rq.step(Phase.REATTACH, d.turn.deadline, d.conv.cid):
         try:
-            response = await rq.call(Phase.REATTACH, session=m.session, cid=m.cid, query=query, headers=headers)
+            response = await rq.call(Phase.REATTACH, session=conv.session, cid=conv.cid, query=query, headers=headers)
         except H2oStatusError as exc:
             if exc.status != 404:
                 raise
-            m.status = 404
+            d.transition.status = 404
             state.refused = "the server cannot reattach (no such endpoint, or the conversation is gone): 404"
             return
-    m.status = response.status_code
+    d.transition.status = response.status_code
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
         await rq.drain(response)
         state.refused = f"the server answered the reattach with {response.headers.get('content-type')!r}"
         return
-    m.response = response
+    d.turn.response = response

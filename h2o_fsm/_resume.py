@@ -13,53 +13,56 @@ are raised as themselves.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from ._exceptions import H2oError, H2oStateError, H2oTimeoutError, H2oTransportError
 from ._machine import MACHINE
-from ._model import ConversationModel
 from ._phase import Phase
 from ._reattach import MAX_REATTACHES, Resume
 from ._stream import ResumeClosed, ResumeEnded, StreamSyntaxError
 from ._table import VALID_TRIGGERS
 from ._translate import translate
 
+if TYPE_CHECKING:
+    from ._driver import Driver
+
 __all__ = ["resume"]
 
 
-def _dropped(m: ConversationModel, exc: Exception, ended: bool) -> bool:
+def _dropped(d: Driver, exc: Exception, ended: bool) -> bool:
     """Whether ``exc`` means the connection went away before the final answer (worth a reattach)."""
     if isinstance(exc, ResumeClosed):
         return True
     if isinstance(exc, (ResumeEnded, asyncio.TimeoutError)):
         return False
     if isinstance(exc, StreamSyntaxError):  # only the end of a body without its final answer
-        return ended and m.parser is not None and m.parser.final is None
-    err = translate(exc, Phase.STREAM, m.cid)
+        return ended and d.turn.parser is not None and d.turn.parser.final is None
+    err = translate(exc, Phase.STREAM, d.conv.cid)
     return isinstance(err, H2oTransportError) and not isinstance(err, H2oTimeoutError)
 
 
-async def resume(m: ConversationModel, exc: Exception, *, ended: bool = False) -> Exception | None:
+async def resume(d: Driver, exc: Exception, *, ended: bool = False) -> Exception | None:
     """Reattach after ``exc`` broke the answer's stream: ``None`` when the answer goes on from
-    ``m.response`` and ``m.parser``, else the error the turn must fail with."""
-    state = m.resume
+    ``d.turn.response`` and ``d.turn.parser``, else the error the turn must fail with."""
+    state = d.turn.resume
     cause = state.cause if state is not None else exc
-    if Phase.REATTACH not in m.rt.performs or not _dropped(m, exc, ended):
+    if Phase.REATTACH not in d.rt.performs or not _dropped(d, exc, ended):
         return cause
     if state is None:
-        state = m.resume = Resume(exc)
+        state = d.turn.resume = Resume(exc)
     loop = asyncio.get_running_loop()
-    late = m.deadline is not None and m.deadline <= loop.time()
+    late = d.turn.deadline is not None and d.turn.deadline <= loop.time()
     if state.refused is not None or state.attempts >= MAX_REATTACHES or late:
         return cause
-    if "reattach" not in VALID_TRIGGERS[m.state] or m.transitioning:
+    if "reattach" not in VALID_TRIGGERS[d.state] or d.transitioning:
         return cause
-    m.transitioning = True
+    d.transitioning = True
     try:
-        await MACHINE.events["reattach"].trigger(m)
+        await MACHINE.events["reattach"].trigger(d)
     except (H2oTimeoutError, H2oStateError):  # a bound, the deadline, the client closing: reported as such
         raise
     except Exception as err:  # the reattach could not help (its history record says why): the cut's error
         state.refused = err.message if isinstance(err, H2oError) else type(err).__name__
     finally:
-        m.transitioning = False
-    return cause if state.refused is not None or m.response is None else None
+        d.transitioning = False
+    return cause if state.refused is not None or d.turn.response is None else None

@@ -8,250 +8,183 @@ the next request is the destination's ``request`` with its dialect's body.
 A step that fails leaves the conversation at the failure, its ending pending (the server's state then is
 what one debugs): the ending task exists already, the client owns it, and it waits for the next
 ``step()`` before each of its steps; anything else that ends the conversation (leaving its block,
-``aclose()``, a cancellation, the client's end) lets it run to its end at once (``_Pause.release``).
+``aclose()``, a cancellation, the client's end) lets it run to its end at once (``Pause.release``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._aio import wait_owned
+from ._driver import Pause
 from ._exceptions import H2oStateError
+from ._history import scrubbed
 from ._log import redact, shown_headers
-from ._model import ConversationModel
 from ._phase import Phase
-from ._protocol import Messages
 from ._records import StepResult
 from ._steps import skipped
 from ._table import SPEC, destination, request_line
 
-__all__ = ["Stepping"]
+if TYPE_CHECKING:
+    from ._driver import Driver
+    from ._protocol import Messages
 
-_CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
-
-
-class _Pause:
-    """An ending paused at a failure: ``go`` lets its next step run, ``done`` says it ran."""
-
-    __slots__ = ("done", "go", "released", "trigger")
-
-    def __init__(self) -> None:
-        self.go, self.done = asyncio.Event(), asyncio.Event()
-        self.released = False
-        self.trigger = "abort"  # the ending's next trigger
-
-    def release(self) -> None:
-        """Run the rest of the ending without waiting for steps."""
-        self.released = True
-        self.go.set()
+__all__ = ["describe_next", "next_trigger", "queue", "step"]
 
 
-class Stepping(ConversationModel):
-    """The stepping half of :class:`~h2o_fsm.Conversation` (the driver methods are the other half)."""
+async def step(d: Driver, prompt: str | Messages | None = None) -> StepResult:
+    """Run exactly one state's step of ``d`` and return what it did (``Conversation.step``)."""
+    if prompt is not None:
+        queue(d, prompt)
+    state = d.state
+    if state.is_terminal:
+        raise H2oStateError(f"the conversation already ended ({state.value})", phase=state)
+    if d.busy:
+        raise H2oStateError("a turn is running on this conversation", phase=state)
+    trigger = next_trigger(d)
+    if d.pause is not None:
+        return await _step_ending(d, d.pause, trigger)
+    spec = SPEC[state]
+    t0 = time.perf_counter()
+    text: str | None = None
+    before = len(d.conv.records)
 
-    pause: _Pause | None = None  # set while an ending waits for steps (a step failed)
+    async def one_step() -> None:
+        nonlocal text
+        if trigger == spec.idle:
+            await wait_owned(d.end(trigger), d.rt.abandoned)
+            return
+        if spec.rests:
+            await d.start_turn()  # a new turn: its own deadline
+        if spec.reads:
+            text = await d.read_all()
+        await d.fire(trigger)
 
-    async def step(self, prompt: str | Messages | None = None) -> StepResult:
-        """Run exactly one state's step and return what it did.
+    await d.guarded(one_step, lambda exc: _pause_at(d, exc))  # one step at a time, and no turn meanwhile
+    return _result(d, trigger, before, t0, text)
 
-        From ``new`` it posts settings; then create; then fetch (chat-ui: the parent message); then
-        ``send`` (needs ``prompt`` for the turn, or the one given earlier to :meth:`queue`); then
-        ``stream`` (enters the state); then reads the whole stream (``finish``); from ``ready`` without
-        a prompt it ends the conversation (deletes it). A step after a terminal state raises
-        :class:`H2oStateError`. A step that fails raises its error and leaves the conversation there, its
-        ending pending: each next ``step()`` runs one step of it (``abort``, stop, DELETE), and leaving the
-        block, ``aclose()`` or a cancellation run all of it, as for any other failure.
-        """
-        if prompt is not None:
-            self.queue(prompt)
-        state = self.state
-        if state.is_terminal:
-            raise H2oStateError(f"the conversation already ended ({state.value})", phase=state)
-        if self.busy:
-            raise H2oStateError("a turn is running on this conversation", phase=state)
-        trigger = self.next_trigger()
-        if self.pause is not None:
-            return await self._step_ending(self.pause, trigger)
-        spec = SPEC[state]
-        t0 = time.perf_counter()
-        text: str | None = None
-        before = len(self.records)
 
-        async def one_step() -> None:
-            nonlocal text
-            if trigger == spec.idle:
-                await wait_owned(self._end(trigger), self.rt.abandoned)
+def _result(d: Driver, trigger: str, before: int, t0: float, text: str | None = None) -> StepResult:
+    new = d.conv.records[before:]
+    last = next((r for r in new if r.trigger == trigger), new[0] if new else None)  # not a tail record
+    headers = d.transition.headers
+    return StepResult(
+        state=d.state,
+        trigger=trigger,
+        request=last.request if last else None,
+        status=last.status if last else None,
+        elapsed_ms=(time.perf_counter() - t0) * 1000.0,
+        skipped=last.skipped if last else False,
+        text=text,
+        headers=() if headers is None or last is None or last.status is None
+        else shown_headers(headers, lambda text: scrubbed(d, text)),
+    )
+
+
+async def _step_ending(d: Driver, pause: Pause, trigger: str) -> StepResult:
+    """One step of an ending paused at a failure; it runs in the client's task (a cancelled caller
+    does not cut it: the rest of the ending follows)."""
+    t0, before = time.perf_counter(), len(d.conv.records)
+    ending = d.ending
+    assert ending is not None
+    d.busy = True
+    try:
+        pause.done.clear()
+        pause.go.set()
+        done = asyncio.ensure_future(pause.done.wait())
+        try:
+            await asyncio.wait([done, ending], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+    finally:
+        d.busy = False
+    return _result(d, trigger, before, t0)
+
+
+def _pause_at(d: Driver, exc: BaseException) -> bool:
+    """Start the ending of a failed step paused (unless something else ends the conversation already)."""
+    if d.state.is_terminal or d.ending is not None or d.transitioning or d.rt.requester.closing:
+        return False  # (the client closing cut the step: nobody will step its ending)
+    if d.conv.error is None:
+        d.conv.error = exc
+    pause = d.pause = Pause()
+    d.ending = d.rt.spawn(_paused_end(d, pause))
+    return True
+
+
+async def _paused_end(d: Driver, pause: Pause) -> None:
+    """The ending of a conversation whose step failed: one step per ``go``, the rest at ``release``."""
+    loop = asyncio.get_running_loop()
+    try:
+        while not d.state.is_terminal:
+            closing = d.rt.requester.closing  # the client closes: it ends what it did not release
+            if not closing:
+                await pause.go.wait()
+            pause.go.clear()
+            if pause.released or closing:
+                await d.run_end(pause.trigger)
                 return
-            if spec.rests:
-                await self._start_turn()  # a new turn: its own deadline
-            if spec.reads:
-                text = await self._read_all()
-            await self._fire(trigger)
-
-        await self._guarded(one_step, pause=True)  # one step at a time, and no turn meanwhile
-        return self._result(trigger, before, t0, text)
-
-    def _result(self, trigger: str, before: int, t0: float, text: str | None = None) -> StepResult:
-        new = self.records[before:]
-        last = next((r for r in new if r.trigger == trigger), new[0] if new else None)  # not a tail record
-        headers = self.headers
-        return StepResult(
-            state=self.state,
-            trigger=trigger,
-            request=last.request if last else None,
-            status=last.status if last else None,
-            elapsed_ms=(time.perf_counter() - t0) * 1000.0,
-            skipped=last.skipped if last else False,
-            text=text,
-            headers=() if headers is None or last is None or last.status is None
-            else shown_headers(headers, self.scrubbed),
-        )
-
-    async def _step_ending(self, pause: _Pause, trigger: str) -> StepResult:
-        """One step of an ending paused at a failure; it runs in the client's task (a cancelled caller
-        does not cut it: the rest of the ending follows)."""
-        t0, before = time.perf_counter(), len(self.records)
-        ending = self.ending
-        assert ending is not None
-        self.busy = True
-        try:
-            pause.done.clear()
-            pause.go.set()
-            done = asyncio.ensure_future(pause.done.wait())
-            try:
-                await asyncio.wait([done, ending], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                done.cancel()
-        finally:
-            self.busy = False
-        return self._result(trigger, before, t0)
-
-    async def _paused_end(self, pause: _Pause) -> None:
-        """The ending of a conversation whose step failed: one step per ``go``, the rest at ``release``."""
-        loop = asyncio.get_running_loop()
-        try:
-            while not self.state.is_terminal:
-                closing = self.rt.requester.closing  # the client closes: it ends what it did not release
-                if not closing:
-                    await pause.go.wait()
-                pause.go.clear()
-                if pause.released or closing:
-                    await self._run_end(pause.trigger)
-                    return
-                self.end_by = loop.time() + self.rt.timeouts.cleanup  # the pause was the person's, not the ending's
-                await self._fire(pause.trigger)
-                pause.trigger = SPEC[self.state].next or ""
-                pause.done.set()
-        except BaseException as exc:  # the machine still ends, whatever happened (cancelled at a pause too)
-            self._force_end(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-        finally:
-            self.pause = None
+            d.end_by = loop.time() + d.rt.timeouts.cleanup  # the pause was the person's, not the ending's
+            await d.fire(pause.trigger)
+            pause.trigger = SPEC[d.state].next or ""
             pause.done.set()
-
-    def queue(self, prompt: str | Messages) -> None:
-        """Set the prompt the next ``send`` step will post (validated now)."""
-        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.cid is None)
-        self.rt.limits.check_prompt(preprompt, text)
-        if self.state is Phase.NEW:
-            self.dstate = self.rt.dialect.new_state(preprompt)
-        self.prompt = text
-        self.prompt_pending = True
-
-    def next_trigger(self) -> str:
-        """The trigger :meth:`step` would fire now."""
-        if self.pause is not None and not self.state.is_terminal:
-            return self.pause.trigger
-        state = self.state
-        spec = SPEC[state]
-        if spec.idle is not None and not self.prompt_pending:
-            return spec.idle
-        if spec.next is None:
-            raise H2oStateError(f"the conversation already ended ({state.value})", phase=state)
-        dest = destination(state, spec.next, self._holds)
-        if dest is not None and SPEC[dest].needs_prompt and not self.prompt_pending:
-            raise H2oStateError(f"no prompt queued for the {dest.value} step; pass one to step()", phase=state)
-        return spec.next
-
-    def describe_next(self) -> str:
-        """What the next step will send, with secrets redacted (for ``--step``)."""
-        trigger = self.next_trigger()
-        state = self.state
-        base = redact(self.rt.requester.base_url)
-        if SPEC[state].reads and self.pause is None:  # (paused in the stream: its ending is next)
-            return "read the answer's stream to its final event"
-        dest = destination(state, trigger, self._holds)
-        if self.pause is not None and (dest is None or SPEC[dest].request is None):
-            return f"end: nothing to send (to {dest.value if dest else trigger})"
-        if trigger == SPEC[state].idle and (dest is None or SPEC[dest].request is None):
-            return "end"
-        if dest is not None and SPEC[dest].request is None and SPEC[dest].rests:  # an attached conversation's start
-            return f"nothing to send: the conversation exists on the server (to {dest.value})"
-        if dest is None or SPEC[dest].request is None:
-            return "open the answer's stream" if dest is not None and SPEC[dest].reads else trigger
-        method, _, path = (request_line(dest, self.cid) or "").partition(" ")
-        shown = (self.prompt or "") if self.rt.log_content else f"<{len(self.prompt or '')} chars>"
-        body = self.rt.dialect.describe(dest, self.model, shown, self.parameters)
-        skip = " (skipped)" if skipped(self, dest) else ""
-        return f"{method} {base}{path}" + (f" {body}" if body else "") + skip
-
-    def _holds(self, guard: str) -> bool:
-        """The value of a guard the table names (``created``, ``has_error``)."""
-        return bool(getattr(self, guard))
-
-    def diagram(self, fmt: str = "mermaid") -> str:
-        """The machine's diagram with this conversation's current state highlighted."""
-        from ._diagram import render
-
-        if fmt not in ("mermaid", "dot"):
-            raise ValueError(f"unknown diagram format {fmt!r}; expected 'mermaid' or 'dot'")
-        return render("mermaid" if fmt == "mermaid" else "dot", highlight=self.state)
-
-    async def _guarded(self, work: Callable[[], Awaitable[None]], *, pause: bool = False) -> None:
-        """Run ``work`` as this conversation's one running operation; any failure ends the conversation
-        (``pause``: a failure that is no cancellation leaves its ending waiting for steps)."""
-        self.busy = True
-        try:
-            await work()
-        except BaseException as exc:
-            if not (pause and not isinstance(exc, _CANCELLED) and self._pause_at(exc)):
-                await self._abort(exc)
+    except BaseException as exc:  # the machine still ends, whatever happened (cancelled at a pause too)
+        d.force_end(exc)
+        if isinstance(exc, asyncio.CancelledError):
             raise
-        finally:
-            self.busy = False
+    finally:
+        d.pause = None
+        pause.done.set()
 
-    def _pause_at(self, exc: BaseException) -> bool:
-        """Start the ending of a failed step paused (unless something else ends the conversation already)."""
-        if self.state.is_terminal or self.ending is not None or self.transitioning or self.rt.requester.closing:
-            return False  # (the client closing cut the step: nobody will step its ending)
-        if self.error is None:
-            self.error = exc
-        pause = self.pause = _Pause()
-        self.ending = self.rt.spawn(self._paused_end(pause))
-        return True
 
-    # -- the driver's half (``Conversation``)
-    async def _fire(self, trigger: str) -> None:
-        raise NotImplementedError
+def queue(d: Driver, prompt: str | Messages) -> None:
+    """Set the prompt the next ``send`` step will post (validated now)."""
+    rt, conv = d.rt, d.conv
+    preprompt, text = rt.dialect.prepare(prompt, first=d.state is Phase.NEW and conv.cid is None)
+    rt.limits.check_prompt(preprompt, text)
+    if d.state is Phase.NEW:
+        conv.dstate = rt.dialect.new_state(preprompt)
+    d.turn.prompt = text
+    d.turn.prompt_pending = True
 
-    def _end(self, trigger: str) -> asyncio.Task[Any]:
-        raise NotImplementedError
 
-    async def _run_end(self, trigger: str) -> None:
-        raise NotImplementedError
+def next_trigger(d: Driver) -> str:
+    """The trigger :func:`step` would fire now."""
+    if d.pause is not None and not d.state.is_terminal:
+        return d.pause.trigger
+    state = d.state
+    spec = SPEC[state]
+    if spec.idle is not None and not d.turn.prompt_pending:
+        return spec.idle
+    if spec.next is None:
+        raise H2oStateError(f"the conversation already ended ({state.value})", phase=state)
+    dest = destination(state, spec.next, lambda guard: bool(getattr(d, guard)))
+    if dest is not None and SPEC[dest].needs_prompt and not d.turn.prompt_pending:
+        raise H2oStateError(f"no prompt queued for the {dest.value} step; pass one to step()", phase=state)
+    return spec.next
 
-    def _force_end(self, exc: BaseException) -> None:
-        raise NotImplementedError
 
-    async def _abort(self, exc: BaseException) -> None:
-        raise NotImplementedError
-
-    async def _start_turn(self) -> None:
-        raise NotImplementedError
-
-    async def _read_all(self) -> str:
-        raise NotImplementedError
+def describe_next(d: Driver) -> str:
+    """What the next step will send, with secrets redacted (for ``--step``)."""
+    trigger = next_trigger(d)
+    state, rt, conv, pause = d.state, d.rt, d.conv, d.pause
+    base = redact(rt.requester.base_url)
+    if SPEC[state].reads and pause is None:  # (paused in the stream: its ending is next)
+        return "read the answer's stream to its final event"
+    dest = destination(state, trigger, lambda guard: bool(getattr(d, guard)))
+    if pause is not None and (dest is None or SPEC[dest].request is None):
+        return f"end: nothing to send (to {dest.value if dest else trigger})"
+    if trigger == SPEC[state].idle and (dest is None or SPEC[dest].request is None):
+        return "end"
+    if dest is not None and SPEC[dest].request is None and SPEC[dest].rests:  # an attached conversation's start
+        return f"nothing to send: the conversation exists on the server (to {dest.value})"
+    if dest is None or SPEC[dest].request is None:
+        return "open the answer's stream" if dest is not None and SPEC[dest].reads else trigger
+    method, _, path = (request_line(dest, conv.cid) or "").partition(" ")
+    prompt = d.turn.prompt or ""
+    shown = prompt if rt.log_content else f"<{len(prompt)} chars>"
+    body = rt.dialect.describe(dest, conv.model, shown, conv.parameters)
+    skip = " (skipped)" if skipped(d, dest) else ""
+    return f"{method} {base}{path}" + (f" {body}" if body else "") + skip

@@ -20,7 +20,7 @@ from . import _steps
 from ._aio import Deadline
 from ._events import Event, StreamError
 from ._exceptions import H2oError, H2oLimitError, H2oProtocolError, H2oTimeoutError, H2oUpstreamError
-from ._model import ConversationModel
+from ._history import report, scrubbed
 from ._phase import Phase
 from ._records import TransitionRecord
 from ._stream import StreamSyntaxError
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import httpx
     from transitions.core import EventData
 
-    from ._conversation import Conversation
+    from ._driver import Driver
     from ._stream import Parser
 
 __all__ = ["TRIGGER", "Tail", "before_end", "before_turn", "end_steps", "settle", "start"]
@@ -50,85 +50,85 @@ class Tail(NamedTuple):
     rest: list[Event]
 
 
-def start(m: ConversationModel) -> None:
-    """Read ``m.tail`` (kept by the reader at the final answer) in a task the client owns."""
-    tail, m.tail = m.tail, None
+def start(d: Driver) -> None:
+    """Read ``d.turn.tail`` (kept by the reader at the final answer) in a task the client owns."""
+    tail, d.turn.tail = d.turn.tail, None
     if tail is not None:
-        m.tail_task = m.rt.spawn(_run(m, tail))
+        d.tail_task = d.rt.spawn(_run(d, tail))
 
 
-async def settle(m: ConversationModel) -> None:
+async def settle(d: Driver) -> None:
     """Wait for the tail task, if one runs (it bounds itself); never raises but the caller's cancellation."""
-    task = m.tail_task
+    task = d.tail_task
     if task is not None and not task.done():
         await asyncio.wait([task])
 
 
-async def before_turn(m: ConversationModel) -> None:
+async def before_turn(d: Driver) -> None:
     """The next turn starts once the server finished the previous run, within the turn's deadline."""
-    task = m.tail_task
+    task = d.tail_task
     if task is None or task.done():
         return
-    if m.deadline is None:
+    if d.turn.deadline is None:
         await asyncio.wait([task])
         return
     try:
-        async with Deadline(m.deadline):
+        async with Deadline(d.turn.deadline):
             await asyncio.wait([task])
     except asyncio.TimeoutError:
         raise H2oTimeoutError("the conversation's deadline passed while the previous answer's stream ended",
-                              phase=_STREAM, conversation_id=m.cid) from None
+                              phase=_STREAM, conversation_id=d.conv.cid) from None
 
 
-async def before_end(m: ConversationModel) -> None:
+async def before_end(d: Driver) -> None:
     """The ending (its DELETE) starts once the tail is over. A cancellation from outside the client (the
     event loop shutting down: ``asyncio.run`` cancels every task left) cuts the tail, and the ending
     goes on: that cancellation is not the client's (``aclose()`` marks the endings it gives up on)."""
-    if m.tail is not None:  # never started (the turn failed after its answer)
-        tail, m.tail = m.tail, None
+    if d.turn.tail is not None:  # never started (the turn failed after its answer)
+        tail, d.turn.tail = d.turn.tail, None
         await close_tail(tail)
-    task = m.tail_task
+    task = d.tail_task
     try:
         if task is not None and not task.done():
             await asyncio.wait([task])
         else:  # one suspension all the same: a loop shutting down right now finds the ending here, not later
             await asyncio.sleep(0)  # in its DELETE
     except asyncio.CancelledError:
-        if not _from_outside(m):
+        if not _from_outside(d):
             raise
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
 
 
-async def end_steps(m: Conversation, trigger: str) -> None:
+async def end_steps(d: Driver, trigger: str) -> None:
     """Fire ``trigger``, then each state's ``next`` until a terminal state. When a cancellation from outside
     the client (the event loop shutting down) cuts a cleanup step's request, that step runs once more: its
     request is idempotent (a DELETE that had arrived answers 404, which counts as deleted)."""
     again = True
     while True:
         try:
-            await m._fire(trigger)
+            await d.fire(trigger)
         except asyncio.CancelledError:
-            callback = SPEC[m.state].on_enter
-            if not (again and SPEC[m.state].cleanup and callback is not None and _from_outside(m)):
+            callback = SPEC[d.state].on_enter
+            if not (again and SPEC[d.state].cleanup and callback is not None and _from_outside(d)):
                 raise
             again = False
-            m.transitioning = True
+            d.transitioning = True
             try:
-                await getattr(_steps, callback)(cast("EventData", types.SimpleNamespace(model=m)))
+                await getattr(_steps, callback)(cast("EventData", types.SimpleNamespace(model=d)))
             finally:
-                m.transitioning = False
-        if m.state.is_terminal:
+                d.transitioning = False
+        if d.state.is_terminal:
             return
-        trigger = SPEC[m.state].next or ""
+        trigger = SPEC[d.state].next or ""
 
 
-def _from_outside(m: ConversationModel) -> bool:
+def _from_outside(d: Driver) -> bool:
     """Whether the cancellation the current task just got came from outside the client (not an ending
     ``aclose()`` gave up on); if so the task is no longer being cancelled (Python 3.11+: uncancelled)."""
     me = asyncio.current_task()
-    if me is None or me in m.rt.abandoned:
+    if me is None or me in d.rt.abandoned:
         return False
     uncancel = getattr(me, "uncancel", None)
     if uncancel is not None:
@@ -136,27 +136,27 @@ def _from_outside(m: ConversationModel) -> bool:
     return True
 
 
-async def _run(m: ConversationModel, tail: Tail) -> None:
+async def _run(d: Driver, tail: Tail) -> None:
     """Read ``tail`` to the end of the stream, close it, record how it went. Raises nothing but a
     cancellation (the client cut it short: closing, or the event loop shutting down)."""
     t0 = time.perf_counter()
-    seconds = m.rt.timeouts.cleanup / 2
+    seconds = d.rt.timeouts.cleanup / 2
     error: str | None = None
     try:
-        await _read(m, tail, asyncio.get_running_loop().time() + seconds)
+        await _read(d, tail, asyncio.get_running_loop().time() + seconds)
     except asyncio.CancelledError:
         error = "CancelledError"
         raise
     except Exception as exc:
-        err = _classify(m, exc, seconds)
-        error = m.scrubbed(f"{type(err).__name__}: {err.message}")
-        m.rt.tail_errors += 1
+        err = _classify(d, exc, seconds)
+        error = scrubbed(d, f"{type(err).__name__}: {err.message}")
+        d.rt.tail_errors += 1
     finally:
         await close_tail(tail)
-        record = TransitionRecord(m.state, m.state, TRIGGER, (time.perf_counter() - t0) * 1000.0, error=error,
-                                  conversation_id=m.cid)
-        m.records.append(record)
-        m.report(record, failed=error is not None)
+        record = TransitionRecord(d.state, d.state, TRIGGER, (time.perf_counter() - t0) * 1000.0, error=error,
+                                  conversation_id=d.conv.cid)
+        d.conv.records.append(record)
+        report(d, record, failed=error is not None)
 
 
 async def close_tail(tail: Tail) -> None:
@@ -168,8 +168,8 @@ async def close_tail(tail: Tail) -> None:
             continue
 
 
-async def _read(m: ConversationModel, tail: Tail, until: float) -> None:
-    parser, body, max_bytes = tail.parser, tail.body, m.rt.limits.max_stream_bytes
+async def _read(d: Driver, tail: Tail, until: float) -> None:
+    parser, body, max_bytes = tail.parser, tail.body, d.rt.limits.max_stream_bytes
     async with Deadline(until):
         _after_answer(tail.rest)
         while True:
@@ -190,12 +190,12 @@ def _after_answer(events: list[Event]) -> None:
                                    status=ev.status, error_type=ev.error_type)
 
 
-def _classify(m: ConversationModel, exc: Exception, seconds: float) -> H2oError:
+def _classify(d: Driver, exc: Exception, seconds: float) -> H2oError:
     if isinstance(exc, StreamSyntaxError):
-        return H2oProtocolError(f"after the answer: {exc}", phase=_STREAM, conversation_id=m.cid)
+        return H2oProtocolError(f"after the answer: {exc}", phase=_STREAM, conversation_id=d.conv.cid)
     if isinstance(exc, asyncio.TimeoutError):
         return H2oTimeoutError(f"the stream did not end within {seconds:g}s after the answer", phase=_STREAM,
-                               conversation_id=m.cid)
+                               conversation_id=d.conv.cid)
     if isinstance(exc, H2oError):
         return exc
-    return translate(exc, _STREAM, m.cid, m.send_status, "the stream's tail")
+    return translate(exc, _STREAM, d.conv.cid, d.turn.send_status, "the stream's tail")

@@ -14,6 +14,7 @@ from ._table import SPEC
 
 if TYPE_CHECKING:
     from ._conversation import Conversation
+    from ._driver import Driver
 
 __all__ = ["OneShot", "TurnScope"]
 
@@ -21,51 +22,51 @@ __all__ = ["OneShot", "TurnScope"]
 class TurnScope:
     """One turn's steps around the caller's reading of the stream, with the ending guarantee."""
 
-    __slots__ = ("_conv", "_preprompt", "_reader", "_text")
+    __slots__ = ("_driver", "_preprompt", "_reader", "_text")
 
-    def __init__(self, conv: Conversation, preprompt: str | None, text: str) -> None:
-        self._conv, self._preprompt, self._text = conv, preprompt, text
+    def __init__(self, driver: Driver, preprompt: str | None, text: str) -> None:
+        self._driver, self._preprompt, self._text = driver, preprompt, text
         self._reader: AsyncGenerator[str, None] | None = None
 
     async def __aenter__(self) -> AsyncGenerator[str, None]:
-        conv = self._conv
-        conv._check_can_send()
-        conv.busy = True
+        d = self._driver
+        d.check_can_send()
+        d.busy = True
         try:
-            await conv._start_turn()
-            if conv.state is Phase.NEW:
-                conv.dstate = conv.rt.dialect.new_state(self._preprompt)
-            conv.prompt = self._text
-            await conv._advance(lambda p: SPEC[p].reads)
+            await d.start_turn()
+            if d.state is Phase.NEW:
+                d.conv.dstate = d.rt.dialect.new_state(self._preprompt)
+            d.turn.prompt = self._text
+            await d.advance(lambda p: SPEC[p].reads)
         except BaseException as exc:
-            conv.busy = False  # (the turn never started: the next one may)
-            await conv._abort(exc)
+            d.busy = False  # (the turn never started: the next one may)
+            await d.abort(exc)
             raise
-        self._reader = read_answer(conv)
+        self._reader = read_answer(d)
         return self._reader
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        conv = self._conv
+        d = self._driver
         try:
             reader = self._reader
             if reader is not None:
                 await reader.aclose()
-            if exc is None and not conv.generating:  # read to its final event
-                await conv._advance(lambda p: SPEC[p].rests)
+            if exc is None and not d.turn.generating:  # read to its final event
+                await d.advance(lambda p: SPEC[p].rests)
             elif exc is None:  # the caller left the block before the end of the answer
                 exc = GeneratorExit()
         except BaseException as err:
-            await conv._abort(err)
+            await d.abort(err)
             raise
         else:
-            if exc is not None and not conv.state.is_terminal:
+            if exc is not None and not d.state.is_terminal:
                 if isinstance(exc, GeneratorExit):  # the consumer left the loop: the answer is cut, we end
-                    ending = conv._end("close")
-                    await wait_owned(ending, conv.rt.abandoned)
+                    ending = d.end("close")
+                    await wait_owned(ending, d.rt.abandoned)
                 else:
-                    await conv._abort(exc)
+                    await d.abort(exc)
         finally:
-            conv.busy = False
+            d.busy = False
 
 
 class OneShot:
@@ -85,4 +86,4 @@ class OneShot:
         if exc is None:
             self._conv.close_soon()
         else:
-            await self._conv._abort(exc)
+            await self._conv.__aexit__(exc_type, exc, tb)

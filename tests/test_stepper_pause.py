@@ -134,7 +134,7 @@ async def test_a_step_shows_headers_and_never_a_cookie_value(server: LocalServer
         settings = await conv.step()  # the 2023 server answers 303 with a Location and its session cookie
         shown = dict(settings.headers)
         assert settings.status == 303 and "location" in shown and shown["set-cookie"] == "***"
-        cookies = [v for v in conv.session.cookies.values() if len(v) >= 4]
+        cookies = [v for v in conv._driver.conv.session.cookies.values() if len(v) >= 4]
         assert cookies and not any(c in repr(settings) for c in cookies)
         create = await conv.step()
         assert dict(create.headers)["content-type"].startswith("application/json")
@@ -155,7 +155,7 @@ async def test_a_step_cut_by_the_client_closing_does_not_wait_it_is_deleted() ->
         await asyncio.wait_for(client.aclose(), 20)
         with pytest.raises(Exception):  # noqa: B017 - the step's own failure (the client closed under it)
             await step
-        assert conv.state is Phase.FAILED and conv.pause is None
+        assert conv.state is Phase.FAILED and conv._driver.pause is None
         assert deletes(server) == 1 and client.undeleted_conversations == 0
         assert_clean(server)
 
