@@ -44,8 +44,6 @@ class Conversation:
     Inspect ``state``, ``conversation_id`` and ``history`` at any time.
     """
 
-    __slots__ = ("__weakref__", "_driver")
-
     def __init__(self, rt: Runtime, *, model: str, parameters: Parameters, session: Session) -> None:
         self._driver = Driver(rt, model=model, parameters=parameters, session=session, log=rt.log)
 

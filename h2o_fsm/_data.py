@@ -44,7 +44,10 @@ class ConversationData:
 
 @dataclasses.dataclass(eq=False, slots=True)
 class TurnData:
-    """The current (or last) turn: its prompt, its deadline, its answer's stream."""
+    """The current (or last) turn: its prompt, its deadline, its answer's stream. One object for the
+    conversation's life, set afresh by each turn: ``prompt`` by ``queue``/``turn``, ``deadline`` by the
+    driver's ``start_turn``, ``delivered``/``resume`` by the reader when the stream starts, the stream's
+    fields by the ``send``/``stream`` steps; ``final`` and ``generating`` hold until the next answer."""
 
     prompt: str | None = None
     prompt_pending: bool = False  # queued for the next send, not sent yet

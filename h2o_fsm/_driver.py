@@ -13,7 +13,8 @@ expected — goes through ``close``/``abort`` to ``delete``, exactly once:
 
 Its data is plain (``_data``): ``conv`` (the conversation), ``turn`` (the current turn), ``transition``
 (the running transition, which ``prepare``/``finalize`` turn into a history record); the rest of its
-fields say what runs now (a transition, a turn, the create, the ending, the stream's tail).
+fields say what runs now (a transition, a turn, the create, the ending, the stream's tail), whether it
+holds a slot of the client's ``max_concurrency``, and by when its ending must be over.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What each state does: the machine's ``on_enter``/``on_exit`` callbacks, one per state of the table.
 
-Each callback receives transitions' event data whose ``model`` is the conversation
-(:class:`~h2o_fsm._driver.Driver`); it performs its state's request through the client's
+Each callback receives transitions' event data whose ``model`` (transitions' word) is the conversation's
+:class:`~h2o_fsm._driver.Driver`; it performs its state's request through the client's
 requester, with the body its dialect builds, bounded by the state's timeout from the table. An
 optional state the dialect does not use records itself as skipped.
 """
