@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from h2o_fsm import H2oClient, Phase, Retries, Timeouts
 from h2o_fsm._table import SPEC, TRANSITIONS
-from h2o_fsm.server import Dialect, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
+from h2o_fsm.server import DialectName, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
 
 __all__ = [
     "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "client_for", "emulator",
@@ -175,7 +175,7 @@ class EmulatorPool:
     @contextmanager
     def lease(
         self, config: ServerConfig | None = None, faults: FaultPlan | list[Fault] | None = None,
-        *, dialect: Dialect = "h2o",
+        *, dialect: DialectName = "h2o",
     ) -> Iterator[LocalServer]:
         config = config or ServerConfig()
         key = (dialect, repr(config))  # ServerConfig may hold a dict: not hashable
