@@ -21,10 +21,12 @@ from ._table import DELETE_OK, SPEC
 
 __all__ = ["SweepReport", "sweep"]
 
+
 @dataclasses.dataclass
 class SweepReport:
     """What a sweep did with the journal entries of its deployment. ``skipped``: entries whose owner's
-    lease holds, or that another sweeper took first; ``stopped``: generations stopped before the DELETE."""
+    lease holds, or that another sweeper's claim holds; ``stopped``: generations stopped before the
+    DELETE; ``bad_rows``: rows that could not be read (left as they are)."""
 
     deleted: int = 0
     already_gone: int = 0
@@ -32,6 +34,11 @@ class SweepReport:
     skipped: int = 0
     bad_rows: int = 0
     stopped: int = 0
+
+    def add(self, other: SweepReport) -> None:
+        """Count ``other``'s entries in this report too (one report for sweeps of several deployments)."""
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def claim_ttl(journal: JournalBackend) -> float:

@@ -363,6 +363,41 @@ def test_sweep_uses_the_url_recorded_with_each_entry(tmp_path: Path) -> None:
         journal.close()
 
 
+
+def test_sweep_reports_leased_stopped_and_bad_rows(tmp_path: Path) -> None:
+    """The report names what it counts: entries a lease keeps (``skipped_leased``), generations
+    stopped before their DELETE, rows it could not read; ``--json`` keeps the old key."""
+    import sqlite3
+
+    import httpx
+
+    from h2o_fsm import Journal
+
+    path = tmp_path / "live.sqlite"
+    with emulator(ServerConfig(secure_cookie=False), dialect="chat-ui") as server:
+        with httpx.Client(base_url=server.url) as raw:
+            cids = [raw.post("/conversation", json={"model": server.config.models[0]}).json()["conversationId"]
+                    for _ in range(2)]
+            cookies = dict(raw.cookies)
+        journal = Journal(path, lease=30)
+        journal.add(server.url, cids[0], cookies, owner="alive", dialect="chat-ui")  # its lease holds
+        journal.add(server.url, cids[1], cookies, owner="dead", dialect="chat-ui")
+        journal.running(server.url, cids[1], "0" * 8 + "-0000-4000-8000-" + "0" * 12, cookies)
+        journal.release("dead")
+        journal.close()
+        db = sqlite3.connect(str(path), isolation_level=None)
+        db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)", (server.url, "unreadable", "{", 1.0, 1))
+        db.close()
+        code, out, err = run_cli("sweep", "--journal", str(path), "--dialect", "chat-ui")
+        assert (code, err) == (0, ""), err
+        assert out == "swept: deleted=1 already_gone=0 failed=0 skipped_leased=1 stopped=1 bad_rows=1\n"
+        assert server.accounting.live_ids == {cids[0]} and server.accounting.stops == 1
+        code, out, err = run_cli("sweep", "--journal", str(path), "--dialect", "chat-ui", "--json", "--all")
+        assert code == 0 and json.loads(out) == {
+            "type": "sweep", "deleted": 1, "already_gone": 0, "failed": 0, "skipped_leased": 0, "stopped": 0,
+            "bad_rows": 1, "skipped_live_process": 0}  # --all: the leased one (no generation to stop)
+        assert server.accounting.live == 0
+
 # --- serve and demo ------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")

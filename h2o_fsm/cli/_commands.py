@@ -145,10 +145,7 @@ async def _sweep_each(
     for url in urls:
         async with H2oClient(url, background_sweep=False, **options) as client:
             report = await client.sweep(journal, include_live_processes=include_live_processes)
-        total.deleted += report.deleted
-        total.already_gone += report.already_gone
-        total.failed += report.failed
-        total.skipped += report.skipped
+        total.add(report)
     return total
 
 
@@ -170,7 +167,8 @@ async def _sweep_all(
     journal: JournalBackend, base_url: str | None, options: dict[str, Any], *, include_live_processes: bool
 ) -> tuple[SweepReport, list[str]]:
     try:
-        recorded = sorted({entry.base_url for entry in (await journal.scan_async()).entries})
+        scan = await journal.scan_async()
+        recorded = sorted({entry.base_url for entry in scan.entries})
         if base_url:
             wanted = normalize_base_url(base_url)
             targets = [url for url in recorded if url == wanted]
@@ -178,9 +176,17 @@ async def _sweep_all(
         else:
             targets, skipped = recorded, []
         total = await _sweep_each(targets, journal, options, include_live_processes=include_live_processes)
+        total.bad_rows = len(scan.bad_rows)  # the journal's, whatever their URL (each sweep saw only its own)
     finally:
         await journal.aclose()
     return total, skipped
+
+
+def _sweep_counts(report: SweepReport) -> dict[str, int]:
+    """What ``sweep`` prints, in its order. ``skipped_leased``: entries left because a lease holds (their
+    owner's, or another sweeper's claim); ``bad_rows``: rows of the journal that could not be read."""
+    return {"deleted": report.deleted, "already_gone": report.already_gone, "failed": report.failed,
+            "skipped_leased": report.skipped, "stopped": report.stopped, "bad_rows": report.bad_rows}
 
 
 def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -195,14 +201,11 @@ def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
         err.write(f"h2o-fsm: --journal: {exc}\n")
         return EXIT_FAILED
+    counts = _sweep_counts(total)
     if args.json:
-        emit(out, {"type": "sweep", "deleted": total.deleted, "already_gone": total.already_gone,
-                   "failed": total.failed, "skipped_live_process": total.skipped})
+        emit(out, {"type": "sweep", **counts, "skipped_live_process": total.skipped})  # the old key: deprecated
     else:
-        out.write(
-            f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
-            f"skipped_live_process={total.skipped}\n"
-        )
+        out.write("swept: " + " ".join(f"{key}={value}" for key, value in counts.items()) + "\n")
     if skipped:
         err.write(
             f"h2o-fsm: left the entries of other deployments: {', '.join(redact(u) for u in skipped)} "
