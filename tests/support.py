@@ -37,8 +37,8 @@ from h2o_fsm._table import SPEC, TRANSITIONS
 from h2o_fsm.server import DialectName, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
 
 __all__ = [
-    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "client_for", "emulator",
-    "happy_path", "no_task_left", "refused_url", "stepped_states",
+    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "cli_chat_and_sweep_through",
+    "client_for", "emulator", "happy_path", "no_task_left", "refused_url", "stepped_states",
 ]
 
 # Fast but real: small waits so that fault tests stay quick.
@@ -246,3 +246,33 @@ def journal_threads(journal: object) -> set[int]:
 
         setattr(journal, name, wrapped)
     return seen
+
+
+def cli_chat_and_sweep_through(journal_url: str) -> None:
+    """``h2o-fsm chat --journal URL`` records a conversation whose DELETE the server refuses, and
+    ``h2o-fsm sweep --journal URL`` deletes it: the CLI takes a journal server's URL as the client does."""
+    import io
+
+    from h2o_fsm._journal_lease import open_journal
+    from h2o_fsm.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return main(list(argv), stdout=out, stderr=err, stdin=io.StringIO()), out.getvalue(), err.getvalue()
+
+    async def journalled() -> list[str]:
+        journal, _ = open_journal(journal_url)
+        assert journal is not None
+        try:
+            return [entry.conversation_id for entry in (await journal.scan_async()).entries]
+        finally:
+            await journal.aclose()
+
+    with emulator(ServerConfig(max_tokens=4), [Fault("delete", "status", status=403, count=-1)]) as server:
+        code, _, err = run("chat", "Hi", "--base-url", server.url, "--dialect", "h2o", "--journal", journal_url)
+        assert code == 1 and "delete failed" in err, err
+        assert asyncio.run(journalled()) == sorted(server.accounting.live_ids) != []  # left for a sweep
+        server.set_faults([])
+        code, out, err = run("sweep", "--journal", journal_url, "--dialect", "h2o")  # its lease was released
+        assert (code, err) == (0, "") and out.startswith("swept: deleted=1 "), (out, err)
+        assert server.accounting.live == 0 and asyncio.run(journalled()) == []

@@ -257,6 +257,33 @@ def test_a_journal_that_is_not_a_database(tmp_path: Path, server: LocalServer) -
     assert notes.read_text().startswith("not a database")  # left as it was
 
 
+@pytest.mark.parametrize(("value", "said"), [
+    ("http://127.0.0.1:1/journal", "must be redis://, rediss:// or postgresql://"),
+    ("sqlite:///j.sqlite", "or give a file path"),  # what H2oClient(journal=) takes: a path, not this URL
+    ("redis://me:s3cr3t@127.0.0.1:1/0?lease=soon", "lease"),
+    ("redis://me:s3cr3t@127.0.0.1:notaport/0", "port"),
+    ("postgresql://me:s3cr3t@127.0.0.1:1/db?lease=0", "lease"),
+])
+def test_a_journal_url_is_checked_like_the_clients(value: str, said: str, server: LocalServer) -> None:
+    """``--journal`` takes what ``H2oClient(journal=...)`` takes; anything else is one line, exit 2,
+    before any request, never with the URL's password."""
+    for argv in (["chat", "Hi", "--base-url", server.url, "--journal", value], ["sweep", "--journal", value]):
+        code, out, err = run_cli(*argv)
+        assert (code, out) == (2, "") and said in one_line(err) and "--journal" in err
+        assert "s3cr3t" not in err
+    assert server.accounting.snapshot()["requests"] == 0
+
+
+def test_chat_with_a_journal_server_that_is_down_still_answers(server: LocalServer) -> None:
+    """A ``redis://`` journal is opened by the chat's client (and closed with it); one that refuses
+    connections costs crash safety only, never the answer (as with ``H2oClient(journal=url)``)."""
+    journal = refused_url().replace("http://", "redis://") + "/0?timeout=0.2"
+    code, out, err = run_cli("chat", "Hi", "--base-url", server.url, "--journal", journal)
+    assert (code, err) == (0, ""), err
+    assert out == "".join(generate([("user", "Hi")], 8)) + "\n"
+    assert server.accounting.live == 0 and server.accounting.deleted == 1
+
+
 def test_serve_without_the_server_extra_says_what_to_install(tmp_path: Path) -> None:
     blocked = tmp_path / "starlette"
     blocked.mkdir()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from postgres_support import PostgresServer, postgres_server
 from redis_support import unique_namespace
-from support import FAST_RETRIES, FAST_TIMEOUTS
+from support import FAST_RETRIES, FAST_TIMEOUTS, cli_chat_and_sweep_through
 
 from h2o_fsm import H2oClient, JournalBackend, PostgresJournal
 from h2o_fsm.server import LocalServer, ServerConfig
@@ -107,3 +107,7 @@ async def test_a_postgres_that_is_down_never_stops_a_conversation() -> None:
             with pytest.raises(OSError, match="PostgreSQL journal"):
                 await client.sweep()
     await journal.aclose()
+
+
+def test_the_cli_takes_a_postgres_url_for_chat_and_sweep(postgres_server: PostgresServer) -> None:
+    cli_chat_and_sweep_through(f"{postgres_server.url}?namespace={unique_namespace()}")

@@ -13,7 +13,7 @@ import pytest
 import structlog
 import structlog.testing
 from redis_support import RedisServer, redis_server, start_redis, unique_namespace
-from support import FAST_RETRIES, FAST_TIMEOUTS
+from support import FAST_RETRIES, FAST_TIMEOUTS, cli_chat_and_sweep_through
 
 from h2o_fsm import H2oClient, Journal, JournalBackend, RedisJournal
 from h2o_fsm.server import LocalServer, ServerConfig
@@ -284,3 +284,7 @@ def test_the_sweep_command_takes_a_redis_url(redis_server: RedisServer) -> None:
     down = subprocess.run([*cli, f"redis://:{SECRET}@127.0.0.1:1/0?timeout=0.5"], capture_output=True, text=True,
                           timeout=60)
     assert down.returncode == 1 and "Redis journal" in down.stderr and SECRET not in down.stderr, down.stderr
+
+
+def test_the_cli_takes_a_redis_url_for_chat_and_sweep(redis_server: RedisServer) -> None:
+    cli_chat_and_sweep_through(f"{redis_server.url}?namespace={unique_namespace()}")

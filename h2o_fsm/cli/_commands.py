@@ -149,20 +149,6 @@ async def _sweep_each(
     return total
 
 
-def _sweep_journal(spec: str) -> JournalBackend:
-    """``--journal``: a ``redis://`` or ``postgresql://`` URL, or the path of an existing journal file."""
-    if "://" not in spec:
-        return open_journal(spec, must_exist=True)
-    from .._journal_lease import open_journal as open_url
-
-    try:
-        journal, _ = open_url(spec)
-    except (ValueError, ImportError) as exc:
-        raise UsageError(f"--journal: {exc}") from None
-    assert journal is not None
-    return journal
-
-
 async def _sweep_all(
     journal: JournalBackend, base_url: str | None, options: dict[str, Any], *, include_live_processes: bool
 ) -> tuple[SweepReport, list[str]]:
@@ -195,7 +181,7 @@ def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cookies = cookies_from(args.cookie)
     if cookies:
         options["cookies"] = cookies
-    journal = _sweep_journal(args.journal)
+    journal = open_journal(args.journal, must_exist=True)
     try:
         total, skipped = asyncio.run(_sweep_all(journal, args.base_url, options, include_live_processes=args.all))
     except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
