@@ -38,7 +38,7 @@ from h2o_fsm.server import DialectName, Fault, FaultPlan, LocalServer, ServerCon
 
 __all__ = [
     "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "cli_chat_and_sweep_through",
-    "client_for", "emulator", "happy_path", "no_task_left", "refused_url", "stepped_states",
+    "client_for", "sweep_of_a_journal_that_is_down", "emulator", "happy_path", "no_task_left", "refused_url", "stepped_states",
 ]
 
 # Fast but real: small waits so that fault tests stay quick.
@@ -276,3 +276,38 @@ def cli_chat_and_sweep_through(journal_url: str) -> None:
         code, out, err = run("sweep", "--journal", journal_url, "--dialect", "h2o")  # its lease was released
         assert (code, err) == (0, "") and out.startswith("swept: deleted=1 "), (out, err)
         assert server.accounting.live == 0 and asyncio.run(journalled()) == []
+
+
+async def sweep_of_a_journal_that_is_down(journal_url: str, secret: str) -> None:
+    """Every way a client sweeps a journal (its own, a URL, a journal object) whose server refuses
+    connections raises :class:`H2oJournalError` — the original as ``__cause__`` — and ``secret``, the
+    URL's password, is in nothing it carries (message, chain, reprs, the formatted traceback)."""
+    import traceback
+
+    from h2o_fsm import H2oError, H2oJournalError
+    from h2o_fsm._journal_lease import open_journal
+
+    def texts(exc: BaseException) -> list[str]:
+        said = ["".join(traceback.format_exception(exc))]
+        seen: BaseException | None = exc
+        while seen is not None:
+            said += [str(seen), repr(seen), *getattr(seen, "__notes__", ())]
+            seen = seen.__cause__ or seen.__context__
+        return said
+
+    base = refused_url()  # no request reaches it: the journal is read first
+    given, _ = open_journal(journal_url)
+    assert given is not None
+    try:
+        async with H2oClient(base, journal=journal_url, dialect="h2o", background_sweep=False) as own:
+            for sweep in (own.sweep(), own.sweep(journal_url), own.sweep(given)):
+                try:
+                    await sweep
+                except H2oJournalError as exc:
+                    assert isinstance(exc, H2oError) and isinstance(exc.__cause__, OSError), repr(exc.__cause__)
+                    assert exc.journal and exc.journal in str(exc) and "could not be read" in str(exc)
+                    assert not [text for text in texts(exc) if secret in text]
+                else:
+                    raise AssertionError("a sweep of a journal that is down returned")
+    finally:
+        await given.aclose()

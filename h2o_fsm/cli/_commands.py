@@ -11,12 +11,13 @@ from typing import Any, TextIO
 from .._client import H2oClient
 from .._diagram import render
 from .._dialects import DEFAULT_DIALECT, get_dialect
+from .._exceptions import H2oJournalError
 from .._journal_base import JournalBackend
 from .._log import redact
 from .._phase import Phase
 from .._protocol import normalize_base_url
 from .._records import TransitionRecord
-from .._sweep import SweepReport
+from .._sweep import JOURNAL_DOWN, SweepReport
 from .._tail import TRIGGER as TAIL
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
@@ -184,8 +185,11 @@ def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     journal = open_journal(args.journal, must_exist=True)
     try:
         total, skipped = asyncio.run(_sweep_all(journal, args.base_url, options, include_live_processes=args.all))
-    except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
-        err.write(f"h2o-fsm: --journal: {exc}\n")
+    except JOURNAL_DOWN as exc:  # a journal that cannot be read (Redis down, say): nothing swept
+        err.write(f"h2o-fsm: --journal: {redact(str(exc))}\n")
+        return EXIT_FAILED
+    except H2oJournalError as exc:  # the same, met by a client's sweep
+        err.write(f"h2o-fsm: --journal: {exc.detail}\n")
         return EXIT_FAILED
     counts = _sweep_counts(total)
     if args.json:
