@@ -37,8 +37,9 @@ from h2o_fsm._table import SPEC, TRANSITIONS
 from h2o_fsm.server import DialectName, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
 
 __all__ = [
-    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "cli_chat_and_sweep_through",
-    "client_for", "sweep_of_a_journal_that_is_down", "emulator", "happy_path", "no_task_left", "refused_url", "stepped_states",
+    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout",
+    "cli_chat_and_sweep_through", "client_for", "emulator", "happy_path", "no_task_left", "refused_url",
+    "stepped_states", "sweep_of_a_journal_that_is_down",
 ]
 
 # Fast but real: small waits so that fault tests stay quick.

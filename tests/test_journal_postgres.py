@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 from postgres_support import PostgresServer, postgres_server
 from redis_support import unique_namespace
-from support import FAST_RETRIES, FAST_TIMEOUTS, cli_chat_and_sweep_through, refused_url, sweep_of_a_journal_that_is_down
+from support import (
+    FAST_RETRIES,
+    FAST_TIMEOUTS,
+    cli_chat_and_sweep_through,
+    refused_url,
+    sweep_of_a_journal_that_is_down,
+)
 
 from h2o_fsm import H2oClient, H2oJournalError, JournalBackend, PostgresJournal
 from h2o_fsm.server import LocalServer, ServerConfig

@@ -13,7 +13,13 @@ import pytest
 import structlog
 import structlog.testing
 from redis_support import RedisServer, redis_server, start_redis, unique_namespace
-from support import FAST_RETRIES, FAST_TIMEOUTS, cli_chat_and_sweep_through, refused_url, sweep_of_a_journal_that_is_down
+from support import (
+    FAST_RETRIES,
+    FAST_TIMEOUTS,
+    cli_chat_and_sweep_through,
+    refused_url,
+    sweep_of_a_journal_that_is_down,
+)
 
 from h2o_fsm import H2oClient, H2oJournalError, Journal, JournalBackend, RedisJournal
 from h2o_fsm.server import LocalServer, ServerConfig

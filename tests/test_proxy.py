@@ -230,7 +230,9 @@ def test_the_test_proxy_stops_cleanly_while_connections_arrive_and_relay(monkeyp
             opened: list[socket.socket] = []
             stop = threading.Event()
 
-            def knock(port: int = proxy.port, opened: list[socket.socket] = opened, stop: threading.Event = stop) -> None:
+            def knock(
+                port: int = proxy.port, opened: list[socket.socket] = opened, stop: threading.Event = stop
+            ) -> None:
                 while not stop.is_set() and len(opened) < 200:
                     try:
                         conn = socket.create_connection(("127.0.0.1", port), timeout=0.5)

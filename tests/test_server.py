@@ -219,8 +219,7 @@ def test_emulator_names_say_one_thing_each() -> None:
     import pkgutil
 
     import h2o_fsm
-    import h2o_fsm.server as server
-    from h2o_fsm import _dialects, _session
+    from h2o_fsm import _dialects, _session, server
 
     engine = set(h2o_fsm.__all__) | {"Session", "Dialect", "DialectState", "BaseDialect"}
     assert {"Session"} <= set(vars(_session)) and {"Dialect"} <= set(vars(_dialects))
