@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from typing import get_args
 
 from h2o_fsm import Conversation, H2oClient, H2oError, Retries, Timeouts
-from h2o_fsm.server import DIALECTS, Dialect, Fault, FaultKind, FaultPlan, LocalServer, ServerConfig, phases_of
+from h2o_fsm.server import DIALECTS, DialectName, Fault, FaultKind, FaultPlan, LocalServer, ServerConfig, phases_of
 from h2o_fsm.testing import assert_nothing_leaked
 
 TIMEOUTS = Timeouts(connect=1, settings=1, create=1, fetch=1, send=1, token=0.3, delete=1, cleanup=3)
@@ -46,7 +46,7 @@ def allowed_kinds(phase: str) -> list[str]:
     return kinds
 
 
-def random_plan(rng: random.Random, dialect: Dialect) -> tuple[FaultPlan, bool]:
+def random_plan(rng: random.Random, dialect: DialectName) -> tuple[FaultPlan, bool]:
     """Up to 3 random faults of ``dialect``'s phases, then 0–4 transient DELETE 503s in a row.
     Returns the plan and whether it has DELETE faults other than the transient ones."""
     faults = []

@@ -21,20 +21,19 @@ from ._dialects import chosen as named_dialect
 from ._exceptions import H2oStateError
 from ._journal_lease import JournalValue, open_journal
 from ._log import Logger, default_logger, redact
-from ._network import Verify, check_headers, check_proxy, env_proxy, proxy_secrets, tls_context
+from ._network import Verify, check_headers, proxy_secrets
 from ._options import base_url_of, check_options, default_base_url
 from ._otel import telemetry_for
+from ._pool import TransportChoice, check_reach, open_pool
 from ._protocol import Messages, merge_parameters, validate_model
 from ._requester import Requester
 from ._retry import Retries
 from ._runtime import Runtime, TransitionObserver
 from ._session import Session
-from ._transport import fast_transport, no_cookie_jar
 from ._turn import OneShot
 
 __all__ = ["ClientState", "DialectChoice", "H2oClient", "TransportChoice", "default_base_url"]
 
-TransportChoice = Literal["auto", "httpx", "aiohttp"]
 DialectChoice = Literal["auto", "h2o", "chat-ui"]
 
 
@@ -129,7 +128,6 @@ class H2oClient(CatalogMethods, JournalClientPart):
         chosen_dialect = named or get_dialect(DEFAULT_DIALECT)  # with "auto": replaced once detected
         check_options(http_client=http_client, transport=transport, proxy=proxy, timeouts=timeouts, limits=limits,
                       retries=retries, max_concurrency=max_concurrency, settings=settings)
-        own = isinstance(transport, httpx.AsyncBaseTransport)
         # validated now; every fresh session starts from a copy
         self._cookies = Session(dict(cookies) if cookies else None).cookies
         self.model = None if model is None else validate_model(model)
@@ -139,36 +137,11 @@ class H2oClient(CatalogMethods, JournalClientPart):
         self.retries = retries or Retries()
         self.log_content = bool(log_content)
         extra_headers = check_headers(headers)
-        direct: httpx.AsyncBaseTransport | None = None  # a transport the requests may go to directly
-        if not isinstance(trust_env, bool):
-            raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
-        via = check_proxy(proxy) or (env_proxy(self.base_url) if trust_env and not own and not http_client else None)
-        tls = tls_context(verify, trust_env=trust_env) if http_client is None else None
-        if transport == "aiohttp" and via is not None and not via.startswith("http"):
-            raise ValueError("the aiohttp transport takes http(s):// proxies; socks5:// needs transport='httpx'")
+        via, tls = check_reach(self.base_url, transport=transport, proxy=proxy, http_client=http_client,
+                               verify=verify, trust_env=trust_env)
         store, owned = open_journal(journal)  # after every check, before the pool: a bad value leaves nothing open
-        if http_client is not None:
-            http, self._owns_http = http_client, False
-        else:
-            chosen: httpx.AsyncBaseTransport | None
-            assert tls is not None  # made above when there is no http_client
-            if transport == "aiohttp" or (transport in (None, "auto") and (via is None or via.startswith("http"))):
-                chosen = fast_transport(verify=tls, max_connections=max_connections, proxy=via, trust_env=trust_env)
-            elif isinstance(transport, httpx.AsyncBaseTransport):
-                chosen = transport
-            else:
-                chosen = None  # httpx's own, with its proxy handling (environment included)
-            direct = chosen
-            http = httpx.AsyncClient(
-                transport=chosen,
-                proxy=proxy if chosen is None else None,  # a transport we chose carries its proxy
-                verify=tls,
-                trust_env=trust_env,
-                follow_redirects=False,
-                cookies=no_cookie_jar(),  # the sessions keep them, per conversation
-                limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            )
-            self._owns_http = True
+        http, self._owns_http, direct = open_pool(http_client, transport, proxy=proxy, via=via, tls=tls,
+                                                  trust_env=trust_env, max_connections=max_connections)
         self._http = http
         requester = Requester(http, self.base_url, timeouts=self.timeouts, retries=self.retries, limits=self.limits,
                               secrets=proxy_secrets(via), transport=direct, headers=extra_headers)

@@ -14,6 +14,8 @@ Every error the engine raises about a conversation is an :class:`H2oError`::
     ├── H2oUpstreamError          the model server sent an error event in the stream
     ├── H2oCleanupError           the DELETE of a conversation failed (only raised on its own when
     │                             nothing else failed; otherwise attached as ``cleanup_error``)
+    ├── H2oJournalError           a sweep could not read its journal (the server down or slow, the file
+    │                             locked or unreadable); the conversations' own journal writes never raise
     └── H2oStateError             misuse: a step asked of a conversation in a state that does not allow it
                                   (also a ``RuntimeError``)
 
@@ -39,6 +41,7 @@ __all__ = [
     "H2oCleanupError",
     "H2oDialectError",
     "H2oError",
+    "H2oJournalError",
     "H2oLimitError",
     "H2oProtocolError",
     "H2oStateError",
@@ -241,6 +244,20 @@ class H2oUpstreamError(H2oError):
 
 class H2oCleanupError(H2oError):
     """Deleting the conversation failed. The conversation may still exist on the server."""
+
+
+class H2oJournalError(H2oError):
+    """A sweep could not open or read its journal (Redis or PostgreSQL down or slow, a SQLite file
+    locked or unreadable): nothing was swept. The original error is ``__cause__``; no password of the
+    journal's URL is in the message or the chain.
+
+    Attributes:
+        journal: the journal as it may be shown (its path, or its URL without the password).
+    """
+
+    def __init__(self, message: str, *, journal: str, detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.journal = journal
 
 
 class H2oStateError(H2oError, RuntimeError):

@@ -14,7 +14,7 @@ from ._journal import Journal
 from ._journal_base import JournalBackend, new_owner
 from ._log import Logger
 from ._requester import Requester
-from ._sweep import SweepReport, sweep
+from ._sweep import JOURNAL_DOWN, SweepReport, journal_error, sweep
 
 __all__ = ["ClientJournal", "JournalValue", "open_journal", "sweep_journal"]
 
@@ -144,10 +144,14 @@ async def sweep_journal(
         if mine is None:
             raise TypeError("this client has no journal: give sweep() one (a Journal, a path or a redis:// URL)")
         return await sweep(requester, mine.store, include_live_processes=include_live, claimer=mine.owner)
-    store, owned = await asyncio.to_thread(open_journal, journal)
+    try:
+        store, owned = await asyncio.to_thread(open_journal, journal)
+    except JOURNAL_DOWN as exc:  # a file that cannot be opened (ValueError/TypeError: bad input, as given)
+        raise journal_error(journal, exc, "opened") from exc
     assert store is not None
     try:
         return await sweep(requester, store, include_live_processes=include_live)
     finally:
-        if owned:
-            await store.aclose()
+        if owned:  # opened for this sweep only: a close that fails leaves nothing of ours behind
+            with contextlib.suppress(Exception):
+                await store.aclose()

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sqlite3
 
 from ._dialects import get_dialect
-from ._exceptions import H2oError
+from ._exceptions import H2oError, H2oJournalError
 from ._journal_base import JournalBackend, JournalEntry, new_owner
+from ._log import redact
 from ._phase import Phase
 from ._requester import Requester
 from ._session import Session
 from ._table import DELETE_OK, SPEC
 
-__all__ = ["SweepReport", "sweep"]
+__all__ = ["JOURNAL_DOWN", "SweepReport", "journal_error", "sweep"]
+
+# what a journal raises when it cannot be reached or read (every backend bounds its calls: a timeout is its own)
+JOURNAL_DOWN = (OSError, TimeoutError, sqlite3.Error)
+
 
 @dataclasses.dataclass
 class SweepReport:
     """What a sweep did with the journal entries of its deployment. ``skipped``: entries whose owner's
-    lease holds, or that another sweeper took first; ``stopped``: generations stopped before the DELETE."""
+    lease holds, or that another sweeper's claim holds; ``stopped``: generations stopped before the
+    DELETE; ``bad_rows``: rows that could not be read (left as they are)."""
 
     deleted: int = 0
     already_gone: int = 0
@@ -32,6 +40,25 @@ class SweepReport:
     skipped: int = 0
     bad_rows: int = 0
     stopped: int = 0
+
+    def add(self, other: SweepReport) -> None:
+        """Count ``other``'s entries in this report too (one report for sweeps of several deployments)."""
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+def journal_error(journal: object, exc: BaseException, doing: str = "read") -> H2oJournalError:
+    """The :class:`H2oJournalError` of a sweep whose journal could not be ``doing`` (raise it ``from exc``).
+    The backends name themselves without a password in their errors; ``redact`` makes sure of it."""
+    if isinstance(journal, (str, os.PathLike)):  # as given to sweep(): a path or URL
+        shown: object = os.fspath(journal)
+    else:  # the backends' own public names (RedisJournal.url is already without its password)
+        shown = getattr(journal, "url", None) or getattr(journal, "path", None) or type(journal).__name__
+    where = redact(str(shown))
+    said = redact(" ".join(str(exc).split()))[:300] or type(exc).__name__
+    named = f"the journal {where}" if where not in said else "the journal"  # the backends name themselves
+    detail = f"{named} could not be {doing}: {said}"
+    return H2oJournalError(f"sweep failed: {detail}", journal=where, detail=detail)
 
 
 def claim_ttl(journal: JournalBackend) -> float:
@@ -68,11 +95,15 @@ async def sweep(
     was released; one entry's failure never stops the others.
 
     Entries of a live owner are skipped (it deletes them itself) unless ``include_live_processes``.
-    200 and 404 both remove the entry; other failures keep it for the next sweep.
+    200 and 404 both remove the entry; other failures keep it for the next sweep. A journal that cannot
+    be read raises :class:`H2oJournalError` (nothing swept).
     """
     claimer = claimer or new_owner()
     report = SweepReport()
-    scan = await journal.sweepable_async(requester.base_url, include_live=include_live_processes)
+    try:
+        scan = await journal.sweepable_async(requester.base_url, include_live=include_live_processes)
+    except JOURNAL_DOWN as exc:  # nothing swept: the caller learns why, as an H2oError
+        raise journal_error(journal, exc) from exc
     report.bad_rows, report.skipped = len(scan.bad_rows), scan.live
     for entry in scan.entries:
         try:

@@ -29,6 +29,8 @@ class ForwardProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()  # one per connection being served
+        self._closing = False
 
     @property
     def url(self) -> str:
@@ -43,26 +45,47 @@ class ForwardProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            assert self._server is not None
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
 
+    async def _stop(self) -> None:
+        """End every connection before the loop closes: a handler left pending would be closed by the
+        garbage collector mid-relay, and its ``finally`` (which awaits) then says "coroutine ignored
+        GeneratorExit". A connection accepted just before the close starts its handler a moment later
+        (``connection_made`` is a callback already queued), so this repeats until no task is left."""
+        assert self._server is not None
+        self._closing = True
+        self._server.close()
+        me = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 8.0
+        while loop.time() < deadline:
+            await asyncio.sleep(0)  # the callbacks queued before this one run first: late handlers start
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            if not others:
+                break
+            for task in others:
+                if task in self._handlers:  # ours; anything else (an accept in progress) ends by itself
+                    task.cancel()
+            await asyncio.wait(others, timeout=0.5)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
-            while await self._one(reader, writer):
+            while not self._closing and await self._one(reader, writer):
                 pass
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:  # only _stop cancels a handler: it ends as a plain return, as asyncio's
+            pass  # streams (3.11) log a handler task that ends cancelled as an error in a callback
         finally:
+            self._handlers.discard(task)
             writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

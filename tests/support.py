@@ -34,11 +34,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from h2o_fsm import H2oClient, Phase, Retries, Timeouts
 from h2o_fsm._table import SPEC, TRANSITIONS
-from h2o_fsm.server import Dialect, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
+from h2o_fsm.server import DialectName, Fault, FaultPlan, LocalServer, ServerConfig, bind_socket
 
 __all__ = [
-    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout", "client_for", "emulator",
-    "happy_path", "no_task_left", "refused_url", "stepped_states",
+    "FAST_RETRIES", "FAST_TIMEOUTS", "POOL", "TRANSPORTS", "assert_clean", "caller_timeout",
+    "cli_chat_and_sweep_through", "client_for", "emulator", "happy_path", "no_task_left", "refused_url",
+    "stepped_states", "sweep_of_a_journal_that_is_down",
 ]
 
 # Fast but real: small waits so that fault tests stay quick.
@@ -175,7 +176,7 @@ class EmulatorPool:
     @contextmanager
     def lease(
         self, config: ServerConfig | None = None, faults: FaultPlan | list[Fault] | None = None,
-        *, dialect: Dialect = "h2o",
+        *, dialect: DialectName = "h2o",
     ) -> Iterator[LocalServer]:
         config = config or ServerConfig()
         key = (dialect, repr(config))  # ServerConfig may hold a dict: not hashable
@@ -246,3 +247,68 @@ def journal_threads(journal: object) -> set[int]:
 
         setattr(journal, name, wrapped)
     return seen
+
+
+def cli_chat_and_sweep_through(journal_url: str) -> None:
+    """``h2o-fsm chat --journal URL`` records a conversation whose DELETE the server refuses, and
+    ``h2o-fsm sweep --journal URL`` deletes it: the CLI takes a journal server's URL as the client does."""
+    import io
+
+    from h2o_fsm._journal_lease import open_journal
+    from h2o_fsm.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return main(list(argv), stdout=out, stderr=err, stdin=io.StringIO()), out.getvalue(), err.getvalue()
+
+    async def journalled() -> list[str]:
+        journal, _ = open_journal(journal_url)
+        assert journal is not None
+        try:
+            return [entry.conversation_id for entry in (await journal.scan_async()).entries]
+        finally:
+            await journal.aclose()
+
+    with emulator(ServerConfig(max_tokens=4), [Fault("delete", "status", status=403, count=-1)]) as server:
+        code, _, err = run("chat", "Hi", "--base-url", server.url, "--dialect", "h2o", "--journal", journal_url)
+        assert code == 1 and "delete failed" in err, err
+        assert asyncio.run(journalled()) == sorted(server.accounting.live_ids) != []  # left for a sweep
+        server.set_faults([])
+        code, out, err = run("sweep", "--journal", journal_url, "--dialect", "h2o")  # its lease was released
+        assert (code, err) == (0, "") and out.startswith("swept: deleted=1 "), (out, err)
+        assert server.accounting.live == 0 and asyncio.run(journalled()) == []
+
+
+async def sweep_of_a_journal_that_is_down(journal_url: str, secret: str) -> None:
+    """Every way a client sweeps a journal (its own, a URL, a journal object) whose server refuses
+    connections raises :class:`H2oJournalError` — the original as ``__cause__`` — and ``secret``, the
+    URL's password, is in nothing it carries (message, chain, reprs, the formatted traceback)."""
+    import traceback
+
+    from h2o_fsm import H2oError, H2oJournalError
+    from h2o_fsm._journal_lease import open_journal
+
+    def texts(exc: BaseException) -> list[str]:
+        said = ["".join(traceback.format_exception(exc))]
+        seen: BaseException | None = exc
+        while seen is not None:
+            said += [str(seen), repr(seen), *getattr(seen, "__notes__", ())]
+            seen = seen.__cause__ or seen.__context__
+        return said
+
+    base = refused_url()  # no request reaches it: the journal is read first
+    given, _ = open_journal(journal_url)
+    assert given is not None
+    try:
+        async with H2oClient(base, journal=journal_url, dialect="h2o", background_sweep=False) as own:
+            for sweep in (own.sweep(), own.sweep(journal_url), own.sweep(given)):
+                try:
+                    await sweep
+                except H2oJournalError as exc:
+                    assert isinstance(exc, H2oError) and isinstance(exc.__cause__, OSError), repr(exc.__cause__)
+                    assert exc.journal and exc.journal in str(exc) and "could not be read" in str(exc)
+                    assert not [text for text in texts(exc) if secret in text]
+                else:
+                    raise AssertionError("a sweep of a journal that is down returned")
+    finally:
+        await given.aclose()

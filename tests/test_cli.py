@@ -257,6 +257,33 @@ def test_a_journal_that_is_not_a_database(tmp_path: Path, server: LocalServer) -
     assert notes.read_text().startswith("not a database")  # left as it was
 
 
+@pytest.mark.parametrize(("value", "said"), [
+    ("http://127.0.0.1:1/journal", "must be redis://, rediss:// or postgresql://"),
+    ("sqlite:///j.sqlite", "or give a file path"),  # what H2oClient(journal=) takes: a path, not this URL
+    ("redis://me:s3cr3t@127.0.0.1:1/0?lease=soon", "lease"),
+    ("redis://me:s3cr3t@127.0.0.1:notaport/0", "port"),
+    ("postgresql://me:s3cr3t@127.0.0.1:1/db?lease=0", "lease"),
+])
+def test_a_journal_url_is_checked_like_the_clients(value: str, said: str, server: LocalServer) -> None:
+    """``--journal`` takes what ``H2oClient(journal=...)`` takes; anything else is one line, exit 2,
+    before any request, never with the URL's password."""
+    for argv in (["chat", "Hi", "--base-url", server.url, "--journal", value], ["sweep", "--journal", value]):
+        code, out, err = run_cli(*argv)
+        assert (code, out) == (2, "") and said in one_line(err) and "--journal" in err
+        assert "s3cr3t" not in err
+    assert server.accounting.snapshot()["requests"] == 0
+
+
+def test_chat_with_a_journal_server_that_is_down_still_answers(server: LocalServer) -> None:
+    """A ``redis://`` journal is opened by the chat's client (and closed with it); one that refuses
+    connections costs crash safety only, never the answer (as with ``H2oClient(journal=url)``)."""
+    journal = refused_url().replace("http://", "redis://") + "/0?timeout=0.2"
+    code, out, err = run_cli("chat", "Hi", "--base-url", server.url, "--journal", journal)
+    assert (code, err) == (0, ""), err
+    assert out == "".join(generate([("user", "Hi")], 8)) + "\n"
+    assert server.accounting.live == 0 and server.accounting.deleted == 1
+
+
 def test_serve_without_the_server_extra_says_what_to_install(tmp_path: Path) -> None:
     blocked = tmp_path / "starlette"
     blocked.mkdir()
@@ -362,6 +389,41 @@ def test_sweep_uses_the_url_recorded_with_each_entry(tmp_path: Path) -> None:
     finally:
         journal.close()
 
+
+
+def test_sweep_reports_leased_stopped_and_bad_rows(tmp_path: Path) -> None:
+    """The report names what it counts: entries a lease keeps (``skipped_leased``), generations
+    stopped before their DELETE, rows it could not read; ``--json`` keeps the old key."""
+    import sqlite3
+
+    import httpx
+
+    from h2o_fsm import Journal
+
+    path = tmp_path / "live.sqlite"
+    with emulator(ServerConfig(secure_cookie=False), dialect="chat-ui") as server:
+        with httpx.Client(base_url=server.url) as raw:
+            cids = [raw.post("/conversation", json={"model": server.config.models[0]}).json()["conversationId"]
+                    for _ in range(2)]
+            cookies = dict(raw.cookies)
+        journal = Journal(path, lease=30)
+        journal.add(server.url, cids[0], cookies, owner="alive", dialect="chat-ui")  # its lease holds
+        journal.add(server.url, cids[1], cookies, owner="dead", dialect="chat-ui")
+        journal.running(server.url, cids[1], "0" * 8 + "-0000-4000-8000-" + "0" * 12, cookies)
+        journal.release("dead")
+        journal.close()
+        db = sqlite3.connect(str(path), isolation_level=None)
+        db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)", (server.url, "unreadable", "{", 1.0, 1))
+        db.close()
+        code, out, err = run_cli("sweep", "--journal", str(path), "--dialect", "chat-ui")
+        assert (code, err) == (0, ""), err
+        assert out == "swept: deleted=1 already_gone=0 failed=0 skipped_leased=1 stopped=1 bad_rows=1\n"
+        assert server.accounting.live_ids == {cids[0]} and server.accounting.stops == 1
+        code, out, err = run_cli("sweep", "--journal", str(path), "--dialect", "chat-ui", "--json", "--all")
+        assert code == 0 and json.loads(out) == {
+            "type": "sweep", "deleted": 1, "already_gone": 0, "failed": 0, "skipped_leased": 0, "stopped": 0,
+            "bad_rows": 1, "skipped_live_process": 0}  # --all: the leased one (no generation to stop)
+        assert server.accounting.live == 0
 
 # --- serve and demo ------------------------------------------------------------------------------------------
 

@@ -57,8 +57,8 @@ def test_sweep_json(server: LocalServer, tmp_path: Path) -> None:
     assert run_cli("chat", "Hi", "--base-url", server.url, "--journal", str(journal))[0] == 0
     code, out, _ = run_cli("sweep", "--journal", str(journal), "--json")
     assert code == 0
-    assert objects(out) == [{"type": "sweep", "deleted": 0, "already_gone": 0, "failed": 0,
-                             "skipped_live_process": 0}]
+    assert objects(out) == [{"type": "sweep", "deleted": 0, "already_gone": 0, "failed": 0, "skipped_leased": 0,
+                             "stopped": 0, "bad_rows": 0, "skipped_live_process": 0}]  # the old key, deprecated
 
 
 @pytest.mark.parametrize("command", sorted(parser().subcommands))

@@ -377,3 +377,19 @@ def test_an_empty_file_becomes_a_journal_of_mode_0600(tmp_path: Path) -> None:
     path.touch(mode=0o644)
     Journal(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_sweep_of_a_journal_file_that_cannot_be_opened_is_an_h2o_journal_error(tmp_path: Path) -> None:
+    from h2o_fsm import H2oError, H2oJournalError
+
+    missing = tmp_path / "no-such-folder" / "j.sqlite"
+    async with H2oClient(URL, dialect="h2o", background_sweep=False) as client:
+        with pytest.raises(H2oJournalError, match="could not be opened") as caught:
+            await client.sweep(missing)
+    assert isinstance(caught.value, H2oError) and isinstance(caught.value.__cause__, FileNotFoundError)
+    assert caught.value.journal == str(missing) and not missing.parent.exists()
+    async with H2oClient(URL, dialect="h2o", background_sweep=False) as client:
+        with pytest.raises(ValueError, match="symbolic link"):  # bad input stays a ValueError
+            link = tmp_path / "link.sqlite"
+            link.symlink_to(tmp_path / "elsewhere.sqlite")
+            await client.sweep(link)

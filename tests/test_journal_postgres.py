@@ -9,9 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 from postgres_support import PostgresServer, postgres_server
 from redis_support import unique_namespace
-from support import FAST_RETRIES, FAST_TIMEOUTS
+from support import (
+    FAST_RETRIES,
+    FAST_TIMEOUTS,
+    cli_chat_and_sweep_through,
+    refused_url,
+    sweep_of_a_journal_that_is_down,
+)
 
-from h2o_fsm import H2oClient, JournalBackend, PostgresJournal
+from h2o_fsm import H2oClient, H2oJournalError, JournalBackend, PostgresJournal
 from h2o_fsm.server import LocalServer, ServerConfig
 
 __all__ = ["postgres_server"]
@@ -104,6 +110,16 @@ async def test_a_postgres_that_is_down_never_stops_a_conversation() -> None:
                     break
                 await asyncio.sleep(0.01)
             assert client.journal_failures >= 2 and server.accounting.live == 0
-            with pytest.raises(OSError, match="PostgreSQL journal"):
+            with pytest.raises(H2oJournalError, match="PostgreSQL journal") as caught:
                 await client.sweep()
+            assert isinstance(caught.value.__cause__, ConnectionError)
     await journal.aclose()
+
+
+def test_the_cli_takes_a_postgres_url_for_chat_and_sweep(postgres_server: PostgresServer) -> None:
+    cli_chat_and_sweep_through(f"{postgres_server.url}?namespace={unique_namespace()}")
+
+
+async def test_a_sweep_of_a_postgres_that_refuses_is_an_h2o_journal_error_without_the_password() -> None:
+    port = refused_url().rsplit(":", 1)[1]
+    await sweep_of_a_journal_that_is_down(f"postgresql://me:{SECRET}@127.0.0.1:{port}/db?timeout=0.5", SECRET)

@@ -13,9 +13,15 @@ import pytest
 import structlog
 import structlog.testing
 from redis_support import RedisServer, redis_server, start_redis, unique_namespace
-from support import FAST_RETRIES, FAST_TIMEOUTS
+from support import (
+    FAST_RETRIES,
+    FAST_TIMEOUTS,
+    cli_chat_and_sweep_through,
+    refused_url,
+    sweep_of_a_journal_that_is_down,
+)
 
-from h2o_fsm import H2oClient, Journal, JournalBackend, RedisJournal
+from h2o_fsm import H2oClient, H2oJournalError, Journal, JournalBackend, RedisJournal
 from h2o_fsm.server import LocalServer, ServerConfig
 
 __all__ = ["redis_server"]  # the fixture, imported so that pytest finds it
@@ -241,7 +247,8 @@ async def test_a_redis_that_is_stopped_never_blocks_the_loop_nor_the_conversatio
                 assert elapsed < 5.0, f"asks took {elapsed:.1f} s with Redis stopped"
                 # a blocking Redis call would stall the loop for its whole timeout (0.3 s) or longer
                 assert worst < 0.25, f"the event loop stalled {worst * 1000:.0f} ms"
-                assert isinstance(report_error, TimeoutError), repr(report_error)
+                assert isinstance(report_error, H2oJournalError), repr(report_error)
+                assert isinstance(report_error.__cause__, TimeoutError), repr(report_error.__cause__)
                 assert sweep_took < 3.0
             await journal.aclose()
         events = {e["event"] for e in logs}
@@ -284,3 +291,12 @@ def test_the_sweep_command_takes_a_redis_url(redis_server: RedisServer) -> None:
     down = subprocess.run([*cli, f"redis://:{SECRET}@127.0.0.1:1/0?timeout=0.5"], capture_output=True, text=True,
                           timeout=60)
     assert down.returncode == 1 and "Redis journal" in down.stderr and SECRET not in down.stderr, down.stderr
+
+
+def test_the_cli_takes_a_redis_url_for_chat_and_sweep(redis_server: RedisServer) -> None:
+    cli_chat_and_sweep_through(f"{redis_server.url}?namespace={unique_namespace()}")
+
+
+async def test_a_sweep_of_a_redis_that_refuses_is_an_h2o_journal_error_without_the_password() -> None:
+    port = refused_url().rsplit(":", 1)[1]
+    await sweep_of_a_journal_that_is_down(f"redis://me:{SECRET}@127.0.0.1:{port}/0?timeout=0.5", SECRET)

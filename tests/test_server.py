@@ -209,3 +209,23 @@ def test_installed_without_the_server_extra_pytest_still_runs(tmp_path: Path) ->
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "1 passed" in result.stdout and "1 error" in result.stdout, result.stdout + result.stderr
     assert "pip install 'h2o-fsm[server]'" in result.stdout
+
+
+def test_emulator_names_say_one_thing_each() -> None:
+    """No class or alias of the emulator has the name of one of the engine's (``Conversation``,
+    ``Session``, ``Dialect``…); the old public ``h2o_fsm.server.Dialect`` is kept as an alias."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import h2o_fsm
+    from h2o_fsm import _dialects, _session, server
+
+    engine = set(h2o_fsm.__all__) | {"Session", "Dialect", "DialectState", "BaseDialect"}
+    assert {"Session"} <= set(vars(_session)) and {"Dialect"} <= set(vars(_dialects))
+    for info in pkgutil.iter_modules(server.__path__):
+        module = importlib.import_module(f"h2o_fsm.server.{info.name}")
+        own = {n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__}
+        assert not own & engine, f"{module.__name__} reuses engine names: {sorted(own & engine)}"
+        assert "Dialect" not in vars(module), module.__name__
+    assert server.Dialect is server.DialectName  # the deprecated alias still imports

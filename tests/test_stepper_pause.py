@@ -10,9 +10,9 @@ import pytest
 from support import FAST_RETRIES, assert_clean, caller_timeout, emulator
 
 from h2o_fsm import H2oClient, H2oError, H2oStatusError, Phase
-from h2o_fsm.server import Dialect, Fault, LocalServer, ServerConfig
+from h2o_fsm.server import DialectName, Fault, LocalServer, ServerConfig
 
-DIALECTS: list[Dialect] = ["h2o", "chat-ui"]
+DIALECTS: list[DialectName] = ["h2o", "chat-ui"]
 
 
 def deletes(server: LocalServer) -> int:
@@ -20,7 +20,7 @@ def deletes(server: LocalServer) -> int:
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-async def test_a_failed_send_waits_then_each_step_runs_one_step_of_the_ending(dialect: Dialect) -> None:
+async def test_a_failed_send_waits_then_each_step_runs_one_step_of_the_ending(dialect: DialectName) -> None:
     with emulator(ServerConfig(max_tokens=4), [Fault("send", "status", status=500)], dialect=dialect) as server:
         async with H2oClient(server.url, dialect=dialect, retries=FAST_RETRIES) as client:
             async with client.conversation() as conv:

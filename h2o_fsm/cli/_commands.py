@@ -11,12 +11,13 @@ from typing import Any, TextIO
 from .._client import H2oClient
 from .._diagram import render
 from .._dialects import DEFAULT_DIALECT, get_dialect
+from .._exceptions import H2oJournalError
 from .._journal_base import JournalBackend
 from .._log import redact
 from .._phase import Phase
 from .._protocol import normalize_base_url
 from .._records import TransitionRecord
-from .._sweep import SweepReport
+from .._sweep import JOURNAL_DOWN, SweepReport
 from .._tail import TRIGGER as TAIL
 from ._chat import open_journal
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, SERVER_EXTRA, UsageError, os_error_text
@@ -145,32 +146,16 @@ async def _sweep_each(
     for url in urls:
         async with H2oClient(url, background_sweep=False, **options) as client:
             report = await client.sweep(journal, include_live_processes=include_live_processes)
-        total.deleted += report.deleted
-        total.already_gone += report.already_gone
-        total.failed += report.failed
-        total.skipped += report.skipped
+        total.add(report)
     return total
-
-
-def _sweep_journal(spec: str) -> JournalBackend:
-    """``--journal``: a ``redis://`` or ``postgresql://`` URL, or the path of an existing journal file."""
-    if "://" not in spec:
-        return open_journal(spec, must_exist=True)
-    from .._journal_lease import open_journal as open_url
-
-    try:
-        journal, _ = open_url(spec)
-    except (ValueError, ImportError) as exc:
-        raise UsageError(f"--journal: {exc}") from None
-    assert journal is not None
-    return journal
 
 
 async def _sweep_all(
     journal: JournalBackend, base_url: str | None, options: dict[str, Any], *, include_live_processes: bool
 ) -> tuple[SweepReport, list[str]]:
     try:
-        recorded = sorted({entry.base_url for entry in (await journal.scan_async()).entries})
+        scan = await journal.scan_async()
+        recorded = sorted({entry.base_url for entry in scan.entries})
         if base_url:
             wanted = normalize_base_url(base_url)
             targets = [url for url in recorded if url == wanted]
@@ -178,9 +163,17 @@ async def _sweep_all(
         else:
             targets, skipped = recorded, []
         total = await _sweep_each(targets, journal, options, include_live_processes=include_live_processes)
+        total.bad_rows = len(scan.bad_rows)  # the journal's, whatever their URL (each sweep saw only its own)
     finally:
         await journal.aclose()
     return total, skipped
+
+
+def _sweep_counts(report: SweepReport) -> dict[str, int]:
+    """What ``sweep`` prints, in its order. ``skipped_leased``: entries left because a lease holds (their
+    owner's, or another sweeper's claim); ``bad_rows``: rows of the journal that could not be read."""
+    return {"deleted": report.deleted, "already_gone": report.already_gone, "failed": report.failed,
+            "skipped_leased": report.skipped, "stopped": report.stopped, "bad_rows": report.bad_rows}
 
 
 def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -189,20 +182,20 @@ def run_sweep(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cookies = cookies_from(args.cookie)
     if cookies:
         options["cookies"] = cookies
-    journal = _sweep_journal(args.journal)
+    journal = open_journal(args.journal, must_exist=True)
     try:
         total, skipped = asyncio.run(_sweep_all(journal, args.base_url, options, include_live_processes=args.all))
-    except OSError as exc:  # a journal that cannot be read (Redis down, say): nothing swept
-        err.write(f"h2o-fsm: --journal: {exc}\n")
+    except JOURNAL_DOWN as exc:  # a journal that cannot be read (Redis down, say): nothing swept
+        err.write(f"h2o-fsm: --journal: {redact(str(exc))}\n")
         return EXIT_FAILED
+    except H2oJournalError as exc:  # the same, met by a client's sweep
+        err.write(f"h2o-fsm: --journal: {exc.detail}\n")
+        return EXIT_FAILED
+    counts = _sweep_counts(total)
     if args.json:
-        emit(out, {"type": "sweep", "deleted": total.deleted, "already_gone": total.already_gone,
-                   "failed": total.failed, "skipped_live_process": total.skipped})
+        emit(out, {"type": "sweep", **counts, "skipped_live_process": total.skipped})  # the old key: deprecated
     else:
-        out.write(
-            f"swept: deleted={total.deleted} already_gone={total.already_gone} failed={total.failed} "
-            f"skipped_live_process={total.skipped}\n"
-        )
+        out.write("swept: " + " ".join(f"{key}={value}" for key, value in counts.items()) + "\n")
     if skipped:
         err.write(
             f"h2o-fsm: left the entries of other deployments: {', '.join(redact(u) for u in skipped)} "

@@ -185,7 +185,9 @@ def parser() -> _Parser:
                       help="overall deadline of each answer, > 0 (default: none)")
     chat.add_argument("--step", action="store_true", help="pause before each phase (Enter runs it, q quits)")
     chat.add_argument("--trace", metavar="FILE", help="write every transition as a JSON line to FILE")
-    chat.add_argument("--journal", metavar="FILE", help="record live conversations for `h2o-fsm sweep`")
+    chat.add_argument("--journal", metavar="FILE|URL",
+                      help="record live conversations for `h2o-fsm sweep`: a file (SQLite), or a redis://host:port/db"
+                           " or postgresql://user@host/db URL")
     chat.add_argument("--debug", action="store_true", help="show tracebacks")
     add_json_option(chat)
     _dialect_option(chat)
@@ -215,7 +217,8 @@ def parser() -> _Parser:
     sweep.add_argument("--base-url",
                        help="sweep only this deployment's entries (default: each entry at the URL recorded with it)")
     sweep.add_argument("--journal", metavar="FILE|URL", required=True,
-                       help="the journal: a file written by `chat --journal`, or a redis://host:port/db URL")
+                       help="the journal: a file written by `chat --journal`, or a redis://host:port/db or"
+                            " postgresql://user@host/db URL")
     sweep.add_argument("--all", action="store_true", help="also entries whose owner's lease still holds")
     sweep.add_argument("--debug", action="store_true", help="show tracebacks")
     add_json_option(sweep)

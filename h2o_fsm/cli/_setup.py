@@ -16,6 +16,8 @@ from .._config import Timeouts
 from .._conversation import Conversation
 from .._dialects import get_dialect
 from .._journal import Journal
+from .._journal_base import JournalBackend
+from .._journal_lease import open_journal as open_backend
 from .._log import redact
 from .._phase import Phase
 from .._protocol import Message
@@ -24,7 +26,7 @@ from .._table import SPEC, destination
 from ._errors import UsageError, os_error_text
 from ._parser import cookies_from
 
-__all__ = ["ChatSetup", "StatusLine", "messages", "open_journal"]
+__all__ = ["ChatSetup", "StatusLine", "is_journal_url", "messages", "open_journal"]
 
 
 class StatusLine:
@@ -58,8 +60,26 @@ def _writable_file(path: str, option: str) -> Path:
     return target
 
 
-def open_journal(path: str, *, must_exist: bool = False) -> Journal:
-    """The journal at ``path``, or a :class:`UsageError` saying in one line why not."""
+def is_journal_url(spec: str) -> bool:
+    """``--journal`` names a journal server (``redis://``, ``postgresql://``…), not a file."""
+    return "://" in spec
+
+
+def open_journal(spec: str, *, must_exist: bool = False) -> JournalBackend:
+    """The journal ``--journal`` names, as ``H2oClient(journal=...)`` takes it: a file path (SQLite) or a
+    ``redis://`` / ``rediss://`` / ``postgresql://`` URL; else a :class:`UsageError` saying in one line
+    why not. Opening a URL connects to nothing yet (the first call does)."""
+    if not is_journal_url(spec):
+        return _open_file(spec, must_exist=must_exist)
+    try:
+        journal, _ = open_backend(spec)
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"--journal {redact(spec)}: {exc}") from None
+    assert journal is not None
+    return journal
+
+
+def _open_file(path: str, *, must_exist: bool) -> Journal:
     target = Path(path)
     if must_exist and not target.exists():
         raise UsageError(f"--journal {path}: no such journal file")
@@ -90,8 +110,10 @@ class ChatSetup:
                     self.trace = _writable_file(args.trace, "--trace").open("w", encoding="utf-8")
                 except OSError as exc:
                     raise UsageError(f"--trace {args.trace}: {os_error_text(exc)}") from None
-            if args.journal:
-                self.journal = open_journal(args.journal)
+            if args.journal and not is_journal_url(args.journal):
+                self.journal = _open_file(args.journal, must_exist=False)
+            elif args.journal:  # a journal server: checked now; the client opens its own, closed with it
+                open_journal(args.journal)
         except BaseException:
             self.close()
             raise
@@ -117,7 +139,7 @@ class ChatSetup:
             model=args.model,
             on_transition=self.observe,
             timeouts=timeouts,
-            journal=self.journal,
+            journal=self.journal or self.args.journal or None,
             dialect=args.dialect,
             cookies=dict(self.cookies) or None,
         )
@@ -160,7 +182,7 @@ class ChatSetup:
             where = redact(self.args.base_url or "")
             if self.args.journal:
                 # this process's lease still holds it until it expires (30 s): --all does not wait for that
-                fix = f"`h2o-fsm sweep --journal {self.args.journal} --all` removes it"
+                fix = f"`h2o-fsm sweep --journal {redact(self.args.journal)} --all` removes it"
             else:
                 fix = "delete it in the web UI (with --journal FILE, `h2o-fsm sweep --journal FILE` would)"
             said.append(f"conversation {', '.join(ids)} may be left on {where} — {fix}")

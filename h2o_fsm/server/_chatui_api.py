@@ -11,14 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ._chatui_model import ChatUiConversation, error_page, fault_answer, iso
+from ._chatui_model import StoredChatUiConversation, error_page, fault_answer, iso
 from ._chatui_stream import Generation
 from ._state import ServerConfig, State
 
 __all__ = ["api_routes", "sse_events"]
 
 Enter = Callable[[Request, "str | None"], Awaitable[tuple[str, bool, "Response | None"]]]
-Lookup = Callable[[str, Request], tuple[str, "ChatUiConversation | None"]]
+Lookup = Callable[[str, Request], tuple[str, "StoredChatUiConversation | None"]]
 
 
 def _frame(seq: int, update: dict[str, object]) -> bytes:
@@ -64,9 +64,9 @@ def api_routes(st: State, enter: Enter, conversation: Lookup) -> list[Route]:
     """The routes of this module, over the chat-ui app's state, gates and conversation lookup."""
     cfg, acct, finish = st.config, st.accounting, st.finish
 
-    def mine(sid: str) -> list[tuple[str, ChatUiConversation]]:
+    def mine(sid: str) -> list[tuple[str, StoredChatUiConversation]]:
         convs = st.conversations.items()
-        return [(cid, c) for cid, c in convs if c.session == sid and isinstance(c, ChatUiConversation)]
+        return [(cid, c) for cid, c in convs if c.session == sid and isinstance(c, StoredChatUiConversation)]
 
     async def models(request: Request) -> Response:
         sid, new, answer = await enter(request, None)

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from ._accounting import MessageRecord, TurnRecord
 from ._chatui_api import api_routes
 from ._chatui_model import (
-    ChatUiConversation,
+    StoredChatUiConversation,
     error_page,
     fault_answer,
     form_fields,
@@ -36,7 +36,7 @@ from ._chatui_model import (
     stop_point,
     superjson,
 )
-from ._chatui_stream import Generation, Message
+from ._chatui_stream import Generation, StoredMessage
 from ._state import AbsoluteForm, State, generate
 
 __all__ = ["create_chatui_app", "form_fields", "superjson"]
@@ -75,10 +75,10 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
             return sid, new, blocked
         return sid, new, await fault_answer(request, st.faults.take(phase))
 
-    def conversation(sid: str, request: Request) -> tuple[str, ChatUiConversation | None]:
+    def conversation(sid: str, request: Request) -> tuple[str, StoredChatUiConversation | None]:
         cid = request.path_params["cid"]
         conv = st.owned(sid, cid)
-        return cid, conv if isinstance(conv, ChatUiConversation) else None
+        return cid, conv if isinstance(conv, StoredChatUiConversation) else None
 
     async def index(request: Request) -> Response:
         sid, new = st.session_of(request)
@@ -120,8 +120,8 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         if limit is not None and sum(c.session == sid for c in st.conversations.values()) >= limit:
             return finish(request, error_page(request, 429, USAGE_LIMIT), sid, new)
         cid = secrets.token_hex(12)
-        root = Message(str(uuid.uuid4()), "system", preprompt, [])
-        conv = st.conversations[cid] = ChatUiConversation(sid, model, preprompt, messages=[root])
+        root = StoredMessage(str(uuid.uuid4()), "system", preprompt, [])
+        conv = st.conversations[cid] = StoredChatUiConversation(sid, model, preprompt, messages=[root])
         failed = fault is not None and fault.kind == "create_then_error"
         acct.record_created(cid, answered_error=failed)
         acct.record_message(cid, MessageRecord(root.id, "system", preprompt, None))
@@ -177,11 +177,11 @@ def create_chatui_app(st: State, routes: list[Route]) -> Starlette:
         response = StreamingResponse(run.body(), media_type="application/jsonl")
         return finish(request, response, sid, new, cid)
 
-    def _add_turn(cid: str, conv: ChatUiConversation, parent: Message, inputs: str) -> Message:
+    def _add_turn(cid: str, conv: StoredChatUiConversation, parent: StoredMessage, inputs: str) -> StoredMessage:
         """Hang the user's message from ``parent`` and an empty assistant message from it."""
         branched = parent is not conv.messages[-1]
-        user = Message(str(uuid.uuid4()), "user", inputs.replace("\r\n", "\n"), [*parent.ancestors, parent.id])
-        assistant = Message(str(uuid.uuid4()), "assistant", "", [*user.ancestors, user.id])
+        user = StoredMessage(str(uuid.uuid4()), "user", inputs.replace("\r\n", "\n"), [*parent.ancestors, parent.id])
+        assistant = StoredMessage(str(uuid.uuid4()), "assistant", "", [*user.ancestors, user.id])
         parent.children.append(user.id)
         user.children.append(assistant.id)
         conv.messages += [user, assistant]

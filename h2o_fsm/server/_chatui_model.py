@@ -15,12 +15,12 @@ from email.parser import BytesParser
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from ._chatui_stream import Generation, Message
+from ._chatui_stream import Generation, StoredMessage
 from ._faults import Fault
-from ._state import Conversation, apply_request_fault
+from ._state import StoredConversation, apply_request_fault
 
 __all__ = [
-    "ChatUiConversation",
+    "StoredChatUiConversation",
     "error_page",
     "fault_answer",
     "form_fields",
@@ -36,10 +36,10 @@ _RUNS_KEPT = 8  # runs a conversation remembers for reattaching (the newest)
 
 
 @dataclasses.dataclass
-class ChatUiConversation(Conversation):
+class StoredChatUiConversation(StoredConversation):
     preprompt: str = ""
     title: str = "New Chat"
-    messages: list[Message] = dataclasses.field(default_factory=list)
+    messages: list[StoredMessage] = dataclasses.field(default_factory=list)
     created_at: float = dataclasses.field(default_factory=time.time)
     updated_at: float = dataclasses.field(default_factory=time.time)
     runs: dict[str, Generation] = dataclasses.field(default_factory=dict)  # by generation id, newest last
@@ -62,7 +62,7 @@ class ChatUiConversation(Conversation):
         for run in self.runs.values():
             run.stop()
 
-    def find(self, message_id: object) -> Message | None:
+    def find(self, message_id: object) -> StoredMessage | None:
         return next((m for m in self.messages if m.id == message_id), None)
 
 
@@ -70,7 +70,7 @@ def iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
 
 
-def superjson(cid: str, conv: ChatUiConversation) -> dict[str, object]:
+def superjson(cid: str, conv: StoredChatUiConversation) -> dict[str, object]:
     """The conversation as ``GET /api/v2/conversations/{id}`` serves it (superjson: ``json`` + ``meta``)."""
     return {
         "json": {

@@ -21,7 +21,7 @@ from ._accounting import Accounting
 from ._faults import Fault, StreamWire, stream_fault
 from ._state import Dropped, ServerConfig
 
-__all__ = ["PADDING", "Generation", "Message", "pad"]
+__all__ = ["PADDING", "Generation", "StoredMessage", "pad"]
 
 PADDING = 4096  # spaces written after finalAnswer, before the closing status
 _WIRE = StreamWire(
@@ -32,7 +32,9 @@ _WIRE = StreamWire(
 
 
 @dataclasses.dataclass
-class Message:
+class StoredMessage:
+    """One node of a stored chat-ui conversation's message tree."""
+
     id: str
     role: str  # "system" | "user" | "assistant" (chat-ui's ``from``)
     content: str
@@ -71,7 +73,7 @@ class Generation:
         config: ServerConfig,
         accounting: Accounting,
         cid: str,
-        message: Message,
+        message: StoredMessage,
         *,
         tokens: list[str],
         reasoning: list[str],

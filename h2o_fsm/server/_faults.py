@@ -15,12 +15,9 @@ from .._phase import Phase
 from .._table import SPEC, STATES
 
 __all__ = [
-    "DIALECTS", "PHASES", "Dialect", "DialectName", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "Injected",
+    "DIALECTS", "PHASES", "DialectName", "Fault", "FaultKind", "FaultPhase", "FaultPlan", "Injected",
     "StreamWire", "phases_of", "stream_fault",
 ]
-
-Dialect = DialectName
-"""The old name of :data:`~h2o_fsm._dialects.DialectName` (a built-in dialect's name)."""
 
 FaultPhase = str
 """One of :data:`PHASES` (checked when a :class:`Fault` is built)."""

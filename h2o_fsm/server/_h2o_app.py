@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ._faults import Fault, StreamWire, stream_fault
-from ._state import AbsoluteForm, Conversation, Dropped, State, apply_request_fault, error, generate
+from ._state import AbsoluteForm, Dropped, State, StoredConversation, apply_request_fault, error, generate
 
 __all__ = ["create_h2o_app"]
 
@@ -30,7 +30,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 @dataclasses.dataclass
-class _H2oConversation(Conversation):
+class _StoredH2oConversation(StoredConversation):
     history: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
@@ -102,7 +102,7 @@ def create_h2o_app(st: State, routes: list[Route]) -> Starlette:
         if not isinstance(model, str) or model not in cfg.models:
             return finish(request, error(400, f"Invalid model: {model!r}", as_json=True), sid, new)
         cid = secrets.token_hex(12)
-        st.conversations[cid] = _H2oConversation(sid, model)
+        st.conversations[cid] = _StoredH2oConversation(sid, model)
         failed = fault is not None and fault.kind == "create_then_error"
         acct.record_created(cid, answered_error=failed)
         if fault is not None and failed:
@@ -117,7 +117,7 @@ def create_h2o_app(st: State, routes: list[Route]) -> Starlette:
         if blocked is not None:
             return finish(request, blocked, sid, new, cid)
         conv = st.owned(sid, cid)
-        if not isinstance(conv, _H2oConversation):
+        if not isinstance(conv, _StoredH2oConversation):
             return finish(request, error(404, "Conversation not found", as_json=True), sid, new, cid)
         injected = await apply_request_fault(st.faults.take("send"), as_json=True)
         if injected is not None:
@@ -196,7 +196,7 @@ _WIRE = StreamWire(
 
 
 async def _stream(
-    conv: _H2oConversation, tokens: list[str], fault: Fault | None, delay: float, details: bool
+    conv: _StoredH2oConversation, tokens: list[str], fault: Fault | None, delay: float, details: bool
 ) -> AsyncIterator[bytes]:
     for i in range(len(tokens) + 1):
         injected = stream_fault(fault, i, len(tokens), _WIRE)

@@ -25,11 +25,11 @@ from ._faults import Fault, FaultPlan
 __all__ = [
     "HTML_PAGE",
     "AbsoluteForm",
-    "Conversation",
     "Dropped",
     "ServerConfig",
-    "Session",
+    "ServerSession",
     "State",
+    "StoredConversation",
     "apply_request_fault",
     "error",
     "generate",
@@ -125,13 +125,17 @@ def generate(history: list[tuple[str, str]], n_tokens: int) -> list[str]:
 
 
 @dataclasses.dataclass
-class Session:
+class ServerSession:
+    """What the emulator keeps of one client session (its cookie): the settings gate and active model."""
+
     settings_accepted: bool = False
     active_model: str | None = None
 
 
 @dataclasses.dataclass
-class Conversation:
+class StoredConversation:
+    """A conversation as the emulator stores it (each app subclasses it with its own data)."""
+
     session: str
     model: str
 
@@ -153,8 +157,8 @@ class State:
         self.config = config
         self.faults = faults
         self.accounting = accounting
-        self.sessions: dict[str, Session] = {}
-        self.conversations: dict[str, Conversation] = {}
+        self.sessions: dict[str, ServerSession] = {}
+        self.conversations: dict[str, StoredConversation] = {}
         self.open_streams: dict[str, int] = {}  # conversation id -> its answer streams not ended yet
         self.overlapping_sends = 0  # sends that came while the same conversation's previous stream was open
         self.cookie_secure = config.secure_cookie is True  # the apps may choose their dialect's default
@@ -178,13 +182,13 @@ class State:
         name = self.config.cookie_name
         sid = request.cookies.get(name)
         if sid and (sid in self.sessions or sid == self.config.required_cookies.get(name)):
-            self.sessions.setdefault(sid, Session())
+            self.sessions.setdefault(sid, ServerSession())
             return sid, False
         sid = secrets.token_hex(16)
-        self.sessions[sid] = Session()
+        self.sessions[sid] = ServerSession()
         return sid, True
 
-    def owned(self, sid: str, cid: str) -> Conversation | None:
+    def owned(self, sid: str, cid: str) -> StoredConversation | None:
         conv = self.conversations.get(cid)
         return conv if conv is not None and conv.session == sid else None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from .._dialects import DEFAULT_DIALECT
-from ..server._faults import ALLOWED, Dialect, Fault, FaultKind, FaultPhase, FaultPlan, phases_of
+from ..server._faults import ALLOWED, DialectName, Fault, FaultKind, FaultPhase, FaultPlan, phases_of
 
 __all__ = [
     "fault_plans",
@@ -38,7 +38,7 @@ def faults(
     max_token: int = 10,
     kinds: tuple[FaultKind, ...] | None = None,
     *,
-    dialect: Dialect = DEFAULT_DIALECT,
+    dialect: DialectName = DEFAULT_DIALECT,
     recoverable: bool = False,
 ) -> Fault:
     """One fault of any kind allowed in a phase (default: the phases of ``dialect``'s server).
@@ -68,7 +68,7 @@ def faults(
 
 
 def fault_plans(
-    max_faults: int = 3, *, dialect: Dialect = DEFAULT_DIALECT, recoverable: bool = False, **kw: object
+    max_faults: int = 3, *, dialect: DialectName = DEFAULT_DIALECT, recoverable: bool = False, **kw: object
 ) -> st.SearchStrategy[FaultPlan]:
     """Plans of up to ``max_faults`` faults for a ``dialect``'s server (``kw`` goes to :func:`faults`).
 
