@@ -143,24 +143,42 @@ class Requester:
 
         method, path = request or request_of(phase, cid)
         path += query
-
-        async def once() -> httpx.Response:
+        try:  # the first attempt awaited here: no closure, no frame more per resume (see _retried)
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
-                                        extra=headers)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
-                                        extra=headers)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
+        except H2oError as first:
+            return await self._retried(first, phase, method, path, session=session, body=body, ok=ok, cid=cid,
+                                       budget=budget, each=each, headers=headers, on_retry=on_retry)
+
+    async def _retried(
+        self,
+        first: H2oError,
+        phase: Phase,
+        method: str,
+        path: str,
+        *,
+        session: Session,
+        body: Body,
+        ok: Collection[int],
+        cid: str | None,
+        budget: float | None,
+        each: bool,
+        headers: dict[str, str] | None,
+        on_retry: Callable[[], None] | None,
+    ) -> httpx.Response:
+        """The attempts after a failed first one, by the table's retry policy (``call``'s arguments)."""
 
         async def again() -> httpx.Response:
             if on_retry is not None:
                 on_retry()
-            return await once()
+            if not each:
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
+            async with self.step(phase, None, cid):
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
 
-        try:
-            return await once()
-        except H2oError as first:
-            return await retry_after_failure(again, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
+        return await retry_after_failure(again, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
 
     async def _once(
         self,

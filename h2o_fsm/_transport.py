@@ -144,33 +144,28 @@ class FastTransport(httpx.AsyncBaseTransport):
         headers = request.headers
         if self._auth is not None and request.url.scheme == "http":
             headers["Proxy-Authorization"] = self._auth
-        try:
-            data: bytes | None = request.content or None
-        except httpx.RequestNotRead:  # a multipart body: small, read whole
-            data = await request.aread() or None
-        return await self._send(request.method, str(request.url), headers.multi_items(), data, request.extensions,
-                                request_of=lambda: request)
+        return await self.send(request.method, str(request.url), headers.multi_items(), await _content(request),
+                               request.extensions, request_of=lambda: request)
 
-    async def send(self, method: str, url: str, headers: dict[str, str], content: bytes | None,
-                   extensions: Mapping[str, Any]) -> httpx.Response:
+    async def send(self, method: str, url: str, headers: dict[str, str] | list[tuple[str, str]],
+                   content: bytes | None, extensions: Mapping[str, Any], *,
+                   request_of: Callable[[], httpx.Request] | None = None) -> httpx.Response:
         """What ``handle_async_request`` does with the ``httpx.Request`` these make (the same request on
         the wire), without making it: aiohttp takes the headers as given (it adds ``Host`` and
         ``Content-Length`` as httpx would), and the ``httpx.Request`` is built only if something reads
-        it (an error's or the response's ``request``). ``url``: absolute, already encoded."""
-        if self._auth is not None and url.startswith("http:"):
-            headers["Proxy-Authorization"] = self._auth
+        it (an error's or the response's ``request``). ``url``: absolute and encoded, as httpx shows it."""
+        if request_of is None:  # the requester's own call (a dict of headers)
+            assert isinstance(headers, dict)
+            if self._auth is not None and url.startswith("http:"):
+                headers["Proxy-Authorization"] = self._auth
 
-        def request_of() -> httpx.Request:
-            return httpx.Request(method, url, content=content, headers=headers, extensions=extensions)
+            def request_of() -> httpx.Request:
+                return httpx.Request(method, url, content=content, headers=headers, extensions=extensions)
 
-        return await self._send(method, _yarl(url), headers, content, extensions, request_of=request_of)
-
-    async def _send(self, method: str, url: str | yarl.URL, headers: Any, data: bytes | None,
-                    extensions: Mapping[str, Any], *, request_of: Callable[[], httpx.Request]) -> httpx.Response:
         session = self._session or self._open()
         try:
             response = await session.request(
-                method, url, headers=headers, data=data, allow_redirects=False, compress=None,
+                method, _yarl(url), headers=headers, data=content, allow_redirects=False, compress=None,
                 timeout=self._timeout(extensions), proxy=self._proxy, proxy_headers=self._proxy_headers,
                 server_hostname=extensions.get("sni_hostname"),
             )
@@ -203,6 +198,18 @@ class FastTransport(httpx.AsyncBaseTransport):
         return f"<FastTransport aiohttp {aiohttp.__version__}>"
 
 
+async def _content(request: httpx.Request) -> bytes | None:
+    try:
+        return request.content or None
+    except httpx.RequestNotRead:  # a multipart body: small, read whole
+        pass
+    try:
+        return await request.aread() or None
+    except Exception as exc:
+        mapped = map_lower_error(exc, request)
+    raise mapped
+
+
 def _built(request_of: Callable[[], httpx.Request]) -> httpx.Request | None:
     try:
         return request_of()
@@ -212,9 +219,8 @@ def _built(request_of: Callable[[], httpx.Request]) -> httpx.Request | None:
 
 @functools.lru_cache(maxsize=1024)
 def _yarl(url: str) -> yarl.URL:
-    # aiohttp's URL type, parsed once per URL (a conversation's send and DELETE share one) and not
-    # quoted again: the requester's URLs are httpx-normalised, already encoded
-    return yarl.URL(url, encoded=True)
+    # aiohttp's URL type, as aiohttp parses a string, once per URL (a conversation's send and DELETE share one)
+    return yarl.URL(url)
 
 
 class _Response(httpx.Response):
