@@ -4,8 +4,10 @@ environment like httpx's ``trust_env``), TLS verification (a bool, a CA bundle p
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import os
+import re
 import ssl
 import urllib.request
 from collections.abc import Mapping
@@ -15,13 +17,37 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 __all__ = [
-    "Verify", "check_headers", "check_proxy", "env_proxy", "no_cookie_jar", "proxy_credentials", "proxy_secrets",
-    "tls_context",
+    "PLAIN_PATH", "Verify", "check_headers", "check_proxy", "env_proxy", "no_cookie_jar", "parse_url", "plain_prefix",
+    "proxy_credentials", "proxy_secrets", "tls_context", "url_text",
 ]
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 _REFUSED_HEADERS = ("cookie", "host", "content-length", "transfer-encoding")
+
+
+PLAIN_PATH = re.compile(r"(?:/(?:[A-Za-z0-9_~-]|%[0-9A-F]{2})+)+")
+"""Path segments httpx leaves as they are after a base URL: no dot segment, nothing it would quote."""
+_PROBE = "/h2o-fsm-probe"
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_url(url: str) -> httpx.URL:
+    """``httpx.URL(url)``, bounded: the fixed paths stay, a conversation's own is reused by its send and DELETE."""
+    return httpx.URL(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def url_text(url: str) -> str:
+    """``url`` httpx-normalised and encoded, as an ``httpx.Request`` of it would send it."""
+    return str(parse_url(url))
+
+
+def plain_prefix(base_url: str) -> str | None:
+    """What ``url_text(base_url + path)`` starts with for every ``PLAIN_PATH`` path (``None``: no such
+    prefix, a base URL with a query or fragment): those URLs are then made without parsing them."""
+    probe = url_text(base_url + _PROBE)
+    return probe[: -len(_PROBE)] if probe.endswith(_PROBE) and not {"?", "#"} & set(probe) else None
 
 
 def check_proxy(proxy: object, origin: str = "proxy") -> str | None:

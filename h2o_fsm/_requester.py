@@ -4,10 +4,9 @@ policy; every lower-level error goes through ``_translate`` on its way out."""
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from contextlib import aclosing
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +24,7 @@ from ._exceptions import (
 from ._hints import status_hint
 from ._json import dumps
 from ._log import scrub, shown_headers
+from ._network import PLAIN_PATH, parse_url, plain_prefix, url_text
 from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
@@ -36,6 +36,7 @@ from ._transport import GAP_EXTENSION, FastTransport
 from ._version import VERSION
 
 __all__ = ["Requester"]
+
 
 class Requester:
     """Sends the requests of one deployment over one ``httpx.AsyncClient``. Shared by all conversations
@@ -63,6 +64,7 @@ class Requester:
         self.transport = transport
         self.fast = transport if isinstance(transport, FastTransport) else None  # takes our headers as they are
         self.base_url = base_url
+        self.prefix = plain_prefix(base_url)
         self.timeouts = timeouts
         self.retries = retries
         self.limits = limits
@@ -93,7 +95,14 @@ class Requester:
         self.closing = False
 
     def url(self, path: str) -> httpx.URL:
-        return _parse_url(self.base_url + path)
+        return parse_url(self.base_url + path)
+
+    def url_text(self, path: str) -> str:
+        """``str(self.url(path))``; for a path of plain segments (the table's, an id in them) without
+        parsing it again: httpx leaves such segments as they are after the normalised base URL."""
+        if self.prefix is not None and PLAIN_PATH.fullmatch(path):
+            return self.prefix + path
+        return url_text(self.base_url + path)
 
     def step(self, phase: Phase, deadline: float | None, cid: str | None) -> StepBound:
         """Bound a whole step (wall clock) by its table timeout and ``deadline`` (loop time), and let
@@ -149,34 +158,20 @@ class Requester:
             async with self.step(phase, None, cid):
                 return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
         except H2oError as first:
-            return await self._retried(first, phase, method, path, session=session, body=body, ok=ok, cid=cid,
-                                       budget=budget, each=each, headers=headers, on_retry=on_retry)
+            kw = {"session": session, "body": body, "ok": ok, "cid": cid, "extra": headers}
+            return await self._retried(first, phase, method, path, kw, budget=budget, each=each, on_retry=on_retry)
 
-    async def _retried(
-        self,
-        first: H2oError,
-        phase: Phase,
-        method: str,
-        path: str,
-        *,
-        session: Session,
-        body: Body,
-        ok: Collection[int],
-        cid: str | None,
-        budget: float | None,
-        each: bool,
-        headers: dict[str, str] | None,
-        on_retry: Callable[[], None] | None,
-    ) -> httpx.Response:
-        """The attempts after a failed first one, by the table's retry policy (``call``'s arguments)."""
+    async def _retried(self, first: H2oError, phase: Phase, method: str, path: str, kw: dict[str, Any], *,
+                       budget: float | None, each: bool, on_retry: Callable[[], None] | None) -> httpx.Response:
+        """The attempts after a failed first one, by the table's retry policy (``kw``: ``_once``'s)."""
 
         async def again() -> httpx.Response:
             if on_retry is not None:
                 on_retry()
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
-            async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
+                return await self._once(phase, method, path, **kw)
+            async with self.step(phase, None, cid=kw["cid"]):
+                return await self._once(phase, method, path, **kw)
 
         return await retry_after_failure(again, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
 
@@ -207,8 +202,7 @@ class Requester:
         transport = self.transport
         with translated(phase, cid):
             if self.fast is not None and body.form is None and body.files is None:  # no httpx.Request made
-                response = await self.fast.send(method, _url_text(self.base_url + path), headers, content,
-                                                self.extensions[phase])
+                response = await self.fast.send(method, self.url_text(path), headers, content, self.extensions[phase])
             elif transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
@@ -255,7 +249,7 @@ class Requester:
         if limit <= 0:
             return b""
         try:
-            async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as chunks:
+            async with aclosing(_chunks(response)) as chunks:
                 async for chunk in chunks:
                     buf += chunk
                     if len(buf) >= limit:
@@ -270,7 +264,7 @@ class Requester:
         buf = bytearray()
         try:
             with translated(phase, cid, response.status_code, f"{phase.value} answer"):
-                async for chunk in response.aiter_bytes():
+                async for chunk in _chunks(response):
                     buf += chunk
                     if len(buf) > limit:
                         raise H2oLimitError(f"answer larger than {limit} bytes", phase=phase,
@@ -287,20 +281,15 @@ class Requester:
             await response.aclose()
 
 
+def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # without a content-encoding the raw bytes are the bytes: one generator layer and a decoder lookup less
+    chunks = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+    return cast("AsyncGenerator[bytes, None]", chunks)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return None if value is None else max(0.0, float(value))
     except ValueError:
         return None
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_url(url: str) -> httpx.URL:
-    # Bounded: the fixed paths stay, and a conversation's own path is reused by its send and delete.
-    return httpx.URL(url)
-
-
-@functools.lru_cache(maxsize=1024)
-def _url_text(url: str) -> str:
-    return str(_parse_url(url))  # httpx-normalised and encoded, as an httpx.Request would send it

@@ -128,3 +128,24 @@ async def test_a_client_sends_json_and_empty_bodies_on_the_direct_path(
     assert server.accounting.created == 2
     assert_clean(server)
     assert through == ["POST /settings"]  # a form (once a session): the only request built as an httpx.Request
+
+
+BASES = ["http://127.0.0.1:8000", "https://Example.COM", "http://example.com:80", "https://h.example/chat",
+         "http://h/a/../b", "http://h/a/..", "https://bücher.example/x y", "http://[::1]:9", "http://h/%7Euser",
+         "http://h/a%2fb"]
+PATHS = ["/settings", "/conversation", "/conversation/abc123", "/conversation/6a1f%2F..%2Fx", "/conversation/a-b_c~d",
+         "/conversation/abc/stop-generating", "/conversation/%E2%9C%93", "/api/v2/conversations/xyz",
+         "/conversation/..", "/conversation/a.b", "/conversation/abc?x=1&y=%20", "/conversation//x", "/a%2f", ""]
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_the_direct_path_sends_the_url_httpx_would(base: str) -> None:
+    from h2o_fsm import Retries, Timeouts
+    from h2o_fsm._config import Limits
+    from h2o_fsm._requester import Requester
+
+    requester = Requester(httpx.AsyncClient(), base, timeouts=Timeouts(), retries=Retries(), limits=Limits())
+    if base == BASES[0]:
+        assert requester.prefix == base  # the common case takes the short way
+    for path in PATHS:
+        assert requester.url_text(path) == str(httpx.URL(base + path)), (base, path)
