@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from enum import Enum
 from typing import Any, Final, cast
 
 from transitions.core import MachineError
@@ -83,12 +84,13 @@ class _Transition(AsyncTransition):
             if funcs:
                 await _run(funcs, event_data)
         if self.dest:  # None: an internal transition, no change of state
-            source = machine.get_state(self.source)
+            states = machine.states  # by name: what get_state, set_state and event_data.update look up
+            source = states[self.source]
             if source.on_exit:
                 await _run(source.on_exit, event_data)
-            machine.set_state(self.dest, event_data.model)
-            event_data.update(getattr(event_data.model, machine.model_attribute))
-            dest = machine.get_state(self.dest)
+            dest = states[self.dest]
+            setattr(event_data.model, machine.model_attribute, dest.value)
+            event_data.state = dest
             for func in dest.on_enter:  # the step: every await in it resumes this frame, so inline
                 result = (getattr(event_data.model, func) if type(func) is str else func)(event_data)
                 if result is not None:
@@ -110,7 +112,7 @@ class _Event(AsyncEvent):
     async def trigger(self, model: object, *args: Any, **kwargs: Any) -> bool:  # type: ignore[override]
         machine = self.machine
         event_data = AsyncEventData(None, self, machine, model, args=args, kwargs=kwargs)
-        event_data.state = machine.get_state(getattr(model, machine.model_attribute))
+        event_data.state = machine.state_of(getattr(model, machine.model_attribute))
         try:
             name = event_data.state.name
             if name not in self.transitions:
@@ -142,6 +144,17 @@ class _Machine(AsyncMachine):
     state_cls = _State  # type: ignore[assignment]  # transitions' stub names its nested state class here
     transition_cls = _Transition
     event_cls = _Event
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.by_value: dict[object, AsyncState] = {}
+        super().__init__(*args, **kwargs)
+
+    def state_of(self, value: str | Enum) -> AsyncState:
+        """``get_state(value)`` for a model's state value (a ``Phase``), remembered: no enum name looked up."""
+        found = self.by_value.get(value)
+        if found is None:
+            found = self.by_value[value] = self.get_state(value)
+        return found
 
     @staticmethod
     async def await_all(callables: Iterable[Callable[[], Awaitable[Any]]]) -> list[Any]:
