@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import statistics
 import subprocess
@@ -63,7 +64,8 @@ async def burst(
         try:
             async with asyncio.timeout(deadline):
                 answer = await fn()
-        except (Exception, asyncio.TimeoutError):
+        except (Exception, asyncio.TimeoutError) as exc:
+            FAILURES[_reason(exc)] += 1
             return None
         return time.perf_counter() - t0 if answer else None
 
@@ -86,6 +88,14 @@ def settled(client: H2oClient) -> Callable[[], Awaitable[None]]:
             await asyncio.sleep(0.005)
 
     return wait
+
+
+FAILURES: collections.Counter[str] = collections.Counter()  # why conversations failed, printed after the table
+
+
+def _reason(exc: BaseException) -> str:
+    phase = getattr(exc, "phase", None)
+    return f"{type(exc).__name__}" + (f" at {phase}" if phase is not None else "") + f": {str(exc)[:100]}"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -148,6 +158,8 @@ async def main_async(args: argparse.Namespace, url: str) -> bool:
     for client in clients.values():
         await client.aclose()
     await handed.aclose()
+    for reason, count in FAILURES.most_common(5):
+        print(f"failed: {count} x {reason}")
     print(f"target: the default install completes every conversation at {TARGET:.1f}x the old way's CPU or less: "
           f"{'met' if ok else 'NOT met'}")
     return ok

@@ -31,8 +31,8 @@ import httpx
 from ._exceptions import Reason, TimeoutKind
 
 __all__ = [
-    "Failure", "LowerLayerError", "Reason", "TimeoutKind", "failure_of", "is_timeout", "lower_failure", "not_sent",
-    "transport_error_text",
+    "Failure", "LowerLayerError", "Reason", "TimeoutKind", "failure_of", "is_timeout", "lower_failure",
+    "map_lower_error", "not_sent", "transport_error_text",
 ]
 
 
@@ -221,3 +221,14 @@ def transport_error_text(exc: httpx.HTTPError) -> str:
     (httpx's own transport puts raw response bytes in some messages: no message text is reused)."""
     failure, names = failure_of(exc)
     return f"{failure.text} ({names})"
+
+
+def map_lower_error(exc: Exception, request: httpx.Request | None) -> httpx.TransportError:
+    """The scrubbed httpx error for an exception out of the aiohttp layer (see ``_transport``'s docstring).
+    Raise it outside the ``except`` block, so that the original is not its ``__context__``."""
+    failure, names = lower_failure(exc)
+    stand_in = LowerLayerError(exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ else exc,
+                               failure, names)
+    mapped = failure.httpx_class(f"{failure.text} ({names})", request=request)
+    mapped.__cause__ = stand_in
+    return mapped

@@ -27,6 +27,7 @@ class HeadServer:
 
     def __init__(self) -> None:
         self.seen: list[tuple[bytes, bytes]] = []
+        self.connections = 0
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -40,6 +41,7 @@ class HeadServer:
         self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -149,3 +151,25 @@ def test_the_direct_path_sends_the_url_httpx_would(base: str) -> None:
         assert requester.prefix == base  # the common case takes the short way
     for path in PATHS:
         assert requester.url_text(path) == str(httpx.URL(base + path)), (base, path)
+
+
+@pytest.mark.timeout(20)
+async def test_an_idle_connection_is_reused_for_less_than_a_servers_five_seconds() -> None:
+    """uvicorn closes a connection idle for 5 s: reusing one near that instant lost requests to "server
+    disconnected" (KEEPALIVE's comment). Kept alive, but not that long."""
+    from h2o_fsm._transport import KEEPALIVE
+
+    transport = fast_transport()
+    assert isinstance(transport, FastTransport)
+    async with HeadServer() as srv:
+        url = f"http://127.0.0.1:{srv.port}/"
+        for idle in (0.3, KEEPALIVE + 0.3):
+            response = await transport.send("GET", url, {}, None, EXT)
+            await response.aread()
+            await asyncio.sleep(idle)
+        response = await transport.send("GET", url, {}, None, EXT)
+        await response.aread()
+        await transport.aclose()
+    assert KEEPALIVE < 5.0
+    assert len(srv.seen) == 3
+    assert srv.connections == 2  # reused after 0.3 s, a new one after KEEPALIVE + 0.3 s
