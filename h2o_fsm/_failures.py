@@ -30,7 +30,10 @@ import httpx
 
 from ._exceptions import Reason, TimeoutKind
 
-__all__ = ["Failure", "LowerLayerError", "Reason", "TimeoutKind", "failure_of", "lower_failure"]
+__all__ = [
+    "Failure", "LowerLayerError", "Reason", "TimeoutKind", "failure_of", "is_timeout", "lower_failure",
+    "map_lower_error", "not_sent", "transport_error_text",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,3 +198,37 @@ def _failure_of(exc: BaseException) -> tuple[Failure, str]:
     if failure is None:
         return Failure("unexpected", f"unexpected {type(exc).__name__}"), type(exc).__name__
     return failure, type(exc).__name__
+
+
+def not_sent(exc: BaseException) -> bool:
+    """Whether the request provably never reached the server (no connection was made). ``exc``: an
+    ``H2oTransportError`` (its field), an httpx error or an error caused by one (classified)."""
+    known = getattr(exc, "not_sent", None)
+    if isinstance(known, bool):
+        return known
+    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+    return isinstance(err, httpx.HTTPError) and failure_of(err)[0].not_sent
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether an httpx error (or an error caused by one) really is a timeout, on either transport."""
+    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
+    return isinstance(err, httpx.HTTPError) and failure_of(err)[0].timeout is not None
+
+
+def transport_error_text(exc: httpx.HTTPError) -> str:
+    """A message for ``exc`` that is safe to log, from either transport: fixed words plus class names
+    (httpx's own transport puts raw response bytes in some messages: no message text is reused)."""
+    failure, names = failure_of(exc)
+    return f"{failure.text} ({names})"
+
+
+def map_lower_error(exc: Exception, request: httpx.Request | None) -> httpx.TransportError:
+    """The scrubbed httpx error for an exception out of the aiohttp layer (see ``_transport``'s docstring).
+    Raise it outside the ``except`` block, so that the original is not its ``__context__``."""
+    failure, names = lower_failure(exc)
+    stand_in = LowerLayerError(exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ else exc,
+                               failure, names)
+    mapped = failure.httpx_class(f"{failure.text} ({names})", request=request)
+    mapped.__cause__ = stand_in
+    return mapped

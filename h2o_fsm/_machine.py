@@ -21,7 +21,13 @@ transitions' behaviour moves):
 * ``state_cls``: states enter and exit without transitions' two stdlib log records per call (the host
   did not ask for them; their arguments are built even when the logger is off);
 * ``process_context`` lets an outside cancellation propagate (0.9.3 turns it into ``False``) and keeps
-  no class-level registry of running tasks, so one conversation can never cancel or block another.
+  no class-level registry of running tasks, so one conversation can never cancel or block another;
+* ``event_cls`` / ``transition_cls`` (documented like ``state_cls``): an event's ``trigger`` and a
+  transition's ``execute`` do what transitions' do, in the order above, in two coroutines instead of
+  nine (``trigger``, ``process_context``, ``_trigger``, ``_process``, ``execute``, ``_change_state``, the
+  state's ``enter`` and two ``callbacks``): every await inside a step resumes that stack, once per network
+  read; and without the seven stdlib debug records a trigger builds (51 a conversation) nor the
+  per-transition ``cancel_running_transitions`` (there is no registry of running tasks to cancel).
 
 The object the machine moves (transitions calls it the model) is each conversation's
 :class:`~h2o_fsm._driver.Driver`; drivers are not registered with the machine (no per-model bindings,
@@ -30,15 +36,20 @@ nothing to remove); events are fired with ``MACHINE.events[name].trigger(driver)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
+from enum import Enum
 from typing import Any, Final, cast
 
-from transitions.extensions.asyncio import AsyncMachine, AsyncState
+from transitions.core import MachineError
+from transitions.extensions.asyncio import AsyncEvent, AsyncEventData, AsyncMachine, AsyncState, AsyncTransition
 
 from . import _steps
 from ._table import STATES, TRANSITIONS
 
 __all__ = ["MACHINE"]
+
+_LOGGER = logging.getLogger("transitions.core")  # where transitions logs a failing finalize_event
 
 
 class _State(AsyncState):
@@ -51,10 +62,100 @@ class _State(AsyncState):
         await event_data.machine.callbacks(self.on_exit, event_data)
 
 
+async def _run(funcs: list[Any], event_data: Any) -> None:
+    """A callback list, in order (a function, or a method of the model named by a string)."""
+    for func in funcs:
+        result = (getattr(event_data.model, func) if type(func) is str else func)(event_data)
+        if result is not None:
+            await result
+
+
+class _Transition(AsyncTransition):
+    """``AsyncTransition.execute`` in one coroutine: prepare, conditions, before, exit, the new state,
+    enter, ``on_final`` for a final state, after (the source state's ``exit`` and the destination's
+    ``enter`` are their callback lists, as ``_State`` runs them)."""
+
+    async def execute(self, event_data: Any) -> bool:  # type: ignore[override]  # as transitions' own stub
+        machine = event_data.machine
+        if self.prepare:
+            await _run(self.prepare, event_data)
+        if self.conditions and not all([await cast("Awaitable[bool]", c.check(event_data)) for c in self.conditions]):
+            return False
+        for funcs in (machine.before_state_change, self.before):
+            if funcs:
+                await _run(funcs, event_data)
+        if self.dest:  # None: an internal transition, no change of state
+            states = machine.states  # by name: what get_state, set_state and event_data.update look up
+            source = states[self.source]
+            if source.on_exit:
+                await _run(source.on_exit, event_data)
+            dest = states[self.dest]
+            setattr(event_data.model, machine.model_attribute, dest.value)
+            event_data.state = dest
+            for func in dest.on_enter:  # the step: every await in it resumes this frame, so inline
+                result = (getattr(event_data.model, func) if type(func) is str else func)(event_data)
+                if result is not None:
+                    await result
+            if dest.final and machine.on_final:
+                await _run(machine.on_final, event_data)
+        for funcs in (self.after, machine.after_state_change):
+            if funcs:
+                await _run(funcs, event_data)
+        return True
+
+
+class _Event(AsyncEvent):
+    """``AsyncEvent.trigger`` in one coroutine: the source state checked, ``prepare_event``, the first
+    transition whose conditions hold, ``finalize_event`` however that ended (its own failure is logged
+    and swallowed, as transitions does); an exception (a cancellation too) propagates, without the
+    error record transitions logs for it (the engine reports its failures itself)."""
+
+    async def trigger(self, model: object, *args: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        machine = self.machine
+        event_data = AsyncEventData(None, self, machine, model, args=args, kwargs=kwargs)
+        event_data.state = machine.state_of(getattr(model, machine.model_attribute))
+        try:
+            name = event_data.state.name
+            if name not in self.transitions:
+                raise MachineError(f"{machine.name}Can't trigger event {self.name} from state {name}!")
+            if machine.prepare_event:
+                await _run(machine.prepare_event, event_data)
+            for trans in self.transitions[name]:
+                event_data.transition = trans
+                event_data.result = await trans.execute(event_data)
+                if event_data.result:
+                    break
+        except BaseException as err:
+            event_data.error = err  # type: ignore[assignment]  # a cancellation too, as transitions does
+            if not machine.on_exception:
+                raise
+            await _run(machine.on_exception, event_data)
+        finally:
+            try:
+                await _run(machine.finalize_event, event_data)
+            except BaseException as err:
+                _LOGGER.error("%sWhile executing finalize callbacks a %s occurred: %s.", machine.name,
+                              type(err).__name__, err)
+        return bool(event_data.result)
+
+
 class _Machine(AsyncMachine):
     """``AsyncMachine`` with in-order callbacks and cancellation that propagates."""
 
     state_cls = _State  # type: ignore[assignment]  # transitions' stub names its nested state class here
+    transition_cls = _Transition
+    event_cls = _Event
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.by_value: dict[object, AsyncState] = {}
+        super().__init__(*args, **kwargs)
+
+    def state_of(self, value: str | Enum) -> AsyncState:
+        """``get_state(value)`` for a model's state value (a ``Phase``), remembered: no enum name looked up."""
+        found = self.by_value.get(value)
+        if found is None:
+            found = self.by_value[value] = self.get_state(value)
+        return found
 
     @staticmethod
     async def await_all(callables: Iterable[Callable[[], Awaitable[Any]]]) -> list[Any]:

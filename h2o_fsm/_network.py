@@ -4,19 +4,50 @@ environment like httpx's ``trust_env``), TLS verification (a bool, a CA bundle p
 
 from __future__ import annotations
 
+import functools
+import http.cookiejar
 import os
+import re
 import ssl
 import urllib.request
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-__all__ = ["Verify", "check_headers", "check_proxy", "env_proxy", "proxy_credentials", "proxy_secrets", "tls_context"]
+__all__ = [
+    "PLAIN_PATH", "Verify", "check_headers", "check_proxy", "env_proxy", "no_cookie_jar", "parse_url", "plain_prefix",
+    "proxy_credentials", "proxy_secrets", "tls_context", "url_text",
+]
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 _REFUSED_HEADERS = ("cookie", "host", "content-length", "transfer-encoding")
+
+
+PLAIN_PATH = re.compile(r"(?:/(?:[A-Za-z0-9_~-]|%[0-9A-F]{2})+)+")
+"""Path segments httpx leaves as they are after a base URL: no dot segment, nothing it would quote."""
+_PROBE = "/h2o-fsm-probe"
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_url(url: str) -> httpx.URL:
+    """``httpx.URL(url)``, bounded: the fixed paths stay, a conversation's own is reused by its send and DELETE."""
+    return httpx.URL(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def url_text(url: str) -> str:
+    """``url`` httpx-normalised and encoded, as an ``httpx.Request`` of it would send it."""
+    return str(parse_url(url))
+
+
+def plain_prefix(base_url: str) -> str | None:
+    """What ``url_text(base_url + path)`` starts with for every ``PLAIN_PATH`` path (``None``: no such
+    prefix, a base URL with a query or fragment): those URLs are then made without parsing them."""
+    probe = url_text(base_url + _PROBE)
+    return probe[: -len(_PROBE)] if probe.endswith(_PROBE) and not {"?", "#"} & set(probe) else None
 
 
 def check_proxy(proxy: object, origin: str = "proxy") -> str | None:
@@ -127,3 +158,23 @@ def check_headers(headers: object) -> dict[str, str]:
             raise ValueError(f"headers: the value of {name!r} must be printable ASCII on one line")
         result[name] = value
     return result
+
+
+class _KeepNothingJar(http.cookiejar.CookieJar):
+    """Its policy refuses every cookie; parsing a response's headers only to refuse them is skipped
+    (7 µs instead of 13-32 µs a response), and even a direct ``set_cookie`` stores nothing."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
+        return None
+
+    def add_cookie_header(self, request: urllib.request.Request) -> None:
+        return None
+
+
+def no_cookie_jar() -> http.cookiejar.CookieJar:
+    """A jar that accepts and returns no cookie: pass it as ``httpx.AsyncClient(cookies=jar)`` (the jar
+    itself - ``httpx.Cookies(jar)`` would be copied into a default jar by the client)."""
+    return _KeepNothingJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))

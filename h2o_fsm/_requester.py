@@ -4,10 +4,8 @@ policy; every lower-level error goes through ``_translate`` on its way out."""
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping
-from contextlib import aclosing
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,17 +23,19 @@ from ._exceptions import (
 from ._hints import status_hint
 from ._json import dumps
 from ._log import scrub, shown_headers
+from ._network import PLAIN_PATH, parse_url, plain_prefix, url_text
 from ._phase import Phase
 from ._retry import Retries, retry_after_failure
 from ._session import Session
 from ._step_bound import StepBound
 from ._table import SPEC, request_of
 from ._table import seconds as seconds_of
-from ._translate import translated
-from ._transport import GAP_EXTENSION
+from ._translate import translate, translated
+from ._transport import GAP_EXTENSION, FastTransport
 from ._version import VERSION
 
 __all__ = ["Requester"]
+
 
 class Requester:
     """Sends the requests of one deployment over one ``httpx.AsyncClient``. Shared by all conversations
@@ -61,7 +61,9 @@ class Requester:
         # ``http.send`` takes 1.13-1.17x the client CPU at 500 concurrent conversations, 1.18-1.24x at
         # 1,000 (benchmarks/concurrency.py, "via http_client.send" against the default, same run).
         self.transport = transport
+        self.fast = transport if isinstance(transport, FastTransport) else None  # takes our headers as they are
         self.base_url = base_url
+        self.prefix = plain_prefix(base_url)
         self.timeouts = timeouts
         self.retries = retries
         self.limits = limits
@@ -92,7 +94,14 @@ class Requester:
         self.closing = False
 
     def url(self, path: str) -> httpx.URL:
-        return _parse_url(self.base_url + path)
+        return parse_url(self.base_url + path)
+
+    def url_text(self, path: str) -> str:
+        """``str(self.url(path))``; for a path of plain segments (the table's, an id in them) without
+        parsing it again: httpx leaves such segments as they are after the normalised base URL."""
+        if self.prefix is not None and PLAIN_PATH.fullmatch(path):
+            return self.prefix + path
+        return url_text(self.base_url + path)
 
     def step(self, phase: Phase, deadline: float | None, cid: str | None) -> StepBound:
         """Bound a whole step (wall clock) by its table timeout and ``deadline`` (loop time), and let
@@ -142,24 +151,28 @@ class Requester:
 
         method, path = request or request_of(phase, cid)
         path += query
-
-        async def once() -> httpx.Response:
+        try:  # the first attempt awaited here: no closure, no frame more per resume (see _retried)
             if not each:
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
-                                        extra=headers)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
             async with self.step(phase, None, cid):
-                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid,
-                                        extra=headers)
+                return await self._once(phase, method, path, session=session, body=body, ok=ok, cid=cid, extra=headers)
+        except H2oError as first:
+            kw = {"session": session, "body": body, "ok": ok, "cid": cid, "extra": headers}
+            return await self._retried(first, phase, method, path, kw, budget=budget, each=each, on_retry=on_retry)
+
+    async def _retried(self, first: H2oError, phase: Phase, method: str, path: str, kw: dict[str, Any], *,
+                       budget: float | None, each: bool, on_retry: Callable[[], None] | None) -> httpx.Response:
+        """The attempts after a failed first one, by the table's retry policy (``kw``: ``_once``'s)."""
 
         async def again() -> httpx.Response:
             if on_retry is not None:
                 on_retry()
-            return await once()
+            if not each:
+                return await self._once(phase, method, path, **kw)
+            async with self.step(phase, None, cid=kw["cid"]):
+                return await self._once(phase, method, path, **kw)
 
-        try:
-            return await once()
-        except H2oError as first:
-            return await retry_after_failure(again, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
+        return await retry_after_failure(again, phase, SPEC[phase].idempotent, self.retries, first, budget=budget)
 
     async def _once(
         self,
@@ -186,8 +199,10 @@ class Requester:
             headers["Content-Type"] = "application/json"
             content = dumps(body.json)
         transport = self.transport
-        with translated(phase, cid):
-            if transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
+        try:  # translated(phase, cid), without a generator-based context manager per request
+            if self.fast is not None and body.form is None and body.files is None:  # no httpx.Request made
+                response = await self.fast.send(method, self.url_text(path), headers, content, self.extensions[phase])
+            elif transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
                 response = await transport.handle_async_request(request)
@@ -197,6 +212,10 @@ class Requester:
                 request = http.build_request(method, self.url(path), content=content, data=body.form,
                                              files=body.files, headers=headers, timeout=self.http_timeouts[phase])
                 response = await http.send(request, stream=True)
+        except (H2oError, StopAsyncIteration):
+            raise
+        except Exception as exc:
+            raise translate(exc, phase, cid) from exc
         session.established = True
         try:
             if session.update(response):  # the server replaced our session: its settings are gone too
@@ -232,12 +251,15 @@ class Requester:
         buf = bytearray()
         if limit <= 0:
             return b""
-        try:
-            async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as chunks:
+        chunks = _chunks(response)
+        try:  # aclosing(chunks), inline
+            try:
                 async for chunk in chunks:
                     buf += chunk
                     if len(buf) >= limit:
                         break
+            finally:
+                await chunks.aclose()
         except Exception:
             pass
         return bytes(buf[:limit])
@@ -248,7 +270,7 @@ class Requester:
         buf = bytearray()
         try:
             with translated(phase, cid, response.status_code, f"{phase.value} answer"):
-                async for chunk in response.aiter_bytes():
+                async for chunk in _chunks(response):
                     buf += chunk
                     if len(buf) > limit:
                         raise H2oLimitError(f"answer larger than {limit} bytes", phase=phase,
@@ -265,15 +287,15 @@ class Requester:
             await response.aclose()
 
 
+def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # without a content-encoding the raw bytes are the bytes: one generator layer and a decoder lookup less
+    chunks = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+    return cast("AsyncGenerator[bytes, None]", chunks)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return None if value is None else max(0.0, float(value))
     except ValueError:
         return None
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_url(url: str) -> httpx.URL:
-    # Bounded: the fixed paths stay, and a conversation's own path is reused by its send and delete.
-    return httpx.URL(url)

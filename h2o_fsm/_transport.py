@@ -1,5 +1,7 @@
-"""The HTTP transports: the fast one (httpx requests sent by an aiohttp session: the default) with every
-failure mapped to a scrubbed httpx error, and the readers of the facts ``_failures`` classified.
+"""The fast HTTP transport (httpx requests sent by an aiohttp session: the default) with every failure
+mapped to a scrubbed httpx error (``_failures.map_lower_error``). The readers of the facts ``_failures``
+classified (``not_sent``, ``is_timeout``, ``transport_error_text``), that mapping and :func:`no_cookie_jar`
+(``_network``) are re-exported here.
 
 aiohttp's exceptions carry the response's headers (a ``Set-Cookie`` value), our request's headers and
 the connection key (a proxy's credentials) in their text or repr. :class:`FastTransport` is the one
@@ -15,31 +17,32 @@ keeps ours), a connection limit, keep-alive, our TLS context, the proxy (explici
 environment, its credentials as a ``Proxy-Authorization`` header), and head limits raised to what real
 servers send (aiohttp's defaults refuse a 129th header; h11, httpx's parser, has no count limit).
 It replaces httpx-aiohttp, which the client used until 0.2: same aiohttp calls, one async generator
-per body chunk instead of three layers (``benchmarks/concurrency.py``). :func:`no_cookie_jar` is the
-public way to give an ``httpx.AsyncClient`` a jar that never stores nor sends a cookie.
+per body chunk instead of three layers (``benchmarks/concurrency.py``). The requester sends its JSON and
+empty bodies through :meth:`FastTransport.send`: the same request on the wire, without the
+``httpx.Request`` (its headers encoded by httpx, decoded back for aiohttp, encoded again), which is built
+only when an error's or the response's ``request`` is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import http.cookiejar
+import functools
 import inspect
 import ssl
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 
-from ._failures import LowerLayerError, failure_of, lower_failure
-from ._network import proxy_credentials, tls_context
-
-if TYPE_CHECKING:
-    import urllib.request
+from ._failures import is_timeout, map_lower_error, not_sent, transport_error_text
+from ._network import no_cookie_jar, proxy_credentials, tls_context
 
 __all__ = [
     "GAP_EXTENSION",
+    "KEEPALIVE",
     "MAX_HEADERS",
     "FastTransport",
     "fast_available",
@@ -59,6 +62,10 @@ _HEAD_LIMITS: dict[str, Any] = {"max_line_size": MAX_HEAD_LINE, "max_field_size"
 if "max_headers" in inspect.signature(aiohttp.ClientSession).parameters:  # aiohttp >= 3.14 counts them
     _HEAD_LIMITS["max_headers"] = MAX_HEADERS
 
+
+# How long an idle connection is reused: under uvicorn's (and Node's) 5 s, with room for a loaded loop. At
+# 5 s, a burst 4.95 s after the last lost 77 of 200 creates to "server disconnected" (closed as they went out)
+KEEPALIVE = 4.0
 
 # A request extension of ours: the longest wait between two reads of the answer's *body*, enforced by one
 # timer a body re-arms only when it fires (aiohttp's sock_read re-arms a timer at every read of the socket).
@@ -90,17 +97,6 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-def map_lower_error(exc: Exception, request: httpx.Request | None) -> httpx.TransportError:
-    """The scrubbed httpx error for an exception out of the aiohttp layer (see the module docstring).
-    Raise it outside the ``except`` block, so that the original is not its ``__context__``."""
-    failure, names = lower_failure(exc)
-    stand_in = LowerLayerError(exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ else exc,
-                               failure, names)
-    mapped = failure.httpx_class(f"{failure.text} ({names})", request=request)
-    mapped.__cause__ = stand_in
-    return mapped
-
-
 _Timeouts = tuple[float | None, float | None, float | None]
 
 
@@ -124,13 +120,13 @@ class FastTransport(httpx.AsyncBaseTransport):
         self._proxy_headers = {"Proxy-Authorization": self._auth} if self._auth else None
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._context, keepalive_timeout=5.0)
+        connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._context, keepalive_timeout=KEEPALIVE)
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                               trust_env=False, auto_decompress=False, **_HEAD_LIMITS)
         return self._session
 
-    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        given = request.extensions.get("timeout") or {}
+    def _timeout(self, extensions: Mapping[str, Any]) -> aiohttp.ClientTimeout:
+        given = extensions.get("timeout") or {}
         key: _Timeouts = (given.get("connect"), given.get("read"), given.get("pool"))
         found = self._timeouts.get(key)
         if found is None:  # a few per client (one per step): built once
@@ -140,27 +136,40 @@ class FastTransport(httpx.AsyncBaseTransport):
         return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session or self._open()
         headers = request.headers
         if self._auth is not None and request.url.scheme == "http":
             headers["Proxy-Authorization"] = self._auth
+        return await self.send(request.method, str(request.url), headers.multi_items(), await _content(request),
+                               request.extensions, request_of=lambda: request)
+
+    async def send(self, method: str, url: str, headers: dict[str, str] | list[tuple[str, str]],
+                   content: bytes | None, extensions: Mapping[str, Any], *,
+                   request_of: Callable[[], httpx.Request] | None = None) -> httpx.Response:
+        """What ``handle_async_request`` does with the ``httpx.Request`` these make (the same request on
+        the wire), without making it: aiohttp takes the headers as given (it adds ``Host`` and
+        ``Content-Length`` as httpx would), and the ``httpx.Request`` is built only if something reads
+        it (an error's or the response's ``request``). ``url``: absolute and encoded, as httpx shows it."""
+        if request_of is None:  # the requester's own call (a dict of headers)
+            assert isinstance(headers, dict)
+            if self._auth is not None and url.startswith("http:"):
+                headers["Proxy-Authorization"] = self._auth
+
+            def request_of() -> httpx.Request:
+                return httpx.Request(method, url, content=content, headers=headers, extensions=extensions)
+
+        session = self._session or self._open()
         try:
-            try:
-                data: bytes | None = request.content or None
-            except httpx.RequestNotRead:  # a multipart body: small, read whole
-                data = await request.aread() or None
             response = await session.request(
-                request.method, str(request.url), headers=headers.multi_items(), data=data,
-                allow_redirects=False, compress=None, timeout=self._timeout(request), proxy=self._proxy,
-                proxy_headers=self._proxy_headers, server_hostname=request.extensions.get("sni_hostname"),
+                method, _yarl(url), headers=headers, data=content, allow_redirects=False, compress=None,
+                timeout=self._timeout(extensions), proxy=self._proxy, proxy_headers=self._proxy_headers,
+                server_hostname=extensions.get("sni_hostname"),
             )
         except Exception as exc:
-            mapped = map_lower_error(exc, request)
+            mapped = map_lower_error(exc, _built(request_of))
         else:
-            extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
-            body = _Body(response, request, request.extensions.get(GAP_EXTENSION))
-            return httpx.Response(response.status, headers=response.raw_headers, stream=body,
-                                  request=request, extensions=extensions)
+            body = _Body(response, request_of, extensions.get(GAP_EXTENSION))
+            about = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
+            return _Response(response.status, response.raw_headers, body, request_of, about)
         raise mapped
 
     async def aclose(self) -> None:
@@ -184,12 +193,59 @@ class FastTransport(httpx.AsyncBaseTransport):
         return f"<FastTransport aiohttp {aiohttp.__version__}>"
 
 
+async def _content(request: httpx.Request) -> bytes | None:
+    try:
+        return request.content or None
+    except httpx.RequestNotRead:  # a multipart body: small, read whole
+        pass
+    try:
+        return await request.aread() or None
+    except Exception as exc:
+        mapped = map_lower_error(exc, request)
+    raise mapped
+
+
+def _built(request_of: Callable[[], httpx.Request]) -> httpx.Request | None:
+    try:
+        return request_of()
+    except Exception:  # a request we could send but httpx cannot represent: the error goes without one
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _yarl(url: str) -> yarl.URL:
+    # aiohttp's URL type, as aiohttp parses a string, once per URL (a conversation's send and DELETE share one)
+    return yarl.URL(url)
+
+
+class _Response(httpx.Response):
+    """An ``httpx.Response`` whose ``request`` is built when first read (nothing on our path reads it)."""
+
+    def __init__(self, status: int, headers: Any, stream: httpx.AsyncByteStream,
+                 request_of: Callable[[], httpx.Request], extensions: dict[str, Any]) -> None:
+        super().__init__(status, headers=headers, stream=stream, extensions=extensions)
+        self._request_of: Callable[[], httpx.Request] | None = request_of
+
+    @property
+    def request(self) -> httpx.Request:
+        if self._request_of is not None:
+            request_of, self._request_of = self._request_of, None
+            httpx.Response.request.fset(self, request_of())  # type: ignore[attr-defined]
+        return httpx.Response.request.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @request.setter
+    def request(self, value: httpx.Request) -> None:
+        self._request_of = None
+        httpx.Response.request.fset(self, value)  # type: ignore[attr-defined]
+
+
 class _Body(httpx.AsyncByteStream):
     __slots__ = ("_fired", "_gap", "_handle", "_loop", "_request", "_response", "_waiting")
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, gap: float | None = None) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request_of: Callable[[], httpx.Request],
+                 gap: float | None = None) -> None:
         self._response = response
-        self._request = request
+        self._request = request_of
         self._gap = gap  # GAP_EXTENSION: bounded here, lazily (see _check)
         self._waiting: float | None = None  # since when a read waits (loop time), None between reads
         self._handle: asyncio.TimerHandle | None = None
@@ -223,7 +279,7 @@ class _Body(httpx.AsyncByteStream):
                     chunk = await content.readany()
                 except Exception as exc:
                     lower = aiohttp.SocketTimeoutError("Timeout on reading data from socket") if self._fired else exc
-                    mapped = map_lower_error(lower, self._request)
+                    mapped = map_lower_error(lower, _built(self._request))
                 else:
                     self._waiting = None
                     if not chunk:
@@ -243,46 +299,3 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._end()  # back to the pool when the body was read whole, else closed
-
-
-def not_sent(exc: BaseException) -> bool:
-    """Whether the request provably never reached the server (no connection was made). ``exc``: an
-    ``H2oTransportError`` (its field), an httpx error or an error caused by one (classified)."""
-    known = getattr(exc, "not_sent", None)
-    if isinstance(known, bool):
-        return known
-    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
-    return isinstance(err, httpx.HTTPError) and failure_of(err)[0].not_sent
-
-
-def is_timeout(exc: BaseException) -> bool:
-    """Whether an httpx error (or an error caused by one) really is a timeout, on either transport."""
-    err = exc if isinstance(exc, httpx.HTTPError) else exc.__cause__
-    return isinstance(err, httpx.HTTPError) and failure_of(err)[0].timeout is not None
-
-
-def transport_error_text(exc: httpx.HTTPError) -> str:
-    """A message for ``exc`` that is safe to log, from either transport: fixed words plus class names
-    (httpx's own transport puts raw response bytes in some messages: no message text is reused)."""
-    failure, names = failure_of(exc)
-    return f"{failure.text} ({names})"
-
-
-class _KeepNothingJar(http.cookiejar.CookieJar):
-    """Its policy refuses every cookie; parsing a response's headers only to refuse them is skipped
-    (7 µs instead of 13-32 µs a response), and even a direct ``set_cookie`` stores nothing."""
-
-    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
-        return None
-
-    def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
-        return None
-
-    def add_cookie_header(self, request: urllib.request.Request) -> None:
-        return None
-
-
-def no_cookie_jar() -> http.cookiejar.CookieJar:
-    """A jar that accepts and returns no cookie: pass it as ``httpx.AsyncClient(cookies=jar)`` (the jar
-    itself - ``httpx.Cookies(jar)`` would be copied into a default jar by the client)."""
-    return _KeepNothingJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))

@@ -1,9 +1,10 @@
 """What h2o-fsm relies on in transitions, pinned: if an upgrade moves any of it, these fail loudly.
 
-The engine overrides two public methods of ``AsyncMachine`` (``await_all``, ``process_context``, in
-``h2o_fsm/_machine.py``) and otherwise uses transitions' documented extension points: ``prepare_event``
-and ``finalize_event``, ``on_enter``/``on_exit`` callbacks, ``conditions``/``unless`` guards,
-``Machine.set_state``. A machine built the same way as ours, with recording callbacks, checks them.
+The engine overrides public methods of ``AsyncMachine`` (``await_all``, ``callbacks``, ``process_context``,
+in ``h2o_fsm/_machine.py``), its event's ``trigger`` and its transition's ``execute`` (through the
+documented ``event_cls``/``transition_cls``/``state_cls``), and otherwise uses transitions' documented
+extension points: ``prepare_event`` and ``finalize_event``, ``on_enter``/``on_exit`` callbacks,
+``conditions``/``unless`` guards, ``Machine.set_state``. A machine built the same way as ours, with recording callbacks, checks them.
 """
 
 from __future__ import annotations
@@ -138,3 +139,44 @@ async def test_our_states_enter_and_exit_without_stdlib_log_records(caplog: pyte
     stock, other = build(AsyncMachine)
     await stock.events["go"].trigger(other)
     assert [r for r in caplog.records if "Entering state" in r.getMessage()], "transitions stopped logging states"
+
+
+async def test_a_trigger_makes_no_stdlib_log_record_at_all(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="transitions")
+    machine, model = build(_Machine)
+    assert await machine.events["go"].trigger(model) is True
+    assert model.seen == ORDER
+    assert not caplog.records  # transitions' own event and transition make seven a trigger
+    stock, other = build(AsyncMachine)
+    await stock.events["go"].trigger(other)
+    assert [r for r in caplog.records if "Executed machine finalize callbacks" in r.getMessage()], "moved upstream"
+
+
+async def test_a_condition_that_fails_halts_the_transition_and_finalize_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    machine, model = build(_Machine)
+    monkeypatch.setattr(Model, "ok", property(lambda self: self._note("condition") or False))
+    assert await machine.events["go"].trigger(model) is False
+    assert model.seen == ["prepare", "condition", "finalize"]
+    assert model.state == "a"
+
+
+async def test_a_trigger_from_a_state_without_it_raises_machine_error_after_finalize() -> None:
+    machine, model = build(_Machine)
+    model.state = "b"
+    with pytest.raises(transitions.MachineError):
+        await machine.events["go"].trigger(model)
+    assert model.seen == ["finalize", "error:MachineError"]
+
+
+async def test_a_failing_finalize_is_logged_and_swallowed_as_transitions_does(caplog: pytest.LogCaptureFixture) -> None:
+    machine, model = build(_Machine)
+
+    def bad_finalize(event: Any) -> None:
+        raise KeyError("x")
+
+    model.finalize = bad_finalize  # type: ignore[method-assign]
+    assert await machine.events["go"].trigger(model) is True
+    assert model.state == "b"
+    assert [r for r in caplog.records if r.levelname == "ERROR" and "KeyError" in r.getMessage()]
