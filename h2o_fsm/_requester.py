@@ -58,8 +58,8 @@ class Requester:
         # ``handle_async_request``: the client's cookie jar, auth and redirect layers have nothing to do
         # here (the session keeps the cookies, redirects are not followed). The second send path, kept
         # for a handed-in ``http_client`` only, because it costs: the same aiohttp transport through
-        # ``http.send`` takes 1.13-1.17x the client CPU at 500 concurrent conversations, 1.18-1.24x at
-        # 1,000 (benchmarks/concurrency.py, "via http_client.send" against the default, same run).
+        # ``http.send`` takes ~1.4-1.5x the client CPU of the direct path (``FastTransport.send``) at 500 and
+        # 1,000 concurrent conversations (benchmarks/concurrency.py, "via http_client.send", same run).
         self.transport = transport
         self.fast = transport if isinstance(transport, FastTransport) else None  # takes our headers as they are
         self.base_url = base_url
@@ -202,7 +202,7 @@ class Requester:
         try:  # translated(phase, cid), without a generator-based context manager per request
             if self.fast is not None and body.form is None and body.files is None:  # no httpx.Request made
                 response = await self.fast.send(method, self.url_text(path), headers, content, self.extensions[phase])
-            elif transport is not None:  # a transport of ours: straight to it, 1.13-1.24x cheaper (see __init__)
+            elif transport is not None:  # a transport of ours: straight to it (see __init__)
                 request = httpx.Request(method, self.url(path), content=content, data=body.form, files=body.files,
                                         headers=headers, extensions=self.extensions[phase])
                 response = await transport.handle_async_request(request)
