@@ -142,14 +142,17 @@ async def test_b_slot_given_back_when_conversation_ends_while_its_turn_waits(dia
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_b2_open_and_ask_at_once_lose_no_slot(dialect: str, transport: str) -> None:
     with emulator(ServerConfig(token_delay=0.05, max_tokens=6), dialect=dialect) as server:  # type: ignore[arg-type]
+        # the holders' sends stall 2 s: a loaded machine cannot end them before the race below is over
+        server.faults.add(Fault("send", "stall", seconds=2.0, count=2))
         async with client_for(server, transport, max_concurrency=2) as client:
             hold = [asyncio.create_task(client.ask(f"hold {i}")) for i in range(2)]
             await wait_until(lambda: server.accounting.created == 2, 1.0)
             conv = client.conversation()
             opened = asyncio.create_task(conv.open())
             asked = asyncio.create_task(conv.ask("hi"))
-            # the ask is refused at once (open() runs a turn): it never queues for a second slot
-            await asyncio.wait({asked}, timeout=0.1)
+            # the ask is refused at once (open() runs a turn): it never queues for a second slot (a queued
+            # one would wait the holders' ~2 s; the bound is only what a loaded machine needs to run it)
+            await asyncio.wait({asked}, timeout=1.0)
             assert not any(t.done() for t in hold), "the slots were free already: the race did not happen"
             assert asked.done() and isinstance(asked.exception(), H2oStateError)
             await asyncio.gather(*hold)
