@@ -63,7 +63,7 @@ async def test_a_dropped_attached_conversation_is_still_deleted_by_the_clients_a
 
 async def test_the_machine_moves_only_drivers_and_registers_nothing(server: LocalServer,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every state change (transitions' own and the forced ``failed``) is of a Driver; no model is registered
+    """Every trigger (and the forced ``failed``) moves a Driver; no model is registered
     with the shared machine; the public face has none of the machine's hooks (guards, prepare/finalize)."""
     moved: list[Any] = []
     set_state = MACHINE.set_state
@@ -72,7 +72,9 @@ async def test_the_machine_moves_only_drivers_and_registers_nothing(server: Loca
         moved.append(model)
         set_state(state, model=model)
 
-    monkeypatch.setattr(MACHINE, "set_state", spy)
+    monkeypatch.setattr(MACHINE, "set_state", spy)  # the forced ``failed``
+    # every trigger's model, as its prepare_event callbacks (a public list of the machine) see it
+    monkeypatch.setattr(MACHINE, "prepare_event", [*MACHINE.prepare_event, lambda event: moved.append(event.model)])
     async with H2oClient(server.url, retries=FAST_RETRIES) as client:
         async with client.conversation() as conv:
             await conv.ask("Hi")
