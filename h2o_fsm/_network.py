@@ -124,8 +124,9 @@ def tls_context(verify: object, *, trust_env: bool = True) -> ssl.SSLContext:
     directory, or a context of your own."""
     if isinstance(verify, ssl.SSLContext):
         return verify
-    if isinstance(verify, bool):
-        return httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+    if isinstance(verify, bool):  # one per setting and process: loading the CA bundle costs ~28 ms of CPU
+        env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else (None, None)
+        return _default_context(verify, trust_env, *env)
     if isinstance(verify, (str, os.PathLike)):
         path = os.fspath(verify)
         if os.path.isdir(path):
@@ -137,6 +138,14 @@ def tls_context(verify: object, *, trust_env: bool = True) -> ssl.SSLContext:
         except ssl.SSLError as exc:
             raise ValueError(f"verify: {path!r} holds no usable CA certificate ({type(exc).__name__})") from None
     raise TypeError(f"verify must be a bool, a CA bundle path or an ssl.SSLContext, not {type(verify).__name__}")
+
+
+@functools.lru_cache(maxsize=8)
+def _default_context(verify: bool, trust_env: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's context for ``verify``, shared by the clients of one setting (an ``SSLContext`` serves any
+    number of connections; aiohttp shares its default one the same way). The environment's CA settings
+    are part of the key: a change of ``SSL_CERT_FILE``/``SSL_CERT_DIR`` makes a new one."""
+    return httpx.create_ssl_context(verify=verify, trust_env=trust_env)
 
 
 def check_headers(headers: object) -> dict[str, str]:

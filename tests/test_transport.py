@@ -566,6 +566,41 @@ async def test_verify_takes_a_ca_bundle_path_or_an_ssl_context(
         server.close()
 
 
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_the_shared_default_tls_context_follows_ssl_cert_file(
+    self_signed: tuple[str, str], transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify=True's context is made once per setting (loading the CA bundle costs ~28 ms a client), and
+    the environment's SSL_CERT_FILE is part of that setting: set, the server's own certificate verifies;
+    unset again, the shared default refuses it as before."""
+    from h2o_fsm import H2oClient, H2oStatusError, H2oTransportError
+
+    cert, key = self_signed
+    seen: list[bytes] = []
+    server, url = await _tls_server(cert, key, seen)
+    try:
+        first = H2oClient(url, transport=transport)  # type: ignore[arg-type]
+        second = H2oClient(url, transport=transport)  # type: ignore[arg-type]
+        async with first, second:
+            with pytest.raises(H2oTransportError):
+                await first.ask("x")
+            with pytest.raises(H2oTransportError):
+                await second.ask("x")
+        assert not seen  # refused at the handshake by the default CAs
+        monkeypatch.setenv("SSL_CERT_FILE", cert)
+        async with H2oClient(url, transport=transport) as trusting:  # type: ignore[arg-type]
+            with pytest.raises(H2oStatusError):  # past TLS, verified: the server's 500 is what fails
+                await trusting.ask("x")
+        assert seen and seen[0].startswith(b"POST /settings")
+        monkeypatch.delenv("SSL_CERT_FILE")
+        async with H2oClient(url, transport=transport) as again:  # type: ignore[arg-type]
+            with pytest.raises(H2oTransportError):
+                await again.ask("x")
+        assert len(seen) == 1
+    finally:
+        server.close()
+
+
 def test_verify_and_headers_are_checked_at_construction(tmp_path: object) -> None:
     from h2o_fsm import H2oClient
 
