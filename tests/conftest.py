@@ -10,12 +10,19 @@ process (``h2o-fsm serve``) bind port 0 and read the URL it prints: the suite ru
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from support import POOL, TRANSPORTS, emulator
 
 from h2o_fsm.server import LocalServer, ServerConfig
+
+# CI (``.ci/run`` exports HYPOTHESIS_PROFILE=ci) runs the same examples every time: one red run is a bug
+# anyone can replay, never a draw of luck; elsewhere each run draws new examples (and finds new bugs).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session", autouse=True)

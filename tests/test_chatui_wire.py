@@ -22,7 +22,7 @@ from h2o_fsm._dialects.chatui.wire import (
     stop_body,
 )
 from h2o_fsm._phase import Phase
-from h2o_fsm._protocol import Message, validate_messages
+from h2o_fsm._protocol import Message, validate_conversation_id, validate_messages
 from h2o_fsm._table import request_of
 
 CID = "65a1b2c3d4e5f60718293a4b"
@@ -141,7 +141,9 @@ def test_arbitrary_json_create_answers_raise_only_wire_errors(body: dict[str, ob
         answer = parse_create_answer(json.dumps(body).encode())
     except WireError:
         return
-    assert answer.conversation_id == CID
+    # accepted: the id is the one sent, and a valid one (1-64 of A-Z a-z 0-9 _ -; "0" is one, hypothesis found)
+    assert answer.conversation_id == body["conversationId"]
+    assert validate_conversation_id(answer.conversation_id) == answer.conversation_id
 
 
 # ---------------------------------------------------------------- read
