@@ -127,9 +127,7 @@ class Conversation:
         """One turn as an async context manager yielding the answer's chunks (what :meth:`stream` and
         :meth:`ask` use). The prompt is validated here, before anything is sent."""
         d = self._driver
-        # first: nothing exists on the server yet (an attached conversation exists: no create, no preprompt)
-        preprompt, text = d.rt.dialect.prepare(prompt, first=d.state is Phase.NEW and d.conv.cid is None)
-        d.rt.limits.check_prompt(preprompt, text)
+        preprompt, text = d.validate(prompt)
         d.check_can_send()
         return TurnScope(d, preprompt, text)
 

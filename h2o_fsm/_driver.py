@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from transitions.core import EventData
 
     from ._log import Logger
-    from ._protocol import Parameters
+    from ._protocol import Messages, Parameters
     from ._runtime import Runtime
     from ._session import Session
 
@@ -106,7 +106,24 @@ class Driver:
     def finalize(self, event: EventData) -> None:
         finalize(self, event)
 
+    def holds(self, guard: str) -> bool:
+        """The value of a guard the table names (``created``, ``has_error``)."""
+        return bool(getattr(self, guard))
+
     # ------------------------------------------------------------------ a turn
+    def validate(self, prompt: str | Messages) -> tuple[str | None, str]:
+        """``prompt`` as the dialect sends it (its preprompt, its text), checked against the limits before
+        anything is sent. Only the first turn of a conversation that is not on the server yet has a preprompt."""
+        preprompt, text = self.rt.dialect.prepare(prompt, first=self.state is Phase.NEW and self.conv.cid is None)
+        self.rt.limits.check_prompt(preprompt, text)
+        return preprompt, text
+
+    def set_prompt(self, preprompt: str | None, text: str) -> None:
+        """The prompt of the next send; the first one also makes the dialect's state (with the preprompt)."""
+        if self.state is Phase.NEW:
+            self.conv.dstate = self.rt.dialect.new_state(preprompt)
+        self.turn.prompt = text
+
     def check_can_send(self) -> None:
         if self.busy:
             raise H2oStateError("a turn is already running on this conversation", phase=self.state)

@@ -62,7 +62,7 @@ class _State(AsyncState):
         await event_data.machine.callbacks(self.on_exit, event_data)
 
 
-async def _run(funcs: list[Any], event_data: Any) -> None:
+async def _run(funcs: Iterable[Any], event_data: Any) -> None:
     """A callback list, in order (a function, or a method of the model named by a string)."""
     for func in funcs:
         result = (getattr(event_data.model, func) if type(func) is str else func)(event_data)
@@ -162,10 +162,7 @@ class _Machine(AsyncMachine):
         return [await func() for func in callables]
 
     async def callbacks(self, funcs: Iterable[Any], event_data: Any) -> None:  # type: ignore[override]
-        for func in funcs:
-            result = (getattr(event_data.model, func) if type(func) is str else func)(event_data)
-            if result is not None:
-                await result
+        await _run(funcs, event_data)
 
     async def process_context(self, func: Callable[[], Awaitable[None]], model: object) -> bool:
         # (transitions' stubs say None; the coroutine returns the event's bool result)

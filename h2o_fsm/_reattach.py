@@ -55,9 +55,9 @@ async def reattach(event: EventData) -> None:
     else:  # replay from the start, skipping what the caller got from the answer's own stream
         turn.parser = state.parser = d.rt.dialect.resume_parser(turn.parser, turn.delivered, d.rt.limits.max_line_bytes)
     state.attempts += 1
-    query = d.rt.dialect.reattach_query(d.conv.dstate)
+    query = d.rt.dialect.reattach_query(conv.dstate)
     rq = d.rt.requester
-    async with rq.step(Phase.REATTACH, d.turn.deadline, d.conv.cid):
+    async with rq.step(Phase.REATTACH, turn.deadline, conv.cid):
         try:
             response = await rq.call(Phase.REATTACH, session=conv.session, cid=conv.cid, query=query, headers=headers)
         except H2oStatusError as exc:
@@ -71,4 +71,4 @@ async def reattach(event: EventData) -> None:
         await rq.drain(response)
         state.refused = f"the server answered the reattach with {response.headers.get('content-type')!r}"
         return
-    d.turn.response = response
+    turn.response = response

@@ -22,7 +22,6 @@ from ._driver import Pause
 from ._exceptions import H2oStateError
 from ._history import scrubbed
 from ._log import redact, shown_headers
-from ._phase import Phase
 from ._records import StepResult
 from ._steps import skipped
 from ._table import SPEC, destination, request_line
@@ -141,12 +140,7 @@ async def _paused_end(d: Driver, pause: Pause) -> None:
 
 def queue(d: Driver, prompt: str | Messages) -> None:
     """Set the prompt the next ``send`` step will post (validated now)."""
-    rt, conv = d.rt, d.conv
-    preprompt, text = rt.dialect.prepare(prompt, first=d.state is Phase.NEW and conv.cid is None)
-    rt.limits.check_prompt(preprompt, text)
-    if d.state is Phase.NEW:
-        conv.dstate = rt.dialect.new_state(preprompt)
-    d.turn.prompt = text
+    d.set_prompt(*d.validate(prompt))
     d.turn.prompt_pending = True
 
 
@@ -160,7 +154,7 @@ def next_trigger(d: Driver) -> str:
         return spec.idle
     if spec.next is None:
         raise H2oStateError(f"the conversation already ended ({state.value})", phase=state)
-    dest = destination(state, spec.next, lambda guard: bool(getattr(d, guard)))
+    dest = destination(state, spec.next, d.holds)
     if dest is not None and SPEC[dest].needs_prompt and not d.turn.prompt_pending:
         raise H2oStateError(f"no prompt queued for the {dest.value} step; pass one to step()", phase=state)
     return spec.next
@@ -173,7 +167,7 @@ def describe_next(d: Driver) -> str:
     base = redact(rt.requester.base_url)
     if SPEC[state].reads and pause is None:  # (paused in the stream: its ending is next)
         return "read the answer's stream to its final event"
-    dest = destination(state, trigger, lambda guard: bool(getattr(d, guard)))
+    dest = destination(state, trigger, d.holds)
     if pause is not None and (dest is None or SPEC[dest].request is None):
         return f"end: nothing to send (to {dest.value if dest else trigger})"
     if trigger == SPEC[state].idle and (dest is None or SPEC[dest].request is None):

@@ -8,7 +8,6 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from ._aio import wait_owned
-from ._phase import Phase
 from ._reader import read_answer
 from ._table import SPEC
 
@@ -34,9 +33,7 @@ class TurnScope:
         d.busy = True
         try:
             await d.start_turn()
-            if d.state is Phase.NEW:
-                d.conv.dstate = d.rt.dialect.new_state(self._preprompt)
-            d.turn.prompt = self._text
+            d.set_prompt(self._preprompt, self._text)
             await d.advance(lambda p: SPEC[p].reads)
         except BaseException as exc:
             d.busy = False  # (the turn never started: the next one may)
