@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, NoReturn, cast
-
-import httpx
+from typing import TYPE_CHECKING, NoReturn
 
 from ._aio import Deadline
 from ._events import Event, FinalAnswer, StreamError
@@ -18,6 +16,7 @@ from ._resume import resume
 from ._stream import Parser, StreamSyntaxError
 from ._tail import Tail
 from ._translate import translate
+from ._transport import raw_chunks
 
 if TYPE_CHECKING:
     from ._driver import Driver
@@ -56,9 +55,9 @@ async def read_answer(d: Driver) -> AsyncGenerator[str, None]:
         if failure is not None:
             _fail(d, failure)
         assert turn.response is not None and turn.parser is not None
-        return _body(turn.response), turn.parser
+        return raw_chunks(turn.response), turn.parser
 
-    body = _body(response)
+    body = raw_chunks(response)
     handed = False
     try:
         while True:
@@ -100,12 +99,6 @@ async def read_answer(d: Driver) -> AsyncGenerator[str, None]:
             await body.aclose()
     turn.final = parser.final
     turn.generating = False
-
-
-def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    # no content-encoding (chat-ui and TGI send none): the raw bytes, one generator layer less per chunk
-    raw = "content-encoding" not in response.headers
-    return cast("AsyncGenerator[bytes, None]", response.aiter_raw() if raw else response.aiter_bytes())
 
 
 def _answer(d: Driver, events: list[Event]) -> tuple[list[str], list[Event] | None]:

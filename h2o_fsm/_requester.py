@@ -4,8 +4,8 @@ policy; every lower-level error goes through ``_translate`` on its way out."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Collection, Mapping
-from typing import Any, NoReturn, cast
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,7 +31,7 @@ from ._step_bound import StepBound
 from ._table import SPEC, request_of
 from ._table import seconds as seconds_of
 from ._translate import translate, translated
-from ._transport import GAP_EXTENSION, FastTransport
+from ._transport import GAP_EXTENSION, FastTransport, raw_chunks
 from ._version import VERSION
 
 __all__ = ["Requester"]
@@ -251,7 +251,7 @@ class Requester:
         buf = bytearray()
         if limit <= 0:
             return b""
-        chunks = _chunks(response)
+        chunks = raw_chunks(response)
         try:  # aclosing(chunks), inline
             try:
                 async for chunk in chunks:
@@ -270,7 +270,7 @@ class Requester:
         buf = bytearray()
         try:
             with translated(phase, cid, response.status_code, f"{phase.value} answer"):
-                async for chunk in _chunks(response):
+                async for chunk in raw_chunks(response):
                     buf += chunk
                     if len(buf) > limit:
                         raise H2oLimitError(f"answer larger than {limit} bytes", phase=phase,
@@ -285,12 +285,6 @@ class Requester:
             await self.read_up_to(response, self.limits.max_error_body_bytes)
         finally:
             await response.aclose()
-
-
-def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    # without a content-encoding the raw bytes are the bytes: one generator layer and a decoder lookup less
-    chunks = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
-    return cast("AsyncGenerator[bytes, None]", chunks)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

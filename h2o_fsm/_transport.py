@@ -30,8 +30,8 @@ import base64
 import functools
 import inspect
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, cast
 
 import aiohttp
 import httpx
@@ -239,6 +239,17 @@ class _Response(httpx.Response):
         httpx.Response.request.fset(self, value)  # type: ignore[attr-defined]
 
 
+def raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as sent (decoded when it has a content-encoding): our transport's body is
+    iterated directly, without httpx's ``aiter_raw`` layer (a generator, a chunker and a context per chunk)."""
+    if "content-encoding" in response.headers:
+        return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    stream = response.stream
+    if type(stream) is _Body:
+        return stream.__aiter__()
+    return cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+
+
 class _Body(httpx.AsyncByteStream):
     __slots__ = ("_fired", "_gap", "_handle", "_loop", "_request", "_response", "_waiting")
 
@@ -265,7 +276,7 @@ class _Body(httpx.AsyncByteStream):
         self._fired = True
         self._response.close()  # the pending read fails at once (aiohttp's public close)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def __aiter__(self) -> AsyncGenerator[bytes, None]:
         content = self._response.content
         gap = self._gap
         loop = self._loop = asyncio.get_running_loop()
