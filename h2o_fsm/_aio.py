@@ -91,13 +91,28 @@ async def wait_owned(task: asyncio.Future[Any], abandoned: Container[asyncio.Fut
     it at once and the task goes on (the client's ``aclose()`` waits for it). If the *task* was cancelled
     (the client gave up on it at the end of ``aclose()``), the caller gets an ``H2oStateError``, not a
     cancellation it never asked for (``abandoned``: the tasks the client gave up on; Python 3.10 cannot
-    tell otherwise). A task that failed raises its exception here."""
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
+    tell otherwise). A task that failed raises its exception here.
+
+    What ``await asyncio.shield(task)`` does, with one future and one callback instead of shield's
+    future, two callbacks and their closures (the create of every conversation waits here)."""
+    if not task.done():
+        waiter = task.get_loop().create_future()
+
+        def wake(_: object) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(wake)
+        try:
+            await waiter
+        except asyncio.CancelledError:  # the caller's own cancellation: the task goes on
+            task.remove_done_callback(wake)
+            raise
+    if task.cancelled():
         current = asyncio.current_task()
         cancelling = getattr(current, "cancelling", None)
         mine = cancelling() > 0 if cancelling is not None else task not in abandoned
-        if task.cancelled() and not mine:
+        if not mine:
             raise H2oStateError("the client was closed before this step or ending finished") from None
-        raise
+        raise asyncio.CancelledError
+    task.result()

@@ -66,8 +66,8 @@ class Pause:
 class Driver:
     """One conversation as the machine sees it. ``state`` is set by the machine only."""
 
-    __slots__ = ("__weakref__", "busy", "conv", "create_task", "end_by", "ending", "holds_slot", "pause", "rt",
-                 "state", "tail_task", "transition", "transitioning", "turn")
+    __slots__ = ("__weakref__", "busy", "conv", "create_task", "end_by", "ending", "holds_slot", "one_shot", "pause",
+                 "rt", "state", "tail_task", "transition", "transitioning", "turn")
 
     conv: ConversationData
     turn: TurnData
@@ -87,6 +87,7 @@ class Driver:
         self.end_by = 0.0  # loop time by which the ending (stop and DELETE) must be over
         self.pause: Pause | None = None  # set while an ending waits for steps (a step failed)
         self.tail_task: asyncio.Task[None] | None = None  # reads the last answer's stream tail (``_tail``)
+        self.one_shot = False  # ask/stream: its ending follows the answer at once, and reads the tail itself
 
     # ------------------------------------------------------------------ guards (named in the table)
     @property
@@ -171,8 +172,8 @@ class Driver:
         self.transitioning = True
         try:
             await MACHINE.events[trigger].trigger(self)
-            if self.turn.tail is not None and SPEC[self.state].rests:  # the answer is complete: read the rest
-                start(self)
+            if self.turn.tail is not None and SPEC[self.state].rests and not self.one_shot:
+                start(self)  # the answer is complete: read the rest (a one-shot's ending reads it, ``_tail``)
         except H2oError:
             raise
         except Exception as exc:  # anything a callback raised that nobody expected

@@ -2,10 +2,11 @@
 
 The tail is what the server writes once the answer is complete, until it ends the stream (chat-ui
 persists the run, then writes ``status: finished``; the 2023 server ends after its final event). It is
-read in a task the client owns, under the stream's limits and within half of ``Timeouts.cleanup``, while
-the caller already has its answer; its outcome is one ``tail`` record (history, log, trace); a failure
-there is counted (``H2oClient.tail_errors``) and logged, never raised to that caller. The next turn and
-the ending (the DELETE) start after it, so nothing overlaps the server's run.
+read in a task the client owns (a one-shot's by its ending, which follows the answer at once), under
+the stream's limits and within half of ``Timeouts.cleanup``, while the caller already has its answer;
+its outcome is one ``tail`` record (history, log, trace); a failure there is counted
+(``H2oClient.tail_errors``) and logged, never raised to that caller. The next turn and the ending (the
+DELETE) start after it, so nothing overlaps the server's run.
 """
 
 from __future__ import annotations
@@ -81,18 +82,28 @@ async def before_turn(d: Driver) -> None:
 
 
 async def before_end(d: Driver) -> None:
-    """The ending (its DELETE) starts once the tail is over. A cancellation from outside the client (the
-    event loop shutting down: ``asyncio.run`` cancels every task left) cuts the tail, and the ending
-    goes on: that cancellation is not the client's (``aclose()`` marks the endings it gives up on)."""
-    if d.turn.tail is not None:  # never started (the turn failed after its answer)
-        tail, d.turn.tail = d.turn.tail, None
-        await close_tail(tail)
+    """The ending (its DELETE) starts once the tail is over; a one-shot's tail is read here (the ending
+    follows its answer at once: one task less). A cancellation from outside the client (the event loop
+    shutting down: ``asyncio.run`` cancels every task left) cuts the tail, and the ending goes on: that
+    cancellation is not the client's (``aclose()`` marks the endings it gives up on)."""
+    tail = d.turn.tail
+    if tail is not None:  # not started: a one-shot's answer, or a turn that failed after its answer
+        d.turn.tail = None
+        if not (d.one_shot and SPEC[d.state].rests):
+            await close_tail(tail)
+            tail = None
     task = d.tail_task
     try:
-        if task is not None and not task.done():
-            await asyncio.wait([task])
-        else:  # one suspension all the same: a loop shutting down right now finds the ending here, not later
-            await asyncio.sleep(0)  # in its DELETE
+        try:
+            if task is not None and not task.done():
+                await asyncio.wait([task])
+            else:  # one suspension all the same: a loop shutting down right now finds the ending here, not
+                await asyncio.sleep(0)  # later in its DELETE
+            if tail is not None:
+                await _run(d, tail)
+        finally:
+            if tail is not None:  # (closed already unless cut before its reading started)
+                await close_tail(tail)
     except asyncio.CancelledError:
         if not _from_outside(d):
             raise

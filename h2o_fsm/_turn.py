@@ -77,6 +77,7 @@ class OneShot:
         self._conv = conv
 
     async def __aenter__(self) -> Conversation:
+        self._conv._driver.one_shot = True  # the tail is read by the ending, not by a task of its own
         return self._conv
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:

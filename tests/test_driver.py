@@ -172,3 +172,21 @@ async def test_each_record_has_only_its_own_transitions_status_and_retries(diale
                 assert r.status is None, r
         assert history[-1].dest is Phase.CLOSED
         assert_clean(server)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_one_shot_leaves_one_task_after_its_answer_the_ending_that_reads_its_tail(dialect: Dialect) -> None:
+    """``ask`` returns at the answer; its tail and DELETE go on in *one* task the client owns (the ending
+    reads the tail itself: a task per one-shot less than a turn's tail task plus its ending), in order."""
+    records: list[Any] = []
+    with emulator(ServerConfig(max_tokens=4), dialect=dialect) as server:
+        async with H2oClient(server.url, dialect=dialect, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS,
+                             on_transition=records.append) as client:
+            assert await client.ask("Hi")
+            owned = [t for t in client._rt.tasks if not t.done()]
+            assert len(owned) == 1  # the ending; no tail task beside it
+            await owned[0]
+            assert [r.trigger for r in records][-4:] == ["finish", "tail", "close", "deleted"]
+            assert all(r.error is None for r in records)
+        assert deletes(server) == 1
+        assert_clean(server)
