@@ -2,7 +2,7 @@
 own caller deadline, against the bundled emulator in another process on loopback; the old provider's
 way (a new aiohttp session per call, as in ``benchmarks/run.py``) in the same run.
 
-    python benchmarks/concurrency.py [--sizes 500 1000] [--rounds 2] [--deadline 30] [--httpx]
+    python benchmarks/concurrency.py [--sizes 500 1000] [--rounds 5] [--deadline 30] [--httpx]
 
 Per variant and size it prints: successes (of n), client CPU per conversation (``time.process_time`` of
 this process over the burst and until the client has no conversation left - ``ask`` returns with the
@@ -12,8 +12,11 @@ client adds over the server's own time. The server's own time of a conversation 
 answering by its configuration (``--max-tokens`` x ``--token-delay`` of streaming, the one deliberate
 wait), taken off each conversation's wall time (until ``ask`` returns); what is left is the client's own
 work plus queueing (at the pool, in the event loop, at the busy server), the same server for every
-variant. Ratios are against the old way, measured in the same run; the rounds alternate the order of the
-variants, and medians over rounds are printed. Bounded: each conversation has its deadline, each burst
+variant. Ratios are against the old way, measured in the same run and paired: each round measures every
+variant once, back to back (the order alternates between rounds), a round's ratio is its variant's CPU
+over the old way's in that same round, and the ratio printed is the median of the rounds' ratios, with
+their range (a machine shared with others drifts between rounds; within a round much less). The other
+columns are medians over rounds. Bounded: each conversation has its deadline, each burst
 is awaited at most ``deadline + 10`` s.
 
 "via http_client.send" is the same transport handed in inside an ``httpx.AsyncClient``: requests
@@ -132,9 +135,11 @@ async def main_async(args: argparse.Namespace, url: str) -> bool:
     print(f"server: another process, {args.max_tokens} tokens x {args.token_delay * 1e3:.0f} ms "
           f"(its own time {server_own * 1e3:.0f} ms a conversation); deadline {args.deadline:g} s each; "
           f"medians of {args.rounds} rounds\n")
-    print(f"{'variant':44} {'n':>5} {'ok':>5} {'CPU/conv':>9} {'ratio':>6} {'added p50':>10} {'p99':>8}")
+    print(f"{'variant':44} {'n':>5} {'ok':>5} {'CPU/conv':>9} {'ratio':>6} {'added p50':>10} {'p99':>8}"
+          "  (ratio's range over rounds)")
     for n in args.sizes:
         rows: dict[str, dict[str, list[float]]] = {k: {"ok": [], "cpu": [], "p50": [], "p99": []} for k in variants}
+        old = "old provider (new aiohttp session per call)"
         for r in range(args.rounds):
             order = list(variants.items()) if r % 2 == 0 else list(reversed(variants.items()))
             for name, fn in order:
@@ -145,13 +150,14 @@ async def main_async(args: argparse.Namespace, url: str) -> bool:
                 rows[name]["p50"].append(pct(added, 0.5))
                 rows[name]["p99"].append(pct(added, 0.99))
                 await asyncio.sleep(0.5)  # let the server finish its deletes
-        base = statistics.median(rows["old provider (new aiohttp session per call)"]["cpu"])
         for name, row in rows.items():
             cpu = statistics.median(row["cpu"])
-            ratio = cpu / base
+            paired = [mine / base for mine, base in zip(row["cpu"], rows[old]["cpu"])]  # round by round
+            ratio = statistics.median(paired)
             good = int(min(row["ok"]))
             print(f"{name:44} {n:5} {good:5} {cpu * 1e3:7.2f}ms {ratio:5.2f}x "
-                  f"{statistics.median(row['p50']) * 1e3:8.0f}ms {statistics.median(row['p99']) * 1e3:6.0f}ms")
+                  f"{statistics.median(row['p50']) * 1e3:8.0f}ms {statistics.median(row['p99']) * 1e3:6.0f}ms"
+                  f"  ({min(paired):.2f}-{max(paired):.2f}x)")
             if name.endswith("(default install)"):
                 ok = ok and good == n and ratio <= TARGET
         print()
@@ -168,7 +174,7 @@ async def main_async(args: argparse.Namespace, url: str) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000])
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--deadline", type=float, default=30.0)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--token-delay", type=float, default=0.01)
