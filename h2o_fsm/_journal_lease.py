@@ -43,7 +43,8 @@ def open_journal(value: object) -> tuple[JournalBackend | None, bool]:
         if not os.fspath(value):
             raise ValueError("journal path must not be empty")
         return Journal(value), True
-    raise TypeError(f"journal must be a Journal, a file path or a redis:// URL, not {type(value).__name__}")
+    raise TypeError(f"journal must be a journal (JournalBackend), a file path, or a redis:// or postgresql:// URL, "
+                    f"not {type(value).__name__}")
 
 
 class ClientJournal:
