@@ -97,10 +97,10 @@ async def before_end(d: Driver) -> None:
         try:
             if task is not None and not task.done():
                 await asyncio.wait([task])
-            else:  # one suspension all the same: a loop shutting down right now finds the ending here, not
-                await asyncio.sleep(0)  # later in its DELETE
+            elif tail is None:  # one suspension all the same: a loop shutting down right now finds the ending
+                await asyncio.sleep(0)  # here, not later in its DELETE
             if tail is not None:
-                await _run(d, tail)
+                await _run(d, tail, park=True)  # (its suspension inside, recorded)
         finally:
             if tail is not None:  # (closed already unless cut before its reading started)
                 await close_tail(tail)
@@ -147,13 +147,15 @@ def _from_outside(d: Driver) -> bool:
     return True
 
 
-async def _run(d: Driver, tail: Tail) -> None:
+async def _run(d: Driver, tail: Tail, park: bool = False) -> None:
     """Read ``tail`` to the end of the stream, close it, record how it went. Raises nothing but a
     cancellation (the client cut it short: closing, or the event loop shutting down)."""
     t0 = time.perf_counter()
     seconds = d.rt.timeouts.cleanup / 2
     error: str | None = None
     try:
+        if park:
+            await asyncio.sleep(0)
         await _read(d, tail, asyncio.get_running_loop().time() + seconds)
     except asyncio.CancelledError:
         error = "CancelledError"

@@ -246,6 +246,7 @@ def raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
         return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
     stream = response.stream
     if type(stream) is _Body:
+        response.is_stream_consumed = True  # httpx's guard: a second read raises StreamConsumed, as after aiter_raw
         return stream.__aiter__()
     return cast("AsyncGenerator[bytes, None]", response.aiter_raw())
 

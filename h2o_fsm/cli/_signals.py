@@ -76,6 +76,11 @@ class Signals:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stopping: Callable[[], None]) -> None:
         self.loop, self.stopping = loop, stopping
+        # After a run a signal stopped, its handlers stay until the next run (the command's cleanup) or
+        # close(): a second Ctrl-C typed between the two reaches that run (the loop's wake-up fd keeps it),
+        # instead of Python's default handler (a bare KeyboardInterrupt, the cleanup's story lost).
+        self._kept: dict[int, Any] | None = None
+        self._current: Callable[[int], None] = lambda signum: None
 
     def _install(self, handler: Callable[[int], None]) -> dict[int, Any]:
         """The loop's handlers for SIGINT/SIGTERM; returns what each replaced (restored by ``_restore``)."""
@@ -113,12 +118,17 @@ class Signals:
             elif not gave_up.done():
                 gave_up.set_result(None)
 
-        installed = self._install(on_signal)
+        self._current = on_signal
+        installed, self._kept = (self._kept, None) if self._kept is not None else (self._install(self._dispatch), None)
         try:
             waited: list[asyncio.Future[Any]] = [task, gave_up]
             loop.run_until_complete(asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED))
         finally:
-            self._restore(installed)
+            self._current = lambda signum: None
+            if received:
+                self._kept = installed
+            else:
+                self._restore(installed)
             if not gave_up.done():
                 gave_up.cancel()
         if not task.done():
@@ -129,10 +139,16 @@ class Signals:
             raise Interrupted(received[0])
         return task.result()
 
+    def _dispatch(self, signum: int) -> None:
+        self._current(signum)
+
     def close(self, *, abandon: bool = False) -> None:
         """Close the loop as ``asyncio.run`` does (what still runs is cancelled and awaited), or, with
         ``abandon`` (after a second signal), without waiting for anything, quietly."""
         loop = self.loop
+        if self._kept is not None:
+            kept, self._kept = self._kept, None
+            self._restore(kept)
         if abandon:
             loop.set_exception_handler(lambda _loop, _context: None)  # "Task was destroyed but it is pending"
             tasks = asyncio.all_tasks(loop)
