@@ -23,6 +23,7 @@ import dataclasses
 import socket
 import ssl
 from collections.abc import Callable
+from typing import NoReturn
 
 import aiohttp
 import h11
@@ -32,7 +33,7 @@ from ._exceptions import Reason, TimeoutKind
 
 __all__ = [
     "Failure", "LowerLayerError", "Reason", "TimeoutKind", "failure_of", "is_timeout", "lower_failure",
-    "map_lower_error", "not_sent", "transport_error_text",
+    "map_lower_error", "not_sent", "raise_clean", "transport_error_text",
 ]
 
 
@@ -232,3 +233,15 @@ def map_lower_error(exc: Exception, request: httpx.Request | None) -> httpx.Tran
     mapped = failure.httpx_class(f"{failure.text} ({names})", request=request)
     mapped.__cause__ = stand_in
     return mapped
+
+
+def raise_clean(mapped: httpx.TransportError) -> NoReturn:
+    """Raise ``mapped`` with no ``__context__``. Raised outside the ``except`` that made it, it has none on
+    3.11+; on 3.10 a task resumed with an exception (asyncio's ``__wakeup``) still counts the lower one as
+    being handled, so it became the context (the original aiohttp error, whose repr may hold a secret):
+    the context set by the raise is cleared, and the bare ``raise`` keeps it cleared."""
+    try:
+        raise mapped
+    except httpx.TransportError:
+        mapped.__context__ = None
+        raise

@@ -37,7 +37,7 @@ import aiohttp
 import httpx
 import yarl
 
-from ._failures import is_timeout, map_lower_error, not_sent, transport_error_text
+from ._failures import is_timeout, map_lower_error, not_sent, raise_clean, transport_error_text
 from ._network import no_cookie_jar, proxy_credentials, tls_context
 
 __all__ = [
@@ -170,7 +170,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             body = _Body(response, request_of, extensions.get(GAP_EXTENSION))
             about = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
             return _Response(response.status, response.raw_headers, body, request_of, about)
-        raise mapped
+        raise_clean(mapped)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -182,7 +182,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             mapped = map_lower_error(exc, None)
         else:
             return
-        raise mapped
+        raise_clean(mapped)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -202,7 +202,7 @@ async def _content(request: httpx.Request) -> bytes | None:
         return await request.aread() or None
     except Exception as exc:
         mapped = map_lower_error(exc, request)
-    raise mapped
+    raise_clean(mapped)
 
 
 def _built(request_of: Callable[[], httpx.Request]) -> httpx.Request | None:
@@ -298,7 +298,7 @@ class _Body(httpx.AsyncByteStream):
                         return
                     yield chunk
                     continue
-                raise mapped
+                raise_clean(mapped)
         finally:  # released now, as a reader closing us expects (the connection goes back, or is closed)
             self._end()
 

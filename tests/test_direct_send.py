@@ -173,3 +173,18 @@ async def test_an_idle_connection_is_reused_for_less_than_a_servers_five_seconds
     assert KEEPALIVE < 5.0
     assert len(srv.seen) == 3
     assert srv.connections == 2  # reused after 0.3 s, a new one after KEEPALIVE + 0.3 s
+
+
+def test_a_mapped_error_is_raised_without_the_exception_being_handled_as_its_context() -> None:
+    """On Python 3.10 a task resumed with the lower error (asyncio's ``__wakeup``) still counts it as being
+    handled where the transport raises its mapped error, which then carried the original aiohttp error as
+    ``__context__`` (with a secret in its repr, possibly). ``raise_clean`` leaves no context, on any Python."""
+    from h2o_fsm._failures import raise_clean
+
+    mapped = httpx.ConnectError("connection refused (ClientConnectorError)")
+    try:
+        raise ValueError("hf-chat=s3cr3t")  # what the lower layer raised, still being handled
+    except ValueError:
+        with pytest.raises(httpx.ConnectError) as info:
+            raise_clean(mapped)
+    assert info.value is mapped and info.value.__context__ is None and info.value.__cause__ is None

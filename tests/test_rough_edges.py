@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -12,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, refused_url
+from support import FAST_RETRIES, FAST_TIMEOUTS, assert_clean, caller_timeout, refused_url
 
 from h2o_fsm import H2o, H2oClient, Limits
 from h2o_fsm.cli import main
@@ -104,7 +103,7 @@ async def test_a_turn_cancelled_by_the_caller_says_so_in_its_record() -> None:
         async with H2oClient(server.url, retries=FAST_RETRIES, timeouts=FAST_TIMEOUTS) as client:
             conv = client.conversation()
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3):
+                async with caller_timeout(0.3):
                     async with conv:
                         await conv.ask("a long answer")
         aborts = [r for r in conv.history if r.trigger == "abort"]
