@@ -3,6 +3,7 @@ own caller deadline, against the bundled emulator in another process on loopback
 way (a new aiohttp session per call, as in ``benchmarks/run.py``) in the same run.
 
     python benchmarks/concurrency.py [--sizes 500 1000] [--rounds 5] [--deadline 30] [--httpx]
+        [--server-python .venv/bin/python]  # this Python: the default install, no extras
 
 Per variant and size it prints: successes (of n), client CPU per conversation (``time.process_time`` of
 this process over the burst and until the client has no conversation left - ``ask`` returns with the
@@ -46,9 +47,9 @@ from h2o_fsm._transport import no_cookie_jar
 TARGET = 1.0  # client CPU per conversation at most this many times the old way's
 
 
-def start_server(max_tokens: int, token_delay: float) -> tuple[subprocess.Popen[str], str]:
+def start_server(max_tokens: int, token_delay: float, python: str = sys.executable) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "h2o_fsm.cli", "serve", "--max-tokens", str(max_tokens), "--no-request-log",
+        [python, "-m", "h2o_fsm.cli", "serve", "--max-tokens", str(max_tokens), "--no-request-log",
          "--token-delay", str(token_delay)],
         stdout=subprocess.PIPE, text=True,
     )
@@ -180,10 +181,13 @@ def main() -> None:
     ap.add_argument("--token-delay", type=float, default=0.01)
     ap.add_argument("--max-connections", type=int, default=100, help="the client's pool (default: H2oClient's)")
     ap.add_argument("--httpx", action="store_true", help="also httpx's own transport")
+    ap.add_argument("--server-python", default=sys.executable,
+                    help="the Python that runs the emulator (one with the server extra), so that this one can be "
+                         "the install a user gets by default (`pip install h2o-fsm`, no extras)")
     args = ap.parse_args()
     if sys.version_info < (3, 11):
         sys.exit("needs Python 3.11+ (asyncio.timeout)")
-    proc, url = start_server(args.max_tokens, args.token_delay)
+    proc, url = start_server(args.max_tokens, args.token_delay, args.server_python)
     try:
         ok = asyncio.run(main_async(args, url))
     finally:
