@@ -34,6 +34,17 @@ def open_streams(server: LocalServer) -> int:
     return sum(state_of(server.app).open_streams.values())
 
 
+def _triggers_after_shutdown(server: LocalServer, script: str, dialect: str, transport: str) -> tuple[list[str], str]:
+    """Run ``script`` (an ``asyncio.run`` that returns around its answer) against ``server``: the history's
+    triggers it printed after the loop shut down, and its stderr."""
+    done = subprocess.run([sys.executable, "-c", script, server.url, dialect, transport],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == EXPECTED
+    return lines[-1].removeprefix("triggers: ").split(","), done.stderr
+
+
 # ------------------------------------------------------------------ the loop shutting down mid-tail
 MID_TAIL = """
 import asyncio, sys
@@ -59,19 +70,14 @@ print("triggers:", ",".join(r.trigger for r in records))
 def test_the_loop_shutting_down_while_the_ending_reads_the_tail_still_deletes_once(dialect: str,
                                                                                   transport: str) -> None:
     with tail_server(dialect, tail=1.5) as server:
-        done = subprocess.run([sys.executable, "-c", MID_TAIL, server.url, dialect, transport],
-                              check=False, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        lines = done.stdout.strip().splitlines()
-        assert lines[0] == EXPECTED
-        triggers = lines[-1].removeprefix("triggers: ").split(",")
+        triggers, stderr = _triggers_after_shutdown(server, MID_TAIL, dialect, transport)
         assert triggers[-4:] == ["finish", "tail", "close", "deleted"], triggers  # the cut tail, then the end
         for _ in range(300):
             if server.accounting.live == 0:
                 break
             time.sleep(0.01)
         assert deletes(server) == 1 and server.accounting.live == 0
-        assert "never retrieved" not in done.stderr and "Task was destroyed" not in done.stderr, done.stderr
+        assert "never retrieved" not in stderr and "Task was destroyed" not in stderr, stderr
 
 
 RIGHT_AFTER = """
@@ -96,12 +102,7 @@ def test_a_tail_cut_by_the_loop_shutting_down_before_it_was_read_still_has_its_r
                                                                                      transport: str) -> None:
     """``_tail``: a tail's outcome is one ``tail`` record, also when the shutdown cuts it before its first read."""
     with tail_server(dialect, tail=0.3) as server:
-        done = subprocess.run([sys.executable, "-c", RIGHT_AFTER, server.url, dialect, transport],
-                              check=False, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        lines = done.stdout.strip().splitlines()
-        assert lines[0] == EXPECTED
-        triggers = lines[-1].removeprefix("triggers: ").split(",")
+        triggers, _ = _triggers_after_shutdown(server, RIGHT_AFTER, dialect, transport)
         assert triggers[-4:] == ["finish", "tail", "close", "deleted"], triggers
         assert deletes(server) == 1
 
