@@ -92,18 +92,14 @@ async def before_end(d: Driver) -> None:
         if not (d.one_shot and SPEC[d.state].rests):
             await close_tail(tail)
             tail = None
-    task = d.tail_task
+    task = d.tail_task  # (None for a one-shot: its tail is never a task's)
     try:
-        try:
-            if task is not None and not task.done():
-                await asyncio.wait([task])
-            elif tail is None:  # one suspension all the same: a loop shutting down right now finds the ending
-                await asyncio.sleep(0)  # here, not later in its DELETE
-            if tail is not None:
-                await _run(d, tail, park=True)  # (its suspension inside, recorded)
-        finally:
-            if tail is not None:  # (closed already unless cut before its reading started)
-                await close_tail(tail)
+        if tail is not None:  # parks at its start (a loop shutting down finds the ending there, recorded),
+            await _run(d, tail, park=True)  # and closes the tail however it ends
+        elif task is not None and not task.done():
+            await asyncio.wait([task])
+        else:  # one suspension all the same: a loop shutting down right now finds the ending here, not later
+            await asyncio.sleep(0)  # in its DELETE
     except asyncio.CancelledError:
         if not _from_outside(d):
             raise

@@ -119,7 +119,8 @@ class Signals:
                 gave_up.set_result(None)
 
         self._current = on_signal
-        installed, self._kept = (self._kept, None) if self._kept is not None else (self._install(self._dispatch), None)
+        installed = self._kept if self._kept is not None else self._install(self._dispatch)
+        self._kept = None
         try:
             waited: list[asyncio.Future[Any]] = [task, gave_up]
             loop.run_until_complete(asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED))
